@@ -1,0 +1,23 @@
+"""hnet_dna: tokenizer-free hierarchical DNA language models (H-Net) in PyTorch."""
+
+from .config import AttnConfig, ConfigError, HNetConfig, SSMConfig, presets
+from .model import HNetForCausalLM, HNetOutput, InputError
+from .tokenizer import NucleotideTokenizer, SequenceError
+from .weights import CheckpointError, load_official_checkpoint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HNetConfig",
+    "SSMConfig",
+    "AttnConfig",
+    "HNetForCausalLM",
+    "HNetOutput",
+    "NucleotideTokenizer",
+    "presets",
+    "load_official_checkpoint",
+    "ConfigError",
+    "InputError",
+    "SequenceError",
+    "CheckpointError",
+]

@@ -1,0 +1,158 @@
+"""Causal self-attention with partial rotary embeddings and an optional sliding window.
+
+Conventions of the official H-Net (flash-attn's ``MHA``):
+
+* ``Wqkv`` packs q, k, v as ``(three, heads, head_dim)`` along the output, no bias; ``out_proj``
+  has no bias.
+* Rotary is non-interleaved ("rotate half"), base 10000, on the first ``rotary_emb_dim`` channels
+  of each head of q and k; the rest pass through.
+* Window W: query i attends to keys i - W .. i (flash-attn's ``window_size=(W, -1)``); -1 = global.
+
+Decoding keeps a key/value cache per layer. A windowed layer keeps a ring buffer of W + 1 slots,
+so its cost per new position does not grow with the prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from .layers import HI_DTYPE, hi
+
+__all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary"]
+
+
+def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``2 * len(inv_freq)`` channels of x (..., L, H, Dh) by angle pos * freq.
+
+    positions: (L,) or (B, L) broadcastable to x's leading dims. Computed in fp32.
+    """
+    rot = 2 * inv_freq.numel()
+    angles = positions.to(HI_DTYPE(x))[..., None] * inv_freq.to(HI_DTYPE(x))  # (..., L, rot/2)
+    cos, sin = angles.cos()[..., None, :], angles.sin()[..., None, :]  # (..., L, 1, rot/2)
+    x_rot = hi(x[..., :rot])
+    x1, x2 = x_rot.chunk(2, dim=-1)
+    rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    return torch.cat([rotated, x[..., rot:]], dim=-1)
+
+
+@dataclass
+class AttentionCache:
+    """Keys (after rotary) and values of one layer. Slot of position t: ``t % capacity`` for a
+    windowed layer (ring of W + 1 slots), ``t`` for a global one (grown as needed)."""
+
+    k: torch.Tensor  # (B, H, capacity, Dh)
+    v: torch.Tensor  # (B, H, capacity, Dh)
+    lengths: torch.Tensor  # (B,) positions seen per row
+    ring: bool
+    max_length: int = 0  # an upper bound of lengths, kept on the host to avoid a device sync
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        rotary_emb_dim: int = 0,
+        window_size: int = -1,
+        rotary_base: float = 10000.0,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.window_size = window_size
+        self.rotary_emb_dim = rotary_emb_dim
+        self.Wqkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        inv_freq = 1.0 / rotary_base ** (torch.arange(0, rotary_emb_dim, 2, dtype=torch.float32) / rotary_emb_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        qkv = rearrange(self.Wqkv(x), "... (three h d) -> ... three h d", three=3, d=self.head_dim)
+        q, k, v = qkv.unbind(dim=-3)  # each (..., H, Dh)
+        if self.rotary_emb_dim > 0:
+            q = apply_rotary(q, positions, self.inv_freq)
+            k = apply_rotary(k, positions, self.inv_freq)
+        return q, k, v
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, cache: AttentionCache | None = None
+    ) -> torch.Tensor:
+        """x: (B, L, D). Right padding needs no mask: a real position never sees a later one.
+        With ``cache``, fill it with each row's keys and values (for decoding that follows)."""
+        batch, length, _ = x.shape
+        positions = torch.arange(length, device=x.device)
+        q, k, v = (rearrange(t, "b l h d -> b h l d") for t in self._qkv(x, positions))
+        if self.window_size < 0 or self.window_size + 1 >= length:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            offset = positions[:, None] - positions[None, :]  # query - key
+            allowed = (offset >= 0) & (offset <= self.window_size)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        if cache is not None:
+            self._fill_cache(cache, k, v, mask)
+        return self.out_proj(rearrange(out, "b h l d -> b l (h d)"))
+
+    # ------------------------------------------------------------------------------ decoding
+    def allocate_cache(self, batch: int, capacity: int = 256, device=None, dtype=None) -> AttentionCache:
+        device = device or self.Wqkv.weight.device
+        dtype = dtype or self.Wqkv.weight.dtype
+        ring = self.window_size >= 0
+        capacity = self.window_size + 1 if ring else capacity
+        shape = (batch, self.num_heads, capacity, self.head_dim)
+        return AttentionCache(
+            k=torch.zeros(shape, device=device, dtype=dtype),
+            v=torch.zeros(shape, device=device, dtype=dtype),
+            lengths=torch.zeros(batch, dtype=torch.long, device=device),
+            ring=ring,
+        )
+
+    def _fill_cache(self, cache: AttentionCache, k, v, mask) -> None:
+        batch, _, length, _ = k.shape
+        lengths = mask.sum(-1) if mask is not None else torch.full((batch,), length, device=k.device)
+        cache.lengths = lengths.to(torch.long)
+        cache.max_length = length
+        if not cache.ring:
+            cache.k, cache.v = k, v  # slots = positions; slots >= length are never read
+            return
+        capacity = cache.k.shape[2]
+        # Slot s holds the latest position p < length with p % capacity == s.
+        slots = torch.arange(capacity, device=k.device)[None, :]  # (1, C)
+        last = lengths[:, None] - 1
+        src = slots + capacity * torch.div(last - slots, capacity, rounding_mode="floor")
+        src = src.clamp(min=0, max=length - 1)  # slots never written yet hold junk, never read
+        idx = src[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[-1])
+        cache.k, cache.v = torch.gather(k, 2, idx), torch.gather(v, 2, idx)
+
+    def step(self, x: torch.Tensor, cache: AttentionCache, active: torch.Tensor | None = None) -> torch.Tensor:
+        """One position per row. x: (B, D) -> (B, D). Each row is at its own position
+        ``cache.lengths``; rows where ``active`` is False leave the cache untouched."""
+        pos = cache.lengths  # (B,)
+        q, k, v = self._qkv(x[:, None], pos[:, None])  # (B, 1, H, Dh)
+        capacity = cache.k.shape[2]
+        if not cache.ring and cache.max_length >= capacity:
+            grow = torch.zeros_like(cache.k)
+            cache.k, cache.v = torch.cat([cache.k, grow], 2), torch.cat([cache.v, grow], 2)
+            capacity *= 2
+        slot = pos % capacity if cache.ring else pos
+        here = F.one_hot(slot, capacity).bool()[:, None, :, None]  # (B, 1, C, 1)
+        k_all = torch.where(here, rearrange(k, "b 1 h d -> b h 1 d"), cache.k)
+        v_all = torch.where(here, rearrange(v, "b 1 h d -> b h 1 d"), cache.v)
+        seen = torch.clamp(pos + 1, max=capacity)  # slots holding this row's last positions
+        valid = torch.arange(capacity, device=x.device)[None, :] < seen[:, None]  # (B, C)
+        out = F.scaled_dot_product_attention(
+            rearrange(q, "b 1 h d -> b h 1 d"), k_all, v_all, attn_mask=valid[:, None, None, :]
+        )
+        if active is None:
+            cache.k, cache.v, cache.lengths = k_all, v_all, pos + 1
+        else:
+            keep = active[:, None, None, None]
+            cache.k = torch.where(keep, k_all, cache.k)
+            cache.v = torch.where(keep, v_all, cache.v)
+            cache.lengths = pos + active.long()
+        cache.max_length += 1
+        return self.out_proj(rearrange(out, "b h 1 d -> b (h d)"))

@@ -1,0 +1,193 @@
+"""Mamba-2 mixer with mamba_ssm's parameter names and shapes, and a one-position ``step``.
+
+The same weights run two ways: on CPU (or when forced) the chunked SSD of ``ssd.py`` in plain
+PyTorch; on CUDA, when mamba_ssm is installed, its fused chunked-scan kernel.
+
+Parameters (as ``mamba_ssm.modules.mamba2.Mamba2``)::
+
+    in_proj   Linear(d_model -> 2*d_inner + 2*ngroups*d_state + nheads), no bias; output order z, xBC, dt
+    conv1d    depthwise causal Conv1d over xBC (channels d_inner + 2*ngroups*d_state), with bias
+    dt_bias   (nheads,)      A_log (nheads,)      D (nheads,)
+    norm      gated RMSNorm over d_inner: rmsnorm(y * silu(z)) * weight (norm after gate)
+    out_proj  Linear(d_inner -> d_model), no bias
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from .. import backends
+from .layers import HI_DTYPE, hi
+from .ssd import ssd_scan
+
+__all__ = ["Mamba2", "Mamba2Cache", "GatedRMSNorm"]
+
+
+@dataclass
+class Mamba2Cache:
+    """Recurrent state of one Mamba-2 layer for incremental decoding."""
+
+    conv_state: torch.Tensor  # (B, conv_dim, d_conv): the last d_conv inputs of the convolution
+    ssm_state: torch.Tensor  # (B, nheads, headdim, d_state), fp32
+
+
+class GatedRMSNorm(nn.Module):
+    """``rmsnorm(y * silu(z)) * weight`` over groups of ``group_size`` channels, in fp32."""
+
+    def __init__(self, d: int, group_size: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.group_size = group_size
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        dtype = y.dtype
+        h = hi(y) * F.silu(hi(z))
+        h = rearrange(h, "... (g c) -> ... g c", c=self.group_size)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        h = rearrange(h, "... g c -> ... (g c)")
+        return (h * hi(self.weight)).to(dtype)
+
+
+class Mamba2(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        chunk_size: int = 256,
+        A_init_range: tuple[float, float] = (1.0, 16.0),
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.headdim = headdim
+        self.ngroups = ngroups
+        self.nheads = self.d_inner // headdim
+        self.chunk_size = chunk_size
+        self.conv_dim = self.d_inner + 2 * ngroups * d_state
+
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, kernel_size=d_conv, groups=self.conv_dim, padding=d_conv - 1
+        )
+        # dt_bias = softplus^-1(dt) for dt log-uniform in [dt_min, dt_max] (mamba_ssm's init).
+        dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.empty(self.nheads).uniform_(*A_init_range)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        self.norm = GatedRMSNorm(self.d_inner, group_size=self.d_inner // ngroups)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _split(self, zxbcdt: torch.Tensor):
+        return torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+
+    def _split_xbc(self, xBC: torch.Tensor):
+        gn = self.ngroups * self.d_state
+        return torch.split(xBC, [self.d_inner, gn, gn], dim=-1)
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(
+        self, u: torch.Tensor, mask: torch.Tensor | None = None, cache: Mamba2Cache | None = None
+    ) -> torch.Tensor:
+        """u: (B, L, d_model); mask: (B, L) bool, right-padded. With ``cache``, fill it with each
+        row's state after its last real position (for decoding that follows)."""
+        batch, length, _ = u.shape
+        z, xBC, dt = self._split(self.in_proj(u))
+        if cache is not None:
+            cache.conv_state = self._last_conv_inputs(xBC, mask)
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :length].transpose(1, 2))  # (B, L, conv_dim)
+        x, Bm, Cm = self._split_xbc(xBC)
+
+        dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, L, H)
+        if mask is not None:
+            # dt = 0 at padding: the state passes through unchanged, so the final state is each
+            # row's state after its last real base. Outputs at real positions are unaffected.
+            dt = dt * mask[..., None]
+        A = -torch.exp(hi(self.A_log))  # (H,)
+        x = rearrange(x, "b l (h p) -> b l h p", p=self.headdim)
+        Bm = rearrange(Bm, "b l (g n) -> b l g n", g=self.ngroups)
+        Cm = rearrange(Cm, "b l (g n) -> b l g n", g=self.ngroups)
+
+        kernel = backends.mamba_ssm_ops() if backends.use_fast_path(u) else None
+        if kernel is not None:
+            out = kernel(
+                x, dt.float(), A.float(), Bm, Cm, chunk_size=self.chunk_size, D=self.D.float(),
+                dt_bias=None, dt_softplus=False, return_final_states=cache is not None,
+            )
+            y, final_state = out if cache is not None else (out, None)
+        else:
+            y, final_state = ssd_scan(
+                hi(x) * dt[..., None], dt * A, hi(Bm), hi(Cm),
+                chunk_size=self.chunk_size, return_final_state=True,
+            )
+            y = (y + hi(x) * hi(self.D)[:, None]).to(x.dtype)
+        if cache is not None:
+            cache.ssm_state = hi(final_state)
+        y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
+        return self.out_proj(y)
+
+    def _last_conv_inputs(self, xBC: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, conv_dim, d_conv): each row's last d_conv convolution inputs, zeros before its start."""
+        batch, length, _ = xBC.shape
+        lengths = mask.sum(-1) if mask is not None else torch.full((batch,), length, device=xBC.device)
+        padded = F.pad(xBC, (0, 0, self.d_conv, 0))  # d_conv zeros in front
+        idx = lengths[:, None] + torch.arange(self.d_conv, device=xBC.device)[None, :]  # (B, d_conv)
+        window = torch.gather(padded, 1, idx[..., None].expand(-1, -1, self.conv_dim))
+        return window.transpose(1, 2).contiguous()
+
+    # -------------------------------------------------------------------------------- step
+    def allocate_cache(self, batch: int, device=None, dtype=None) -> Mamba2Cache:
+        device = device or self.in_proj.weight.device
+        dtype = dtype or self.in_proj.weight.dtype
+        return Mamba2Cache(
+            conv_state=torch.zeros(batch, self.conv_dim, self.d_conv, device=device, dtype=dtype),
+            ssm_state=torch.zeros(
+                batch, self.nheads, self.headdim, self.d_state, device=device, dtype=HI_DTYPE(self.A_log)
+            ),
+        )
+
+    def step(self, u: torch.Tensor, cache: Mamba2Cache, active: torch.Tensor | None = None) -> torch.Tensor:
+        """One position. u: (B, d_model) -> (B, d_model). Rows where ``active`` is False compute an
+        output (to be discarded) but leave their cache untouched."""
+        z, xBC, dt = self._split(self.in_proj(u))
+        conv_state = torch.cat([cache.conv_state[..., 1:], xBC[..., None].to(cache.conv_state.dtype)], -1)
+        weight = rearrange(self.conv1d.weight, "c 1 w -> c w")
+        xBC = F.silu((conv_state * weight).sum(-1) + self.conv1d.bias).to(u.dtype)
+        x, Bm, Cm = self._split_xbc(xBC)
+
+        dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, H)
+        A = -torch.exp(hi(self.A_log))
+        x = hi(rearrange(x, "b (h p) -> b h p", p=self.headdim))
+        rep = self.nheads // self.ngroups
+        Bm = hi(rearrange(Bm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
+        Cm = hi(rearrange(Cm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
+        ssm_state = cache.ssm_state * torch.exp(dt * A)[..., None, None] + torch.einsum(
+            "bhp,bhn->bhpn", x * dt[..., None], Bm
+        )
+        y = torch.einsum("bhpn,bhn->bhp", ssm_state, Cm) + x * hi(self.D)[:, None]
+        if active is None:
+            cache.conv_state, cache.ssm_state = conv_state, ssm_state
+        else:
+            keep = active.view(-1, 1, 1)
+            cache.conv_state = torch.where(keep, conv_state, cache.conv_state)
+            cache.ssm_state = torch.where(keep[..., None], ssm_state, cache.ssm_state)
+        y = self.norm(rearrange(y, "b h p -> b (h p)").to(u.dtype), z)
+        return self.out_proj(y)

@@ -1,0 +1,84 @@
+"""Training helpers: per-stage learning-rate multipliers and AdamW parameter groups.
+
+* Stage s of an H-Net sees fewer, wider positions than stage s - 1; the paper (eq. 11) scales
+  learning rates by ``lambda_s ∝ sqrt(positions at stage s / width_s)``, i.e. with target ratios
+  N_0..N_{s-1}: ``sqrt(1 / (N_0 ... N_{s-1} * d_s))``, normalised here so the innermost stage
+  has multiplier 1. ``HNetConfig.lr_multipliers`` overrides this.
+* A parameter belongs to the innermost stage that holds it; embeddings and the LM head belong
+  to stage 0.
+* No weight decay on norms, biases, embeddings, ``pad_dimension`` and Mamba's ``A_log``, ``D``,
+  ``dt_bias`` (every parameter with fewer than 2 dimensions, plus the embedding matrix).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import HNetConfig
+
+__all__ = ["stage_lr_multipliers", "parameter_stages", "param_groups", "make_optimizer"]
+
+NO_DECAY_MATRICES = ("embeddings.weight",)
+
+
+def stage_lr_multipliers(config: HNetConfig) -> list[float]:
+    if config.lr_multipliers:
+        return list(config.lr_multipliers)
+    raw = []
+    positions = 1.0
+    for s, width in enumerate(config.d_model):
+        raw.append(math.sqrt(positions / width))
+        if s < len(config.ratio_targets):
+            positions /= config.ratio_targets[s]
+    return [x / raw[-1] for x in raw]
+
+
+def parameter_stages(model) -> dict[str, int]:
+    """Parameter name -> stage index (innermost stage holding it; 0 outside the backbone)."""
+    from .model.hnet import HNetStage
+
+    stages = {name: 0 for name, _ in model.named_parameters()}
+    for prefix, module in model.named_modules():
+        if isinstance(module, HNetStage):
+            for name, _ in module.named_parameters(prefix=prefix):
+                stages[name] = max(stages.get(name, 0), module.stage)
+    return stages
+
+
+def param_groups(model, lr: float, weight_decay: float = 0.1) -> list[dict]:
+    """AdamW groups, one per (stage, decay) pair, with ``lr`` scaled by the stage multiplier.
+
+    Each group carries ``stage`` and ``lr_multiplier`` keys, so schedulers that rescale
+    ``group["lr"]`` can be written as ``base_lr * group["lr_multiplier"] * factor``.
+    """
+    multipliers = stage_lr_multipliers(model.config)
+    stages = parameter_stages(model)
+    groups: dict[tuple[int, bool], dict] = {}
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))  # a tied LM head shares the embedding tensor
+        stage = stages[name]
+        decay = param.dim() >= 2 and name not in NO_DECAY_MATRICES
+        key = (stage, decay)
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "names": [],
+                "lr": lr * multipliers[stage],
+                "lr_multiplier": multipliers[stage],
+                "weight_decay": weight_decay if decay else 0.0,
+                "stage": stage,
+            }
+        groups[key]["params"].append(param)
+        groups[key]["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def make_optimizer(model, lr: float, weight_decay: float = 0.1, betas=(0.9, 0.95), eps: float = 1e-8):
+    """AdamW over :func:`param_groups` (the ``names`` entries are dropped)."""
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, lr, weight_decay)]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)

@@ -1,0 +1,111 @@
+"""Weights in and out: our safetensors format and the official goombalab/hnet ``.pt`` files.
+
+``save_pretrained(dir)`` writes::
+
+    dir/model.safetensors   the state dict (official key names)
+    dir/config.json         HNetConfig.to_json (official fields + hnet_dna's)
+    dir/tokenizer.json      the tokenizer's settings (mode, policy)
+
+Official checkpoints are plain state dicts saved with ``torch.save``. They are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers, so a
+checkpoint cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from .config import HNetConfig
+from .tokenizer import NucleotideTokenizer
+
+__all__ = ["save_pretrained", "load_pretrained", "load_official_checkpoint", "CheckpointError"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or does not fit its config."""
+
+
+def save_pretrained(model, directory: str | Path) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.to_json(directory / CONFIG_NAME)
+    (directory / TOKENIZER_NAME).write_text(json.dumps(model.tokenizer.settings, indent=2) + "\n")
+    save_model(model, str(directory / WEIGHTS_NAME))  # handles tied embeddings
+
+
+def load_pretrained(directory: str | Path, map_location="cpu"):
+    from .model import HNetForCausalLM
+
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise CheckpointError(
+                f"{directory}: no {name}; expected a folder written by save_pretrained "
+                f"({WEIGHTS_NAME}, {CONFIG_NAME}, {TOKENIZER_NAME})"
+            )
+    config = HNetConfig.from_json(directory / CONFIG_NAME)
+    tokenizer = None
+    if (directory / TOKENIZER_NAME).is_file():
+        tokenizer = NucleotideTokenizer.from_settings(json.loads((directory / TOKENIZER_NAME).read_text()))
+    model = HNetForCausalLM(config, tokenizer=tokenizer)
+    missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=str(map_location))
+    if missing or unexpected:
+        raise CheckpointError(_mismatch(directory / WEIGHTS_NAME, missing, unexpected))
+    return model
+
+
+def load_official_checkpoint(checkpoint: str | Path, config: str | Path | HNetConfig, map_location="cpu"):
+    """Build a model from an official config JSON and load an official ``.pt`` into it (strict).
+
+    Args:
+        checkpoint: the ``.pt`` file (a state dict saved with ``torch.save``).
+        config: the official config JSON (or an :class:`HNetConfig`).
+    """
+    from .model import HNetForCausalLM
+
+    checkpoint = Path(checkpoint)
+    if not isinstance(config, HNetConfig):
+        config = HNetConfig.from_json(config)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    try:
+        state = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):
+            found = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(
+                f"{checkpoint}: refused to load: it holds Python objects other than tensors, and "
+                f"loading them could run code. Only plain state dicts are accepted. ({found})"
+            ) from None
+        raise CheckpointError(f"{checkpoint}: not a readable PyTorch checkpoint (the file is damaged or of another kind)") from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file
+        raise CheckpointError(f"{checkpoint}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{checkpoint}: expected a state dict (parameter name -> tensor)")
+    model = HNetForCausalLM(config)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(_mismatch(checkpoint, result.missing_keys, result.unexpected_keys))
+    return model
+
+
+def _mismatch(path, missing, unexpected) -> str:
+    lines = [f"{path}: the weights do not fit the model built from its config"]
+    if missing:
+        lines.append(f"  missing ({len(missing)}): {', '.join(sorted(missing)[:8])}")
+    if unexpected:
+        lines.append(f"  unexpected ({len(unexpected)}): {', '.join(sorted(unexpected)[:8])}")
+    lines.append("  Check that the config JSON is the one this checkpoint was trained with.")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Shared test helpers: fixture paths, a tiny FASTA reader for the committed fixtures, small models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hnet_dna import HNetConfig, HNetForCausalLM
+
+DATA = Path(__file__).parent / "data"
+SHARED_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "official_state_dict_shapes.json"
+
+
+def read_fixture_fasta(path: Path) -> dict[str, str]:
+    """{record name: sequence} of a small committed FASTA fixture."""
+    records: dict[str, list[str]] = {}
+    name = None
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            name = line[1:].split()[0]
+            records[name] = []
+        elif line:
+            records[name].append(line.strip())
+    return {k: "".join(v) for k, v in records.items()}
+
+
+def small_config(preset: str = "tiny-hnet", **overrides) -> HNetConfig:
+    """A preset shrunk further for fast numerical tests (short SSD chunks, small windows)."""
+    return HNetConfig.from_preset(preset, **overrides)
+
+
+def make_model(preset: str = "tiny-hnet", dtype=torch.float64, seed: int = 0, **overrides) -> HNetForCausalLM:
+    torch.manual_seed(seed)
+    return HNetForCausalLM(small_config(preset, **overrides)).to(dtype)
+
+
+def padded_batch(lengths, vocab: int = 4, pad_id: int = 5, seed: int = 0):
+    """Random A/C/G/T ids, right-padded to the longest length, with their mask."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.randint(0, vocab, (len(lengths), width), generator=g)
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    return ids.masked_fill(~mask, pad_id), mask
+
+
+@pytest.fixture(scope="session")
+def chr20_slices() -> dict[str, str]:
+    return read_fixture_fasta(DATA / "chr20_slices.fa")

@@ -1,0 +1,104 @@
+import math
+
+import pytest
+import torch
+
+from hnet_dna.model.attention import CausalSelfAttention, apply_rotary
+
+
+def make(window=-1, rotary=8, seed=0, d=32, heads=2):
+    torch.manual_seed(seed)
+    return CausalSelfAttention(d, heads, rotary_emb_dim=rotary, window_size=window).double()
+
+
+def naive_attention(attn: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Official semantics written out: packed (three, heads, dim) projection, non-interleaved rotary
+    on the first rotary_emb_dim channels of q and k, keys i - W .. i, softmax scale 1/sqrt(dim)."""
+    batch, length, d = x.shape
+    h, dh, rot = attn.num_heads, attn.head_dim, attn.rotary_emb_dim
+    qkv = (x @ attn.Wqkv.weight.T).view(batch, length, 3, h, dh)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if rot:
+        # flash-attn computes the frequencies in fp32
+        inv_freq = (1.0 / 10000 ** (torch.arange(0, rot, 2, dtype=torch.float32) / rot)).double()
+        for t in range(length):
+            cos, sin = torch.cos(t * inv_freq), torch.sin(t * inv_freq)
+            for tensor in (q, k):
+                x1, x2 = tensor[:, t, :, : rot // 2].clone(), tensor[:, t, :, rot // 2 : rot].clone()
+                tensor[:, t, :, : rot // 2] = x1 * cos - x2 * sin
+                tensor[:, t, :, rot // 2 : rot] = x2 * cos + x1 * sin
+    out = torch.zeros(batch, length, h, dh, dtype=x.dtype)
+    for i in range(length):
+        lo = 0 if attn.window_size < 0 else max(0, i - attn.window_size)
+        scores = torch.einsum("bhd,bjhd->bhj", q[:, i], k[:, lo : i + 1]) / math.sqrt(dh)
+        out[:, i] = torch.einsum("bhj,bjhd->bhd", scores.softmax(-1), v[:, lo : i + 1])
+    return out.reshape(batch, length, d) @ attn.out_proj.weight.T
+
+
+@pytest.mark.parametrize("window, rotary", [(-1, 8), (3, 8), (0, 16), (5, 0)])
+def test_forward_equals_naive_official_semantics(window, rotary):
+    attn = make(window, rotary)
+    x = torch.randn(2, 13, 32, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), naive_attention(attn, x), rtol=1e-10, atol=1e-10)
+
+
+def test_window_means_keys_i_minus_w_to_i():
+    attn = make(window=3)
+    x = torch.randn(1, 12, 32, dtype=torch.float64)
+    base = attn(x)
+    x2 = x.clone()
+    x2[0, 4] += 1.0  # position 4 is seen by queries 4..7 only
+    changed = (attn(x2) - base).abs().amax(-1)[0] > 1e-12
+    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+
+
+def test_rotary_touches_only_the_first_channels_and_is_relative():
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, 4, 2, dtype=torch.float64) / 4)
+    x = torch.randn(1, 6, 2, 10, dtype=torch.float64)
+    r = apply_rotary(x, torch.arange(6), inv_freq)
+    assert torch.equal(r[..., 4:], x[..., 4:])
+    assert torch.equal(r[:, 0], x[:, 0])  # position 0: angle 0
+    # q·k after rotary depends on the offset only
+    q, k = torch.randn(10, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    def dot(i, j):
+        qi = apply_rotary(q.view(1, 1, 1, 10), torch.tensor([i]), inv_freq)
+        kj = apply_rotary(k.view(1, 1, 1, 10), torch.tensor([j]), inv_freq)
+        return (qi * kj).sum()
+    torch.testing.assert_close(dot(7, 3), dot(14, 10))
+
+
+@pytest.mark.parametrize("window", [-1, 4])
+def test_step_equals_forward_including_ring_wraparound(window):
+    attn = make(window=window, seed=1)
+    x = torch.randn(3, 17, 32, dtype=torch.float64)  # longer than the ring of 5 slots
+    full = attn(x)
+    cache = attn.allocate_cache(3, capacity=4)  # a global cache must grow past 4
+    stepped = torch.stack([attn.step(x[:, t], cache) for t in range(17)], 1)
+    torch.testing.assert_close(stepped, full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("window", [-1, 4])
+def test_prefill_of_padded_rows_then_steps(window):
+    attn = make(window=window, seed=2)
+    x = torch.randn(2, 15, 32, dtype=torch.float64)
+    mask = torch.ones(2, 15, dtype=torch.bool)
+    mask[0, 9:] = False
+    cache = attn.allocate_cache(2)
+    attn(x, mask=mask, cache=cache)
+    assert cache.lengths.tolist() == [9, 15]
+    nxt = torch.randn(2, 32, dtype=torch.float64)
+    out = attn.step(nxt, cache)
+    ref0 = attn(torch.cat([x[:1, :9], nxt[:1, None]], 1))[0, -1]
+    ref1 = attn(torch.cat([x[1:], nxt[1:, None]], 1))[0, -1]
+    torch.testing.assert_close(out[0], ref0, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out[1], ref1, rtol=1e-10, atol=1e-10)
+
+
+def test_inactive_rows_keep_their_cache():
+    attn = make(window=-1, seed=3)
+    cache = attn.allocate_cache(2)
+    attn.step(torch.randn(2, 32, dtype=torch.float64), cache)
+    k_before = cache.k.clone()
+    attn.step(torch.randn(2, 32, dtype=torch.float64), cache, active=torch.tensor([False, True]))
+    assert cache.lengths.tolist() == [1, 2]
+    assert torch.equal(cache.k[0], k_before[0])

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from hnet_dna.model.generation import sample_next
+
+from .conftest import make_model, padded_batch
+
+
+@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage", "tiny-transformer", "tiny-mamba2"])
+def test_cached_generation_matches_the_full_forward(preset):
+    model = make_model(preset, dtype=torch.float32, seed=3)
+    lengths = [37, 20, 9]
+    ids, mask = padded_batch(lengths, seed=4)
+    n_new = 24
+    gen = model.generate(ids, mask=mask, max_new_tokens=n_new, generator=torch.Generator().manual_seed(0), output_logits=True)
+    assert gen.sequences.shape == (3, 37 + n_new) and gen.new_ids.shape == (3, n_new)
+    assert gen.mask.sum(-1).tolist() == [n + n_new for n in lengths]
+    full = model(gen.sequences, mask=gen.mask)
+    for row, n in enumerate(lengths):
+        assert torch.equal(gen.sequences[row, :n], ids[row, :n])
+        assert torch.equal(gen.sequences[row, n : n + n_new], gen.new_ids[row])
+        # the logits that drew new id i are the full forward's logits at position n - 1 + i
+        torch.testing.assert_close(gen.logits[row], full.logits[row, n - 1 : n - 1 + n_new], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])
+def test_batched_steps_with_different_boundary_decisions(preset):
+    """Rows cut chunks at different steps and still match their own full forward."""
+    model = make_model(preset, dtype=torch.float32, seed=5)
+    ids, mask = padded_batch([12, 12, 12, 12], seed=6)
+    logits, cache = model.prefill(ids, mask)
+    new = torch.randint(0, 4, (4, 30), generator=torch.Generator().manual_seed(7))
+    step_logits, decisions = [logits], []
+    for i in range(new.shape[1]):
+        lg, routes = model.step(new[:, i], cache)
+        step_logits.append(lg)
+        decisions.append(routes[0][1])
+    decisions = torch.stack(decisions, 1)  # (B, steps) outer-level boundaries
+    differs = (decisions != decisions[:1]).any(0)
+    assert differs.sum() >= 5, "rows should disagree on boundaries at several steps"
+    seqs = torch.cat([ids, new], 1)
+    full = model(seqs)
+    torch.testing.assert_close(torch.stack(step_logits, 1), full.logits[:, 11:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(decisions, full.boundaries[0][:, 12:])
+
+
+def test_greedy_is_deterministic_and_bases_only():
+    model = make_model("tiny-hnet", dtype=torch.float32, seed=8)
+    ids, mask = padded_batch([15, 10], seed=9)
+    a = model.generate(ids, mask=mask, max_new_tokens=10, temperature=0)
+    b = model.generate(ids, mask=mask, max_new_tokens=10, temperature=0)
+    assert torch.equal(a.sequences, b.sequences)
+    assert (a.new_ids < 4).all()
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    model = make_model("tiny-hnet", dtype=torch.float32, seed=8)
+    ids, mask = padded_batch([15, 10], seed=9)
+    runs = [
+        model.generate(ids, mask=mask, max_new_tokens=12, temperature=1.5, generator=torch.Generator().manual_seed(1)).new_ids
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    g = torch.Generator().manual_seed(0)
+    draws = {int(sample_next(logits, 1.0, 0.7, None, g)) for _ in range(300)}
+    assert draws == {0, 1}
+    draws = {int(sample_next(logits, 1.0, 0.5, None, g)) for _ in range(100)}
+    assert draws == {0}
+    allowed = torch.tensor([False, True, True, False])
+    assert {int(sample_next(logits, 1.0, 1.0, allowed, g)) for _ in range(200)} == {1, 2}
+
+
+def test_bad_generation_arguments():
+    model = make_model("tiny-hnet", dtype=torch.float32)
+    ids, mask = padded_batch([5])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(ids, max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate(ids, top_p=0.0)

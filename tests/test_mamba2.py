@@ -1,0 +1,110 @@
+import torch
+import torch.nn.functional as F
+
+from hnet_dna import backends
+from hnet_dna.model.mamba2 import Mamba2
+
+
+def make(seed=0, **kw):
+    torch.manual_seed(seed)
+    args = dict(d_state=8, headdim=8, chunk_size=8, ngroups=2)
+    args.update(kw)
+    return Mamba2(32, **args).double()
+
+
+def test_parameter_names_and_shapes_follow_mamba_ssm():
+    m = Mamba2(1024)  # the official outer-stage mixer: d_state 128, expand 2, headdim 64
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == {
+        "dt_bias": (32,),
+        "A_log": (32,),
+        "D": (32,),
+        "in_proj.weight": (4384, 1024),
+        "conv1d.weight": (2304, 1, 4),
+        "conv1d.bias": (2304,),
+        "norm.weight": (2048,),
+        "out_proj.weight": (1024, 2048),
+    }
+    # mamba_ssm's init ranges: A in [1, 16], dt = softplus(dt_bias) in [1e-3, 1e-1], D = 1
+    A = torch.exp(m.A_log)
+    dt = F.softplus(m.dt_bias)
+    assert A.min() >= 1 and A.max() <= 16 and dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
+    assert torch.equal(m.D, torch.ones(32))
+
+
+def test_forward_equals_naive_definition_fp64():
+    m = make()
+    u = torch.randn(2, 21, 32, dtype=torch.float64)
+    L = u.shape[1]
+    zxbcdt = u @ m.in_proj.weight.T
+    z, xBC, dt = torch.split(zxbcdt, [m.d_inner, m.conv_dim, m.nheads], -1)
+    w = m.conv1d.weight[:, 0]  # (channels, d_conv)
+    conv = torch.zeros_like(xBC)
+    for t in range(L):
+        for k in range(m.d_conv):
+            src = t - (m.d_conv - 1) + k
+            if src >= 0:
+                conv[:, t] += w[:, k] * xBC[:, src]
+    xBC = F.silu(conv + m.conv1d.bias)
+    x, Bm, Cm = torch.split(xBC, [m.d_inner, m.ngroups * m.d_state, m.ngroups * m.d_state], -1)
+    dt = F.softplus(dt + m.dt_bias)
+    A = -torch.exp(m.A_log)
+    x = x.view(2, L, m.nheads, m.headdim)
+    rep = m.nheads // m.ngroups
+    Bm = Bm.view(2, L, m.ngroups, m.d_state).repeat_interleave(rep, 2)
+    Cm = Cm.view(2, L, m.ngroups, m.d_state).repeat_interleave(rep, 2)
+    state = torch.zeros(2, m.nheads, m.headdim, m.d_state, dtype=torch.float64)
+    ys = []
+    for t in range(L):
+        state = state * torch.exp(dt[:, t] * A)[..., None, None] + (dt[:, t, :, None] * x[:, t])[..., None] * Bm[:, t, :, None, :]
+        ys.append((state * Cm[:, t, :, None, :]).sum(-1) + m.D[:, None] * x[:, t])
+    y = torch.stack(ys, 1).reshape(2, L, m.d_inner) * F.silu(z)
+    y = y.view(2, L, m.ngroups, -1)  # gated RMSNorm per group, norm after the gate
+    y = (y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-5)).reshape(2, L, -1) * m.norm.weight
+    expected = y @ m.out_proj.weight.T
+    torch.testing.assert_close(m(u), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_step_equals_chunked_forward_fp64():
+    m = make(seed=1)
+    u = torch.randn(3, 29, 32, dtype=torch.float64)
+    full = m(u)
+    cache = m.allocate_cache(3, dtype=torch.float64)
+    stepped = torch.stack([m.step(u[:, t], cache) for t in range(u.shape[1])], 1)
+    torch.testing.assert_close(stepped, full, rtol=1e-10, atol=1e-10)
+
+
+def test_padding_does_not_leak_and_prefill_cache_stops_at_each_row_end():
+    m = make(seed=2)
+    u = torch.randn(2, 19, 32, dtype=torch.float64)
+    mask = torch.ones(2, 19, dtype=torch.bool)
+    mask[1, 11:] = False
+    cache = m.allocate_cache(2, dtype=torch.float64)
+    full = m(u, mask=mask, cache=cache)
+    # row 1 alone, unpadded, gives the same outputs on its real positions and the same state
+    alone_cache = m.allocate_cache(1, dtype=torch.float64)
+    alone = m(u[1:, :11], cache=alone_cache)
+    torch.testing.assert_close(full[1:, :11], alone, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(cache.ssm_state[1:], alone_cache.ssm_state, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(cache.conv_state[1:], alone_cache.conv_state, rtol=1e-10, atol=1e-10)
+    # continuing both rows by steps gives what a longer forward gives
+    nxt = torch.randn(2, 32, dtype=torch.float64)
+    out = m.step(nxt, cache)
+    ref = m(torch.cat([u[1:, :11], nxt[1:, None]], 1))[:, -1]
+    torch.testing.assert_close(out[1:], ref, rtol=1e-10, atol=1e-10)
+
+
+def test_inactive_rows_keep_their_state():
+    m = make(seed=3)
+    cache = m.allocate_cache(2, dtype=torch.float64)
+    m.step(torch.randn(2, 32, dtype=torch.float64), cache)
+    before = (cache.conv_state.clone(), cache.ssm_state.clone())
+    m.step(torch.randn(2, 32, dtype=torch.float64), cache, active=torch.tensor([True, False]))
+    assert torch.equal(cache.conv_state[1], before[0][1]) and torch.equal(cache.ssm_state[1], before[1][1])
+    assert not torch.equal(cache.ssm_state[0], before[1][0])
+
+
+def test_reference_can_be_forced():
+    with backends.force_reference():
+        assert not backends.use_fast_path(torch.zeros(1))
+    assert not backends.use_fast_path(torch.zeros(1))  # CPU tensors never take the fast path

@@ -1,0 +1,29 @@
+"""The README's two commands are exactly what CI runs, and the quick start works."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(rf"## {section}\n\n```bash\n(.*?)```", text, re.S)
+    assert block, f"README has no ## {section} bash block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    install, test = readme_commands("Install"), readme_commands("Test")
+    assert len(install) == 1 and len(test) == 1
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    tail = [line for line in ci if line and not line.startswith("#")][-2:]
+    assert tail == [install[0], test[0]]
+
+
+def test_readme_quick_start_runs(tmp_path, monkeypatch):
+    code = re.search(r"## Quick start\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README quick start", "exec"), {})
+    assert (tmp_path / "my-model" / "model.safetensors").is_file()
