@@ -117,7 +117,8 @@ class CausalSelfAttention(nn.Module):
         cache.lengths = lengths.to(torch.long)
         cache.max_length = length
         if not cache.ring:
-            cache.k, cache.v = k, v  # slots = positions; slots >= length are never read
+            # slots = positions; slots >= a row's length are never read. Copied: steps write in place.
+            cache.k, cache.v = k.contiguous().clone(), v.contiguous().clone()
             return
         capacity = cache.k.shape[2]
         # Slot s holds the latest position p < length with p % capacity == s.
@@ -139,20 +140,25 @@ class CausalSelfAttention(nn.Module):
             cache.k, cache.v = torch.cat([cache.k, grow], 2), torch.cat([cache.v, grow], 2)
             capacity *= 2
         slot = pos % capacity if cache.ring else pos
-        here = F.one_hot(slot, capacity).bool()[:, None, :, None]  # (B, 1, C, 1)
-        k_all = torch.where(here, rearrange(k, "b 1 h d -> b h 1 d"), cache.k)
-        v_all = torch.where(here, rearrange(v, "b 1 h d -> b h 1 d"), cache.v)
+        rows = torch.arange(x.shape[0], device=x.device)
+        k_new, v_new = k[:, 0], v[:, 0]  # (B, H, Dh)
+        if active is not None:
+            # inactive rows write their old entry back: no host sync, no copy of the whole cache
+            keep = active[:, None, None]
+            k_new = torch.where(keep, k_new, cache.k[rows, :, slot])
+            v_new = torch.where(keep, v_new, cache.v[rows, :, slot])
+        cache.k[rows, :, slot] = k_new.to(cache.k.dtype)
+        cache.v[rows, :, slot] = v_new.to(cache.v.dtype)
+        # An inactive row's query attends to its own old slot too: its output is discarded.
         seen = torch.clamp(pos + 1, max=capacity)  # slots holding this row's last positions
-        valid = torch.arange(capacity, device=x.device)[None, :] < seen[:, None]  # (B, C)
+        used = min(capacity, cache.max_length + 1)  # slots any row has filled
+        valid = torch.arange(used, device=x.device)[None, :] < seen[:, None]  # (B, used)
         out = F.scaled_dot_product_attention(
-            rearrange(q, "b 1 h d -> b h 1 d"), k_all, v_all, attn_mask=valid[:, None, None, :]
+            rearrange(q, "b 1 h d -> b h 1 d"),
+            cache.k[:, :, :used].to(q.dtype),
+            cache.v[:, :, :used].to(q.dtype),
+            attn_mask=valid[:, None, None, :],
         )
-        if active is None:
-            cache.k, cache.v, cache.lengths = k_all, v_all, pos + 1
-        else:
-            keep = active[:, None, None, None]
-            cache.k = torch.where(keep, k_all, cache.k)
-            cache.v = torch.where(keep, v_all, cache.v)
-            cache.lengths = pos + active.long()
+        cache.lengths = pos + (1 if active is None else active.long())
         cache.max_length += 1
         return self.out_proj(rearrange(out, "b h 1 d -> b (h d)"))

@@ -81,6 +81,7 @@ class HNetStage(nn.Module):
             # fp32 even when the rest of the model is cast down: see ``_apply``.
             self.residual_proj = nn.Linear(d, d)
             nn.init.zeros_(self.residual_proj.weight)
+        self.levels = config.num_stages - 1 - stage  # chunking levels from this stage inward
         widen = d - config.d_model[stage - 1] if stage > 0 else 0
         self.pad_dimension = nn.Parameter(torch.zeros(widen)) if widen > 0 else None
 
@@ -155,10 +156,13 @@ class HNetStage(nn.Module):
         residual = self._residual(h)
         p = self.routing_module.step(h, cache.routing, active)  # (B,)
         b = (p > 0.5) & active
-        z, inner_routes = self.main_network.step(h, cache.inner, b)
-        P = p.clamp(P_CLAMP, 1 - P_CLAMP)[:, None]
-        zbar = torch.where(b[:, None], P * hi(z) + (1 - P) * cache.last_value, cache.last_value)
-        cache.last_value = zbar
+        if bool(b.any()):  # one host sync per stage and step; the inner stage idles most steps
+            z, inner_routes = self.main_network.step(h, cache.inner, b)
+            P = p.clamp(P_CLAMP, 1 - P_CLAMP)[:, None]
+            cache.last_value = torch.where(b[:, None], P * hi(z) + (1 - P) * cache.last_value, cache.last_value)
+        else:
+            inner_routes = [(torch.zeros_like(p), torch.zeros_like(b))] * self.main_network.levels
+        zbar = cache.last_value
         y = zbar * ste(confidence(p, b))[:, None] + residual
         out = self.decoder.step(y.to(h.dtype), cache.decoder, active)
         return out[..., :width], [(p, b)] + inner_routes

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 
 __all__ = ["ssd_scan", "ssd_sequential_ref", "segment_sum"]
 
@@ -70,8 +70,7 @@ def ssd_scan(
     groups = B.shape[2]
     if heads % groups:
         raise ValueError(f"{heads} heads cannot share {groups} groups of B and C")
-    B = repeat(B, "b l g n -> b l (g r) n", r=heads // groups)
-    C = repeat(C, "b l g n -> b l (g r) n", r=heads // groups)
+    r = heads // groups  # heads of a group are contiguous: head h uses group h // r
 
     pad = (-length) % chunk_size
     if pad:
@@ -82,35 +81,43 @@ def ssd_scan(
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
 
-    x, B, C = (rearrange(t, "b (c l) h d -> b c l h d", l=chunk_size) for t in (x, B, C))
-    a = rearrange(log_decay, "b (c l) h -> b h c l", l=chunk_size)  # (b, h, c, T)
-    a_cum = a.cumsum(dim=-1)
+    x = rearrange(x, "b (c l) (g r) p -> b c l g r p", l=chunk_size, r=r)
+    B, C = (rearrange(t, "b (c l) g n -> b c l g n", l=chunk_size) for t in (B, C))
+    a = rearrange(log_decay, "b (c l) (g r) -> b g r c l", l=chunk_size, r=r)
+    a_cum = a.cumsum(dim=-1)  # (b, g, r, c, T)
 
-    # 1. within each chunk
-    decay_within = torch.exp(segment_sum(a))  # (b, h, c, T, T)
-    scores = torch.einsum("bclhn,bcshn->bhcls", C, B) * decay_within
-    y_within = torch.einsum("bhcls,bcshp->bclhp", scores.to(x.dtype), x)
+    # 1. within each chunk: (C_i · B_j) is shared by the heads of a group. The causal mask goes
+    # on this small tensor; the per-head decay exp(a_cum_i - a_cum_j) is clamped at 0 instead of
+    # masked, so j > i cannot overflow and is zeroed by the mask.
+    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
+    cb = torch.einsum("bclgn,bcsgn->bgcls", C, B) * causal  # (b, g, c, T, T)
+    decay = torch.exp((a_cum[..., :, None] - a_cum[..., None, :]).clamp(max=0.0))  # (b, g, r, c, T, T)
+    scores = cb[:, :, None] * decay
+    x_heads = rearrange(x, "b c l g r p -> b g r c l p")
+    y_within = rearrange(scores.to(x.dtype) @ x_heads, "b g r c l p -> b c l g r p")
 
     # 2. each chunk's contribution to the state at its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, h, c, T)
-    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end.to(x.dtype), x)
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, r, c, T)
+    x_weighted = x * rearrange(decay_to_end, "b g r c l -> b c l g r 1").to(x.dtype)
+    chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", B, x_weighted)
 
     # 3. carry states across chunks
     if initial_state is None:
-        initial_state = torch.zeros_like(chunk_states[:, :1])
+        initial = torch.zeros_like(chunk_states[:, :1])
     else:
-        initial_state = initial_state[:, None].to(chunk_states.dtype)
-    chunk_states = torch.cat([initial_state, chunk_states], dim=1)  # (b, c+1, h, p, n)
-    decay_chunks = torch.exp(segment_sum(F.pad(a_cum[..., -1], (1, 0))))  # (b, h, c+1, c+1)
-    carried = torch.einsum("bhzc,bchpn->bzhpn", decay_chunks.to(x.dtype), chunk_states)
+        initial = rearrange(initial_state, "b (g r) p n -> b 1 g r p n", r=r).to(chunk_states.dtype)
+    chunk_states = torch.cat([initial, chunk_states], dim=1)  # (b, c+1, g, r, p, n)
+    decay_chunks = torch.exp(segment_sum(F.pad(a_cum[..., -1], (1, 0))))  # (b, g, r, c+1, c+1)
+    carried = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunks.to(x.dtype), chunk_states)
     states_in, final_state = carried[:, :-1], carried[:, -1]
 
     # 4. the carried-in state's contribution at each position
-    y_carried = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states_in, torch.exp(a_cum).to(x.dtype))
+    y_carried = torch.einsum("bclgn,bcgrpn->bclgrp", C, states_in)
+    y_carried = y_carried * rearrange(torch.exp(a_cum), "b g r c l -> b c l g r 1").to(x.dtype)
 
-    y = rearrange(y_within + y_carried, "b c l h p -> b (c l) h p")[:, :length]
+    y = rearrange(y_within + y_carried, "b c l g r p -> b (c l) (g r) p")[:, :length]
     if return_final_state:
-        return y, final_state
+        return y, rearrange(final_state, "b g r p n -> b (g r) p n")
     return y
 
 

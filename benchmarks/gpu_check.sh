@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One prepared run for a lent GPU machine (no network there): install the carried wheels, run the
+# GPU tests, then the GPU benchmarks, writing every result under $OUT as soon as it exists.
+#
+# Prepare here (a machine with network), once per session, from the repo root:
+#   echo /.whl/ >> .git/info/exclude; mkdir -p .whl
+#   MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel --no-deps --no-build-isolation \
+#       -w .whl mamba-ssm==2.3.2.post1          # pure-Python wheel: the Triton kernels only
+# Then run it through the device tool with carry [".whl"]:
+#   bash benchmarks/gpu_check.sh
+# The GPU image has torch 2.11+cu130, Triton 3.6 and Lightning, but not mamba-ssm.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; git rev-parse --short HEAD; date -u; } > "$OUT/machine.txt" 2>&1
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  # mamba_ssm 2.3.2 imports its selective-scan CUDA extension unconditionally; the pure-Python
+  # wheel has none. An empty stand-in lets the Triton SSD kernels (all hnet_dna uses) import.
+  # On a user's GPU machine the real extension is installed and this is not needed.
+  mkdir -p /tmp/stub && : > /tmp/stub/selective_scan_cuda.py
+  export PYTHONPATH="/tmp/site:/tmp/stub:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+python3 -c "from hnet_dna import backends; print('mamba_ssm kernels:', backends.mamba_ssm_ops() is not None)" > "$OUT/backends.txt" 2>&1
+
+# 1. GPU tests (the CPU suite runs in CI)
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -rs > "$OUT/gpu_tests.txt" 2>&1
+echo "gpu tests rc=$?" >> "$OUT/gpu_tests.txt"
+
+# 2. benchmarks, each table row appended as it is measured
+timeout 300 python3 benchmarks/model_speed.py --device cuda --cap 90 --out "$OUT/model_speed.md" > "$OUT/model_speed.log" 2>&1
+echo "model_speed rc=$?" >> "$OUT/model_speed.log"
+cat "$OUT"/*.txt
