@@ -51,20 +51,25 @@ def parse_layout(layout: str) -> list[str]:
 
 @dataclass
 class SSMConfig:
-    """Mamba-2 mixer settings, shared by every stage (mamba_ssm's ``Mamba2`` arguments)."""
+    """Mamba-2 mixer settings (mamba_ssm's ``Mamba2`` arguments). Each field is one value for
+    every stage or, as the official ``get_stage_cfg`` allows, a list with one value per stage."""
 
-    d_conv: int = 4
+    d_conv: int | list[int] = 4
     """Width of the causal depthwise convolution."""
-    expand: int = 2
+    expand: int | list[int] = 2
     """Inner width = ``expand * d_model``."""
-    d_state: int = 128
+    d_state: int | list[int] = 128
     """SSM state size N per head."""
-    chunk_size: int = 256
+    chunk_size: int | list[int] = 256
     """Chunk length of the chunked SSD scan (speed only; results do not depend on it)."""
-    headdim: int = 64
+    headdim: int | list[int] = 64
     """Channels per SSM head (mamba_ssm default; the official configs leave it implicit)."""
-    ngroups: int = 1
+    ngroups: int | list[int] = 1
     """Groups sharing B and C (mamba_ssm default)."""
+
+    def for_stage(self, stage: int) -> "SSMConfig":
+        """The settings of one stage, every field a single value."""
+        return SSMConfig(**{k: v[stage] if isinstance(v, list) else v for k, v in asdict(self).items()})
 
 
 @dataclass
@@ -149,6 +154,9 @@ class HNetConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` with what is wrong and how to fix it."""
         n = self._check_layout(self.arch_layout, 0)
+        for key, value in asdict(self.ssm_cfg).items():
+            if isinstance(value, list) and len(value) != n:
+                raise ConfigError(f"ssm_cfg.{key} must be one value or a list of {n} (one per stage), got {value!r}")
         for name in ("d_model", "d_intermediate"):
             v = getattr(self, name)
             if not isinstance(v, list) or len(v) != n or not all(isinstance(x, int) for x in v):
@@ -167,11 +175,13 @@ class HNetConfig:
                     f"{self.d_intermediate[s]}: give it a positive width"
                 )
             if any(b in "mM" for b in blocks):
-                d_inner = self.ssm_cfg.expand * self.d_model[s]
-                if d_inner % self.ssm_cfg.headdim or d_inner % self.ssm_cfg.ngroups:
+                ssm = self.ssm_cfg.for_stage(s)
+                d_inner = ssm.expand * self.d_model[s]
+                if d_inner % ssm.headdim or (d_inner // ssm.headdim) % ssm.ngroups:
                     raise ConfigError(
-                        f"stage {s}: expand * d_model = {d_inner} is not a multiple of "
-                        f"ssm_cfg.headdim = {self.ssm_cfg.headdim} (and of ngroups)"
+                        f"stage {s}: expand * d_model = {d_inner} must be a multiple of "
+                        f"ssm_cfg.headdim = {ssm.headdim}, in a number of heads divisible by "
+                        f"ngroups = {ssm.ngroups}"
                     )
             if any(b in "tT" for b in blocks):
                 a = self.attn_cfg

@@ -36,12 +36,16 @@ def test_routing_module_init_and_decisions():
     router = RoutingModule(8).double()
     assert torch.equal(router.q_proj_layer.weight, torch.eye(8, dtype=torch.float64))
     assert router.q_proj_layer.bias is None and router.k_proj_layer.bias is None
-    x = torch.tensor([[[1.0] + [0] * 7, [1.0] + [0] * 7, [-1.0] + [0] * 7, [0, 1.0] + [0] * 6]], dtype=torch.float64)
-    mask = torch.tensor([[True, True, True, False]])
-    out = router(x, mask)
-    torch.testing.assert_close(out.boundary_prob, torch.tensor([[1.0, 0.0, 1.0, 0.5]], dtype=torch.float64))
-    # p > 0.5 strictly, and never on padding
-    assert out.boundary_mask.tolist() == [[True, False, True, False]]
+    e0, e1 = [1.0] + [0] * 7, [0, 1.0] + [0] * 6
+    x = torch.tensor([[e0, e0, [-1.0] + [0] * 7, e1, e1]], dtype=torch.float64)
+    out = router(x, torch.tensor([[True, True, True, True, False]]))
+    torch.testing.assert_close(out.boundary_prob, torch.tensor([[1.0, 0.0, 1.0, 0.5, 0.0]], dtype=torch.float64))
+    # p > 0.5 strictly (p = 0.5 at position 3 is not a boundary)
+    assert out.boundary_mask.tolist() == [[True, False, True, False, False]]
+    # never on padding, even where p > 0.5
+    x[0, 4] = -x[0, 3]  # a flip that would be a boundary
+    padded = router(x, torch.tensor([[True, True, True, True, False]]))
+    assert padded.boundary_prob[0, 4] > 0.5 and not padded.boundary_mask[0, 4]
 
 
 def test_downsample_and_upsample_follow_the_boundaries():
@@ -68,6 +72,14 @@ def test_ema_equals_naive_loop_fp64(m):
     z = torch.randn(3, m, 7, generator=g, dtype=torch.float64)
     P = torch.rand(3, m, generator=g, dtype=torch.float64).clamp(1e-4, 1 - 1e-4)
     torch.testing.assert_close(ema(z, P), naive_ema(z, P), rtol=1e-12, atol=1e-12)
+
+
+def test_ema_stays_fp32_under_autocast():
+    z, P = torch.randn(2, 100, 16), torch.rand(2, 100).clamp(1e-4, 1 - 1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = ema(z, P)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, ema(z, P), rtol=1e-6, atol=1e-6)
 
 
 def test_ema_starts_from_zero_state():
@@ -142,8 +154,9 @@ def test_ratio_loss_excludes_padding():
     b = torch.tensor([[True, False, True, True]])
     p = torch.tensor([[1.0, 0.1, 0.9, 0.7]])
     mask = torch.tensor([[True, False, False, False]]) | torch.tensor([[False, True, False, False]])
-    loss, F_, G = ratio_loss(b & mask, p, mask, 2.0)
+    loss, F_, G = ratio_loss(b, p, mask, 2.0)  # b is True on padding too: must not count
     assert F_.item() == pytest.approx(0.5) and G.item() == pytest.approx(0.55)
+    assert loss.item() == pytest.approx(2.0 * (0.5 * 0.55 + 0.5 * 0.45))
 
 
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])

@@ -85,3 +85,15 @@ def test_unknown_fields_and_presets_and_files(tmp_path):
     (tmp_path / "bad.json").write_text("{\"d_model\": [64,\n")
     with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
         HNetConfig.from_json(tmp_path / "bad.json")
+
+
+def test_ssm_settings_may_differ_per_stage():
+    cfg = HNetConfig.from_preset("tiny-hnet", ssm_cfg={"d_state": [16, 8], "headdim": 16, "chunk_size": 32})
+    assert cfg.ssm_cfg.for_stage(1).d_state == 8 and cfg.ssm_cfg.for_stage(0).headdim == 16
+    from hnet_dna import HNetForCausalLM
+
+    model = HNetForCausalLM(cfg)
+    assert model.backbone.encoder.layers[0].mixer.d_state == 16
+    assert model.backbone.decoder.layers[0].mixer.d_state == 16
+    with pytest.raises(ConfigError, match="ssm_cfg.d_state must be one value or a list of 2"):
+        HNetConfig.from_preset("tiny-hnet", ssm_cfg={"d_state": [16, 8, 4]})

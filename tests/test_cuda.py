@@ -36,6 +36,21 @@ def test_mamba2_kernel_matches_reference_forward_backward_and_final_state():
         torch.testing.assert_close(fast, ref, rtol=2e-3, atol=2e-3)
 
 
+@needs_mamba_ssm
+def test_mamba2_kernel_matches_reference_under_bf16_autocast():
+    from hnet_dna.model.mamba2 import Mamba2
+
+    torch.manual_seed(1)
+    m = Mamba2(256, d_state=128, headdim=64, chunk_size=256).cuda()
+    u = torch.randn(2, 1000, 256, device="cuda")
+    outs = []
+    for force in (False, True):
+        with backends.force_reference(force), torch.autocast("cuda", dtype=torch.bfloat16):
+            outs.append(m(u).float())
+    rel = (outs[0] - outs[1]).norm() / outs[1].norm()
+    assert rel < 2e-2
+
+
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])
 def test_model_on_cuda_matches_cpu_reference(preset):
     model = make_model(preset, dtype=torch.float32, seed=1)

@@ -68,8 +68,20 @@ class CausalSelfAttention(nn.Module):
         self.rotary_emb_dim = rotary_emb_dim
         self.Wqkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
-        inv_freq = 1.0 / rotary_base ** (torch.arange(0, rotary_emb_dim, 2, dtype=torch.float32) / rotary_emb_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.rotary_base = rotary_base
+        self.register_buffer("inv_freq", self._frequencies(None), persistent=False)
+
+    def _frequencies(self, device) -> torch.Tensor:
+        """Rotary frequencies, always fp32 (as flash-attn computes them)."""
+        steps = torch.arange(0, self.rotary_emb_dim, 2, dtype=torch.float32, device=device)
+        return 1.0 / self.rotary_base ** (steps / self.rotary_emb_dim)
+
+    def _apply(self, fn, recurse=True):
+        # model.to(bfloat16) would round the frequencies (0.7 rad of angle error at position 4000).
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = self._frequencies(self.inv_freq.device)
+        return self
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
         qkv = rearrange(self.Wqkv(x), "... (three h d) -> ... three h d", three=3, d=self.head_dim)

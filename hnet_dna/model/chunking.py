@@ -103,7 +103,8 @@ class RoutingModule(nn.Module):
         )
 
     def step(self, x: torch.Tensor, cache: RoutingCache, active: torch.Tensor | None = None):
-        """x: (B, D) -> p (B,) fp32. The first position of a row has p = 1."""
+        """x: (B, D) -> p (B,) fp32. The first position of a row has p = 1; rows where ``active``
+        is False keep their state and report p = 0."""
         x32 = hi(x)
         with torch.autocast(x.device.type, enabled=False):
             prev = F.normalize(F.linear(cache.last_hidden, hi(self.q_proj_layer.weight)), dim=-1)
@@ -112,10 +113,10 @@ class RoutingModule(nn.Module):
         p = torch.where(cache.has_seen, p, torch.ones_like(p))
         if active is None:
             cache.last_hidden, cache.has_seen = x32, torch.ones_like(cache.has_seen)
-        else:
-            cache.last_hidden = torch.where(active[:, None], x32, cache.last_hidden)
-            cache.has_seen = cache.has_seen | active
-        return p
+            return p
+        cache.last_hidden = torch.where(active[:, None], x32, cache.last_hidden)
+        cache.has_seen = cache.has_seen | active
+        return torch.where(active, p, torch.zeros_like(p))  # rows not stepped report p = 0
 
 
 def boundary_index(boundary_mask: torch.Tensor):

@@ -69,7 +69,7 @@ class HNetStage(nn.Module):
         attn = config.stage_attn(stage) if any(ch in "tT" for ch in blocks) else None
 
         def stack(spec: str) -> Isotropic:
-            return Isotropic(spec, d, config.d_intermediate[stage], config.ssm_cfg, attn)
+            return Isotropic(spec, d, config.d_intermediate[stage], config.ssm_cfg.for_stage(stage), attn)
 
         if self.is_innermost:
             self.main_network = stack(layout[0])

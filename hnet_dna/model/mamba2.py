@@ -173,16 +173,17 @@ class Mamba2(nn.Module):
         xBC = F.silu((conv_state * weight).sum(-1) + self.conv1d.bias).to(u.dtype)
         x, Bm, Cm = self._split_xbc(xBC)
 
-        dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, H)
-        A = -torch.exp(hi(self.A_log))
-        x = hi(rearrange(x, "b (h p) -> b h p", p=self.headdim))
-        rep = self.nheads // self.ngroups
-        Bm = hi(rearrange(Bm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
-        Cm = hi(rearrange(Cm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
-        ssm_state = cache.ssm_state * torch.exp(dt * A)[..., None, None] + torch.einsum(
-            "bhp,bhn->bhpn", x * dt[..., None], Bm
-        )
-        y = torch.einsum("bhpn,bhn->bhp", ssm_state, Cm) + x * hi(self.D)[:, None]
+        with torch.autocast(u.device.type, enabled=False):  # the state update stays in fp32
+            dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, H)
+            A = -torch.exp(hi(self.A_log))
+            x = hi(rearrange(x, "b (h p) -> b h p", p=self.headdim))
+            rep = self.nheads // self.ngroups
+            Bm = hi(rearrange(Bm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
+            Cm = hi(rearrange(Cm, "b (g n) -> b g n", g=self.ngroups)).repeat_interleave(rep, dim=1)
+            ssm_state = cache.ssm_state * torch.exp(dt * A)[..., None, None] + torch.einsum(
+                "bhp,bhn->bhpn", x * dt[..., None], Bm
+            )
+            y = torch.einsum("bhpn,bhn->bhp", ssm_state, Cm) + x * hi(self.D)[:, None]
         if active is None:
             cache.conv_state, cache.ssm_state = conv_state, ssm_state
         else:

@@ -65,7 +65,15 @@ def ssd_scan(
 
     Returns:
         y (batch, L, H, P) in x's dtype, and the final state (batch, H, P, N) when asked.
+
+    Runs in the inputs' dtype even under autocast (which would otherwise drop the einsums to
+    bf16): callers pass fp32 (or fp64) to get an fp32 (fp64) scan.
     """
+    with torch.autocast(x.device.type, enabled=False):
+        return _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
+
+
+def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state):
     batch, length, heads, _ = x.shape
     groups = B.shape[2]
     if heads % groups:
