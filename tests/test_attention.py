@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from hnet_dna.model.attention import CausalSelfAttention, apply_rotary
+import torch.nn.functional as F
+
+from hnet_dna.model.attention import CausalSelfAttention, apply_rotary, sliding_window_attention
 
 
 def make(window=-1, rotary=8, seed=0, d=32, heads=2):
@@ -102,3 +104,12 @@ def test_inactive_rows_keep_their_cache():
     attn.step(torch.randn(2, 32, dtype=torch.float64), cache, active=torch.tensor([False, True]))
     assert cache.lengths.tolist() == [1, 2]
     assert torch.equal(cache.k[0], k_before[0])
+
+
+@pytest.mark.parametrize("length, window", [(100, 7), (100, 31), (64, 63), (65, 63), (50, 0), (9, 3)])
+def test_blockwise_sliding_window_equals_a_dense_mask(length, window):
+    g = torch.Generator().manual_seed(length + window)
+    q, k, v = (torch.randn(2, 3, length, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    offset = torch.arange(length)[:, None] - torch.arange(length)[None, :]
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=(offset >= 0) & (offset <= window))
+    torch.testing.assert_close(sliding_window_attention(q, k, v, window), dense, rtol=1e-12, atol=1e-12)

@@ -6,9 +6,21 @@ from hnet_dna.model.generation import sample_next
 from .conftest import make_model, padded_batch
 
 
-@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage", "tiny-transformer", "tiny-mamba2"])
-def test_cached_generation_matches_the_full_forward(preset):
-    model = make_model(preset, dtype=torch.float32, seed=3)
+SMALL_WINDOWS = {"num_heads": [2, 2], "rotary_emb_dim": [16, 24], "window_size": [7, 5]}  # rings wrap
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("tiny-hnet", {}),
+        ("tiny-hnet", {"attn_cfg": SMALL_WINDOWS}),
+        ("tiny-hnet-2stage", {}),
+        ("tiny-transformer", {}),
+        ("tiny-mamba2", {}),
+    ],
+)
+def test_cached_generation_matches_the_full_forward(preset, overrides):
+    model = make_model(preset, dtype=torch.float32, seed=3, **overrides)
     lengths = [37, 20, 9]
     ids, mask = padded_batch(lengths, seed=4)
     n_new = 24

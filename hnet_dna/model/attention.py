@@ -23,7 +23,7 @@ from einops import rearrange
 
 from .layers import HI_DTYPE, hi
 
-__all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary"]
+__all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary", "sliding_window_attention"]
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -38,6 +38,38 @@ def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tenso
     x1, x2 = x_rot.chunk(2, dim=-1)
     rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
     return torch.cat([rotated, x[..., rot:]], dim=-1)
+
+
+def sliding_window_attention(q, k, v, window: int) -> torch.Tensor:
+    """Causal attention where query t sees keys t - window .. t, in O(L * window) memory.
+
+    q, k, v: (B, H, L, Dh). Queries are cut into blocks of Q = window + 1; block b's queries
+    b*Q .. b*Q + Q - 1 need keys b*Q - window .. b*Q + Q - 1, i.e. Q + window keys. With the keys
+    padded by ``window`` zero rows in front, every block reads the same-shaped key span and uses
+    the same relative mask (query i sees span entries i .. i + window), plus a mask for the
+    padding rows of the first block. All blocks go to one batched attention call.
+    """
+    batch, heads, length, dim = q.shape
+    Q = window + 1
+    nblocks = -(-length // Q)
+    tail = nblocks * Q - length
+    q = F.pad(q, (0, 0, 0, tail))
+    k = F.pad(k, (0, 0, window, tail))  # (B, H, window + nblocks*Q, Dh)
+    v = F.pad(v, (0, 0, window, tail))
+    span = Q + window
+
+    def blocks(t, size):  # (B, H, *, Dh) -> (B * nblocks, H, size, Dh); 4-D keeps SDPA's fused path
+        t = t.unfold(2, size, Q).transpose(-1, -2)  # (B, H, nblocks, size, Dh)
+        return t.permute(0, 2, 1, 3, 4).reshape(batch * nblocks, heads, size, dim)
+
+    i = torch.arange(Q, device=q.device)[:, None]
+    j = torch.arange(span, device=q.device)[None, :]
+    relative = (j >= i) & (j <= i + window)  # (Q, span)
+    real = torch.arange(nblocks, device=q.device)[:, None, None] * Q + j[None] >= window  # not padding
+    mask = (relative[None] & real)[:, None].repeat(batch, 1, 1, 1)  # (B * nblocks, 1, Q, span)
+    out = F.scaled_dot_product_attention(blocks(q, Q), blocks(k, span), blocks(v, span), attn_mask=mask)
+    out = out.view(batch, nblocks, heads, Q, dim).permute(0, 2, 1, 3, 4)
+    return out.reshape(batch, heads, nblocks * Q, dim)[:, :, :length]
 
 
 @dataclass
@@ -102,9 +134,7 @@ class CausalSelfAttention(nn.Module):
         if self.window_size < 0 or self.window_size + 1 >= length:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            offset = positions[:, None] - positions[None, :]  # query - key
-            allowed = (offset >= 0) & (offset <= self.window_size)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            out = sliding_window_attention(q, k, v, self.window_size)
         if cache is not None:
             self._fill_cache(cache, k, v, mask)
         return self.out_proj(rearrange(out, "b h l d -> b l (h d)"))
