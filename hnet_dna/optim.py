@@ -7,7 +7,9 @@
 * A parameter belongs to the innermost stage that holds it; embeddings and the LM head belong
   to stage 0.
 * No weight decay on norms, biases, embeddings, ``pad_dimension`` and Mamba's ``A_log``, ``D``,
-  ``dt_bias`` (every parameter with fewer than 2 dimensions, plus the embedding matrix).
+  ``dt_bias`` (every parameter with fewer than 2 dimensions, plus the embedding matrix). The
+  routing projections keep weight decay like any matrix: the cosine they feed is invariant to
+  their scale, so decay changes their effective step size, not the boundaries they define.
 """
 
 from __future__ import annotations
