@@ -45,6 +45,25 @@ def padded_batch(lengths, vocab: int = 4, pad_id: int = 5, seed: int = 0):
     return ids.masked_fill(~mask, pad_id), mask
 
 
+def write_fasta(path: Path, records: dict[str, str], width: int = 60) -> Path:
+    """Write {name: sequence} as a FASTA file (wrapped lines) and return its path."""
+    with path.open("w") as f:
+        for name, seq in records.items():
+            f.write(f">{name}\n")
+            for i in range(0, len(seq), width):
+                f.write(seq[i : i + width] + "\n")
+    return path
+
+
+def write_bgzf(path: Path, text: str) -> Path:
+    """BGZF-compress text (what bgzip writes) with Biopython."""
+    from Bio import bgzf
+
+    with bgzf.BgzfWriter(str(path), "wb") as f:
+        f.write(text.encode())
+    return path
+
+
 @pytest.fixture(scope="session")
 def chr20_slices() -> dict[str, str]:
     return read_fixture_fasta(DATA / "chr20_slices.fa")

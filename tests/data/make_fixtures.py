@@ -12,6 +12,9 @@ Writes, next to this script:
   official_state_dict_shapes.json
                    keys and shapes of the official hnet_1stage_L / hnet_2stage_L state dicts
                    (copied from ../shared).
+And, inside the package (the demo recipe's genome, with its index):
+  hnet_dna/resources/demo_chr20.fa(.fai)
+                   record chr20_demo = 20:10,000,001-11,000,000 of GRCh37 (1 Mb, no N).
 
 The source files are only read: their existing .fai/.gzi indexes are used as they are.
 """
@@ -53,6 +56,10 @@ def main() -> None:
         records.append((f"{name} {chrom}:{start}-{end} GRCh37", seq))
     write_fasta(HERE / "chr20_slices.fa", records)
     shutil.copyfile(args.shared / "genomes" / "hg38_chrM.fa", HERE / "hg38_chrM.fa")
+    demo = HERE.parents[1] / "hnet_dna" / "resources" / "demo_chr20.fa"
+    seq = str(genome["20"][10_000_000:11_000_000])
+    write_fasta(demo, [("chr20_demo 20:10,000,001-11,000,000 GRCh37 (hnet_dna demo genome)", seq)])
+    Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
     manifest = "official_state_dict_shapes.json"
     shutil.copyfile(args.shared.parent / manifest, HERE / manifest)
     print("wrote chr20_slices.fa, hg38_chrM.fa and", manifest, "in", HERE)

@@ -1,0 +1,286 @@
+"""GenomeDataModule: windows of reference genomes as training batches for causal-LM pretraining.
+
+Everything the user passes is checked when the data module is constructed (FASTA files and
+their indexes, every letter, the BED, regions, splits, window sizes, leakage), so a bad input
+stops the run before the trainer creates any folder or file.
+
+Determinism and resuming: the order of windows in an epoch is a function of (seed, epoch), and the
+augmentation of a window a function of (seed, epoch, window index), whatever the number of
+workers. The training loader reports how many batches of the epoch were consumed; Lightning
+stores that in its checkpoints and a resumed run continues with the next batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from ..tokenizer import NucleotideTokenizer
+from .genome import DataError, FastaSource, open_fasta
+from .windows import WindowTable, build_windows
+
+__all__ = ["GenomeDataModule", "GenomeWindows", "WindowSampler", "ResumableDataLoader"]
+
+
+class GenomeWindows(Dataset):
+    """Windows of one split. Items are keyed by ``(epoch, index)`` so that augmentation draws
+    depend on the epoch and the window only (not on the worker or the order of requests).
+
+    Each item holds ``input_ids`` (L,), ``labels`` (= input_ids; the model shifts them and ignores
+    N), ``loss_weights`` (L,) (``soft_mask_weight`` on lowercase bases, else 1) and ``coords``
+    (source, record, start, reverse-complemented) for provenance.
+    """
+
+    def __init__(
+        self,
+        sources: list[FastaSource],
+        table: WindowTable,
+        tokenizer: NucleotideTokenizer,
+        *,
+        reverse_complement: float = 0.0,
+        random_shift: int = 0,
+        soft_mask_weight: float = 1.0,
+        seed: int = 0,
+    ):
+        self.sources, self.table, self.tokenizer = sources, table, tokenizer
+        self.reverse_complement, self.random_shift = reverse_complement, random_shift
+        self.soft_mask_weight, self.seed = soft_mask_weight, seed
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        t = self.table
+        source, (src_idx, record) = t.source[i], t.records[t.record[i]]
+        start, length = int(t.start[i]), t.window
+        rng = np.random.default_rng([self.seed, epoch, i])
+        rc = False
+        if self.random_shift or self.reverse_complement:
+            shift = int(rng.integers(-self.random_shift, self.random_shift + 1)) if self.random_shift else 0
+            record_len = self.sources[source].records[record]
+            start = min(max(start + shift, 0), record_len - length)
+            rc = bool(rng.random() < self.reverse_complement)
+        seq = self.sources[source].fetch(record, start, start + length)
+        ids, soft = self.tokenizer.encode(seq, return_soft_mask=True, record=record)
+        if rc:
+            ids, soft = self.tokenizer.reverse_complement(ids), soft.flip(0)
+        weights = torch.where(soft, self.soft_mask_weight, 1.0).float()
+        coords = torch.tensor([source, t.record[i], start, int(rc)], dtype=torch.long)
+        return {"input_ids": ids, "labels": ids, "loss_weights": weights, "coords": coords}
+
+
+class WindowSampler(DistributedSampler):
+    """Window order for one rank: a permutation of the split per epoch (or, with per-FASTA
+    weights, a weighted draw), cut into one share per rank; it can start mid-epoch.
+
+    A ``DistributedSampler`` subclass so that Lightning uses it as it is under DDP. Yields
+    ``(epoch, index)`` keys for :class:`GenomeWindows`.
+    """
+
+    def __init__(
+        self,
+        dataset: GenomeWindows,
+        *,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        weights: torch.Tensor | None = None,
+        epoch_size: int | None = None,
+    ):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.weights = weights
+        self.epoch_size = epoch_size or len(dataset)
+        self.num_samples = self.epoch_size // num_replicas  # same count on every rank
+        self._resume: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """Make the next pass over ``epoch`` start after ``skip`` of this rank's samples."""
+        self._resume = (epoch, skip)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.epoch_size, replacement=True, generator=g)
+        elif self.shuffle:
+            order = torch.randperm(len(self.dataset), generator=g)
+        else:
+            order = torch.arange(len(self.dataset))
+        mine = order[self.rank : self.num_samples * self.num_replicas : self.num_replicas]
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        return iter([(self.epoch, int(i)) for i in mine[skip:]])
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`WindowSampler` whose state (epoch, batches consumed) goes into
+    Lightning checkpoints. ``progress`` tells how many batches of the epoch the training loop has
+    taken (Lightning prefetches, so counting what the iterator yielded would be one too many)."""
+
+    def __init__(self, *args, progress: Callable[[], tuple[int, int]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict:
+        epoch, consumed = self.progress() if self.progress else (self.sampler.epoch, 0)
+        return {"epoch": epoch, "consumed_batches": consumed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.resume(state["epoch"], state["consumed_batches"] * state["batch_size"])
+
+
+class GenomeDataModule(pl.LightningDataModule):
+    """Windows of one or more reference genomes for causal-LM pretraining.
+
+    Args:
+        fasta: one FASTA path or a list (uncompressed or BGZF).
+        fasta_weights: sampling weight per FASTA (training only); None = every training window once
+            per epoch.
+        bed: a ``chrom start end split`` BED (0-based) giving the intervals of each split. Without
+            it, every record is training sequence except ``val_regions`` / ``test_regions``.
+        val_regions, test_regions: held-out regions, ``chrom`` or ``chrom:start-end`` (1-based,
+            inclusive, as samtools writes them).
+        window: bases per window. stride: bases between window starts (default: ``window``).
+        max_n_fraction: windows with more N than this fraction are skipped (default 0.1). N is
+            never a target of the loss either way.
+        reverse_complement: probability of reverse-complementing a training window.
+        random_shift: training windows move by up to this many bases either way.
+        soft_mask_weight: loss weight of lowercase (soft-masked repeat) bases; 1 = like the rest.
+        iupac_policy: ``lenient`` (ambiguity letters become N) or ``strict`` (they are an error).
+        batch_size, num_workers: DataLoader settings (each worker opens its own FASTA handles).
+        seed: seeds window order and augmentation.
+        index_dir: where to write FASTA indexes when the FASTA's folder is read-only.
+        allow_leakage: accept held-out windows overlapping training spans.
+        epoch_windows: windows per training epoch when ``fasta_weights`` is given (default: all).
+    """
+
+    def __init__(
+        self,
+        fasta: str | list[str],
+        bed: str | None = None,
+        fasta_weights: list[float] | None = None,
+        val_regions: list[str] | None = None,
+        test_regions: list[str] | None = None,
+        window: int = 1024,
+        stride: int | None = None,
+        max_n_fraction: float = 0.1,
+        reverse_complement: float = 0.5,
+        random_shift: int = 0,
+        soft_mask_weight: float = 1.0,
+        iupac_policy: str = "lenient",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        index_dir: str | None = None,
+        allow_leakage: bool = False,
+        epoch_windows: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        paths = [fasta] if isinstance(fasta, (str, Path)) else list(fasta)
+        if not paths:
+            raise DataError("--data.fasta: give at least one FASTA file")
+        if fasta_weights is not None and (len(fasta_weights) != len(paths) or any(w < 0 for w in fasta_weights) or sum(fasta_weights) <= 0):
+            raise DataError(f"--data.fasta_weights: need {len(paths)} non-negative weights (one per FASTA) with a positive sum, got {fasta_weights}")
+        if not 0 <= reverse_complement <= 1:
+            raise DataError(f"--data.reverse_complement is a probability, got {reverse_complement}")
+        if random_shift < 0 or soft_mask_weight < 0 or batch_size < 1 or num_workers < 0:
+            raise DataError("random_shift, soft_mask_weight and num_workers must be >= 0 and batch_size >= 1")
+        if iupac_policy not in ("lenient", "strict"):
+            raise DataError(f"--data.iupac_policy must be 'lenient' or 'strict', got {iupac_policy!r}")
+        self.tokenizer = NucleotideTokenizer(policy=iupac_policy)
+        self.sources = [open_fasta(p, index_dir=index_dir, iupac_policy=iupac_policy) for p in paths]
+        self.tables = build_windows(
+            self.sources, window, stride or window, bed=bed,
+            val_regions=list(val_regions or []), test_regions=list(test_regions or []),
+            max_n_fraction=max_n_fraction, random_shift=random_shift, allow_leakage=allow_leakage,
+        )
+        if len(self.tables["train"]) < batch_size:
+            raise DataError(
+                f"{len(self.tables['train'])} training windows is less than one batch of {batch_size}: "
+                "lower --data.batch_size or --data.stride, or give more sequence"
+            )
+        self.datasets = {
+            split: GenomeWindows(
+                self.sources, table, self.tokenizer,
+                reverse_complement=reverse_complement if split == "train" else 0.0,
+                random_shift=random_shift if split == "train" else 0,
+                soft_mask_weight=soft_mask_weight, seed=seed,
+            )
+            for split, table in self.tables.items()
+        }
+
+    # ---------------------------------------------------------------------------- loaders
+    def _window_weights(self) -> torch.Tensor | None:
+        w = self.hparams.fasta_weights
+        if w is None:
+            return None
+        table = self.tables["train"]
+        counts = np.bincount(table.source, minlength=len(self.sources))
+        per_window = np.array(w, dtype=np.float64)[table.source] / np.maximum(counts[table.source], 1)
+        return torch.as_tensor(per_window)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _progress(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise DataError(f"there are no {split} windows: give --data.{split}_regions or a BED with a {split} split")
+        world, rank = self._rank()
+        sampler = WindowSampler(
+            dataset, shuffle=train, seed=self.hparams.seed, num_replicas=world, rank=rank,
+            weights=self._window_weights() if train else None,
+            epoch_size=(self.hparams.epoch_windows if train and self.hparams.fasta_weights else None),
+        )
+        if len(sampler) < self.hparams.batch_size and train:
+            raise DataError(
+                f"{len(dataset)} training windows over {world} rank(s) is less than one batch of "
+                f"{self.hparams.batch_size}: lower --data.batch_size or --data.stride"
+            )
+        return ResumableDataLoader(
+            dataset, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=train,
+            num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+            progress=self._progress if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", train=False) if len(self.datasets["val"]) else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        split = "test" if len(self.datasets["test"]) else "val"
+        return self._loader(split, train=False)
+
+    # ------------------------------------------------------------------------------ extras
+    def split_sequences(self, split: str) -> list[torch.Tensor]:
+        """Every window of a split as ids (no augmentation), e.g. to fit Markov baselines."""
+        ds = self.datasets[split]
+        plain = GenomeWindows(self.sources, ds.table, self.tokenizer)
+        return [plain[i]["input_ids"] for i in range(len(plain))]
+
+    def summary(self) -> str:
+        t = self.tables
+        return ", ".join(f"{s}: {len(t[s]):,} windows" for s in ("train", "val", "test")) + f" of {t['train'].window:,} bases"

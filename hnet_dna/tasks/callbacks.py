@@ -1,0 +1,87 @@
+"""Lightning callbacks for genome pretraining runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from ..baselines import markov_bits_per_base
+
+__all__ = ["HeldOutReport", "TrainingWindowLog"]
+
+
+def _log_dir(trainer: pl.Trainer) -> Path:
+    """The run's log folder. Call it on every rank: under DDP ``trainer.log_dir`` is a collective."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class HeldOutReport(pl.Callback):
+    """When fitting ends, print the model's held-out bits per base beside order-k Markov models
+    fitted on the same training windows, and write them to ``<log dir>/heldout_report.json``.
+
+    Args:
+        markov_orders: the Markov baselines to fit (default: 0 and 2).
+        split: ``val`` or ``test`` windows of the data module.
+    """
+
+    def __init__(self, markov_orders: list[int] = (0, 2), split: str = "val"):
+        self.markov_orders = list(markov_orders)
+        self.split = split
+
+    @torch.no_grad()
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log_dir = _log_dir(trainer)
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        held = dm.split_sequences(self.split)
+        if not held:
+            return
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        bits, bases = 0.0, 0
+        base_ids = torch.tensor(model.tokenizer.base_ids, device=pl_module.device)
+        for i in range(0, len(held), dm.hparams.batch_size):
+            ids = torch.stack(held[i : i + dm.hparams.batch_size]).to(pl_module.device)
+            out = model(ids, labels=ids)
+            n = int(torch.isin(ids[:, 1:], base_ids).sum())
+            bits += float(out.bits_per_base) * n
+            bases += n
+        model.train(was_training)
+        train = dm.split_sequences("train")
+        rows = [(f"{type(model).__name__} ({model.num_parameters() / 1e6:.2f} M parameters, this run)", bits / max(bases, 1))]
+        rows += [(f"order-{k} Markov (fitted on the training windows)", markov_bits_per_base(train, held, k)) for k in self.markov_orders]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"Held-out bits per base ({self.split}: {len(held)} windows, {bases:,} scored bases):"]
+        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
+        print("\n" + "\n".join(lines) + "\n", flush=True)
+        path = log_dir / "heldout_report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"split": self.split, "windows": len(held), "bases": bases, "bits_per_base": dict(rows)}, indent=2))
+        if math.isnan(bits):
+            raise RuntimeError("held-out bits per base is NaN: the run diverged")
+
+
+class TrainingWindowLog(pl.Callback):
+    """Write the coordinates of every training window each rank used to
+    ``<log dir>/training_windows.rank<r>.tsv`` (step, FASTA index, record, start, reverse-complemented):
+    provenance for a run, and a check that ranks read different data."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self.path = _log_dir(trainer) / f"training_windows.rank{trainer.global_rank}.tsv"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        coords = batch.get("coords")
+        if coords is None:
+            return
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = trainer.datamodule.tables["train"].records
+        with path.open("a") as f:
+            for source, record, start, rc in coords.tolist():
+                f.write(f"{trainer.global_step}\t{source}\t{records[record][1]}\t{start}\t{rc}\n")

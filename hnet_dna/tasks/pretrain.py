@@ -1,0 +1,178 @@
+"""Causal-LM pretraining of an H-Net (or an isotropic baseline) as a LightningModule.
+
+Loss: next-base cross-entropy + alpha * sum over chunking levels of the ratio loss (eq. 10).
+Logged (``train/``, ``val/``, ``test/``): loss, lm_loss, bits_per_base (A/C/G/T targets), ratio_loss,
+and per chunking level s: ``F_s`` (boundary fraction), ``G_s`` (mean boundary probability) and
+``compression_s`` (bases per chunk); in training also ``bases_per_s`` and the learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+from ..config import ConfigError, HNetConfig, presets
+from ..model import HNetForCausalLM
+from ..optim import make_optimizer
+
+__all__ = ["PretrainModule", "build_model", "lr_factor"]
+
+
+def build_model(spec: str | dict) -> HNetForCausalLM:
+    """A model from a preset name, a config JSON, a ``save_pretrained`` folder (weights loaded),
+    or inline config fields (a dict; ``{"preset": name, ...}`` overrides a preset's fields)."""
+    if isinstance(spec, dict):
+        fields = dict(spec)
+        base = fields.pop("preset", None)
+        config = HNetConfig.from_preset(base, **fields) if base else HNetConfig.from_dict(fields, source="model")
+        return HNetForCausalLM(config)
+    if spec in presets():
+        return HNetForCausalLM(HNetConfig.from_preset(spec))
+    path = Path(spec)
+    if path.is_dir():
+        return HNetForCausalLM.from_pretrained(path)
+    if path.is_file():
+        return HNetForCausalLM(HNetConfig.from_json(path))
+    raise ConfigError(
+        f"--model.model {spec!r} is neither a preset ({', '.join(presets())}), a config JSON, nor a "
+        "save_pretrained folder"
+    )
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float, decay: float, floor: float) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``.
+
+    ``wsd``: linear warmup, constant, then linear decay over the last ``decay`` fraction (the
+    paper's schedule); ``cosine``: warmup then cosine to ``floor``; ``constant``: warmup then 1.
+    """
+    warm_steps = max(1, round(warmup * total))
+    if step < warm_steps:
+        return (step + 1) / warm_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        decay_start = total - round(decay * total)
+        if step < decay_start:
+            return 1.0
+        return floor + (1 - floor) * max(0.0, (total - step) / max(1, total - decay_start))
+    progress = min(1.0, (step - warm_steps) / max(1, total - warm_steps))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class PretrainModule(pl.LightningModule):
+    """Pretraining task.
+
+    Args:
+        model: preset name, config JSON, ``save_pretrained`` folder, or inline config fields.
+        lr: base learning rate (stage 0 gets ``lr * lr_multiplier[0]``, see ``hnet_dna.optim``).
+        weight_decay, betas: AdamW settings (no decay on norms, biases, embeddings, SSM scalars).
+        schedule: ``wsd`` (warmup-stable-decay), ``cosine`` or ``constant``.
+        warmup_fraction, decay_fraction: of the total optimizer steps.
+        min_lr_fraction: the schedule's final learning rate as a fraction of ``lr``.
+        export_dir: where ``save_pretrained`` writes the model when fitting ends (default:
+            ``<log dir>/pretrained``).
+    """
+
+    def __init__(
+        self,
+        model: str | dict = "tiny-hnet",
+        lr: float = 3e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        schedule: str = "wsd",
+        warmup_fraction: float = 0.1,
+        decay_fraction: float = 0.2,
+        min_lr_fraction: float = 0.0,
+        export_dir: str | None = None,
+    ):
+        super().__init__()
+        if schedule not in ("wsd", "cosine", "constant"):
+            raise ConfigError(f"--model.schedule must be wsd, cosine or constant, got {schedule!r}")
+        self.save_hyperparameters()
+        self.model = build_model(model)
+        self._batch_started = None
+
+    # ------------------------------------------------------------------------------- steps
+    def forward(self, batch: dict, weighted: bool = True):
+        return self.model(
+            batch["input_ids"], mask=batch.get("mask"), labels=batch["labels"],
+            loss_weights=batch.get("loss_weights") if weighted else None,
+        )
+
+    def _log_outputs(self, prefix: str, out, batch: dict, on_step: bool) -> None:
+        targets = batch["labels"][:, 1:]
+        n_bases = int(torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device)).sum())
+        size = max(n_bases, 1)
+        kw = dict(on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, batch_size=size)
+        self.log(f"{prefix}/loss", out.loss, prog_bar=prefix == "train", **kw)
+        self.log(f"{prefix}/lm_loss", out.lm_loss, **kw)
+        self.log(f"{prefix}/bits_per_base", out.bits_per_base, prog_bar=True, **kw)
+        self.log(f"{prefix}/ratio_loss", out.ratio_loss, **kw)
+        for s, (b, m, p) in enumerate(zip(out.boundaries, out.masks, out.boundary_probs)):
+            real = m.sum().clamp(min=1)
+            frac = (b & m).sum() / real
+            self.log(f"{prefix}/F_{s}", frac, **kw)
+            self.log(f"{prefix}/G_{s}", p.sum() / real, **kw)
+            self.log(f"{prefix}/compression_{s}", 1.0 / frac.clamp(min=1e-6), prog_bar=prefix == "train" and s == 0, **kw)
+
+    def training_step(self, batch: dict, batch_idx: int):
+        out = self(batch)
+        self._log_outputs("train", out, batch, on_step=True)
+        return out.loss
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        self._log_outputs("val", self(batch, weighted=False), batch, on_step=False)
+
+    def test_step(self, batch: dict, batch_idx: int):
+        self._log_outputs("test", self(batch, weighted=False), batch, on_step=False)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Per window: coordinates, bits per base and the outer level's boundary positions."""
+        out = self.model(batch["input_ids"], mask=batch.get("mask"))
+        logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
+        targets = batch["input_ids"][:, 1:]
+        nll = -logp.gather(-1, targets[..., None])[..., 0]
+        is_base = torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device))
+        bits = (nll * is_base).sum(-1) / is_base.sum(-1).clamp(min=1) / math.log(2)
+        return {
+            "coords": batch.get("coords"),
+            "bits_per_base": bits,
+            "boundaries": out.boundaries[0] if out.boundaries else None,
+        }
+
+    # ------------------------------------------------------------------------- throughput
+    def on_train_batch_start(self, batch, batch_idx):
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._batch_started is not None:
+            seconds = time.perf_counter() - self._batch_started
+            bases = batch["input_ids"].numel() * self.trainer.world_size
+            self.log("train/bases_per_s", bases / max(seconds, 1e-9), on_step=True, on_epoch=False)
+
+    # ------------------------------------------------------------------------- optimizer
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = make_optimizer(self.model, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, total, hp.schedule, hp.warmup_fraction, hp.decay_fraction, hp.min_lr_fraction),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------- export
+    def export_path(self) -> Path:
+        if self.hparams.export_dir:
+            return Path(self.hparams.export_dir)
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(root) / "pretrained"
+
+    def on_fit_end(self) -> None:
+        path = self.export_path()  # on every rank: trainer.log_dir is a collective under DDP
+        if self.trainer.is_global_zero:
+            self.model.save_pretrained(path)

@@ -1,0 +1,160 @@
+"""The command line: recipes parse and run, bad inputs stop cleanly before anything is written."""
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import yaml
+
+from hnet_dna.__main__ import HNetCLI, main
+from hnet_dna.data import genome
+
+from .conftest import write_fasta
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "pipelines" / "pretrain"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def workdir(tmp_path, chr20_slices):
+    """A small genome, a matching BED and a base config, all in a temporary folder."""
+    seq = chr20_slices["chr20_train"]
+    write_fasta(tmp_path / "g.fa", {"chr1": seq[:40_000], "chr2": seq[40_000:60_000]})
+    (tmp_path / "splits.bed").write_text("chr1\t0\t30000\ttrain\nchr1\t30000\t40000\tvalid\nchr2\t0\t20000\ttest\n")
+    config = {
+        "model": {"class_path": "hnet_dna.tasks.PretrainModule", "init_args": {"model": "tiny-hnet"}},
+        "data": {"class_path": "hnet_dna.data.GenomeDataModule",
+                 "init_args": {"fasta": str(tmp_path / "g.fa"), "bed": str(tmp_path / "splits.bed"), "window": 512, "batch_size": 2}},
+        "trainer": {"max_steps": 2, "default_root_dir": str(tmp_path / "run"), "enable_progress_bar": False,
+                    "limit_val_batches": 1, "logger": False},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def run_cli(workdir, *extra) -> tuple[int, str]:
+    """Run the CLI in this process; returns (exit status, what it printed on stderr)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main(["fit", "--config", str(workdir / "base.yaml"), *extra])
+            status = 0
+        except SystemExit as e:
+            status = e.code
+    return status, err.getvalue()
+
+
+def test_a_tiny_run_trains_checkpoints_and_exports(workdir):
+    status, _ = run_cli(workdir)
+    assert status == 0
+    run = workdir / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "pretrained" / "model.safetensors").is_file()
+
+
+def bad_inputs(workdir):
+    (workdir / "empty.fa").write_text("")
+    with gzip.open(workdir / "plain.fa.gz", "wt") as f:
+        f.write(">chr1\n" + "ACGT" * 5000 + "\n")
+    write_fasta(workdir / "letters.fa", {"chr1": "ACGT" * 5000 + "ACGU" + "ACGT" * 100})
+    (workdir / "chrx.bed").write_text("chr1\t0\t30000\ttrain\nchrX\t0\t1000\tvalid\n")
+    (workdir / "past.bed").write_text("chr1\t0\t30000\ttrain\nchr2\t10000\t20001\ttest\n")
+    (workdir / "split.bed").write_text("chr1\t0\t30000\ttrain\nchr1\t30000\t40000\tholdout\n")
+    return [
+        (["--data.fasta", str(workdir / "missing.fa")], "missing.fa: no such FASTA file"),
+        (["--data.fasta", str(workdir / "plain.fa.gz")], "plain gzip"),
+        (["--data.fasta", str(workdir / "empty.fa")], "empty.fa: the FASTA file is empty"),
+        (["--data.fasta", str(workdir / "letters.fa"), "--data.bed", "null", "--data.val_regions", "[chr1:1-2000]"],
+         "letters.fa: record 'chr1', position 20004: character 'U' is not a DNA letter"),
+        (["--data.bed", str(workdir / "chrx.bed")], "chrx.bed, line 2: chromosome 'chrX' is in no FASTA"),
+        (["--data.bed", str(workdir / "past.bed")], "past.bed, line 2: interval chr2:10000-20001 ends past the end of chr2"),
+        (["--data.bed", str(workdir / "split.bed")], "split.bed, line 2: unknown split 'holdout'"),
+        (["--data.window", "50000"], "window of 50,000 bases is longer than every interval"),
+        (["--model.model", "no-such-preset"], "neither a preset"),
+    ]
+
+
+def test_bad_inputs_stop_before_anything_is_written(workdir):
+    for extra, message in bad_inputs(workdir):
+        status, err = run_cli(workdir, *extra)
+        assert status == 2, (extra, err)
+        assert message in err and "Traceback" not in err, (extra, err)
+        assert not (workdir / "run").exists(), extra
+
+
+def test_fasta_in_a_read_only_folder_without_index(workdir, monkeypatch):
+    monkeypatch.setattr(genome, "_writable", lambda folder: False)
+    status, err = run_cli(workdir)
+    assert status == 2 and "--data.index_dir" in err and not (workdir / "run").exists()
+    monkeypatch.setattr(genome, "_writable", lambda folder: folder != workdir)
+    status, err = run_cli(workdir, "--data.index_dir", str(workdir / "idx"))
+    assert status == 0 and (workdir / "idx").is_dir() and not (workdir / "g.fa.fai").exists()
+
+
+def test_bad_input_from_a_real_process_has_no_traceback(workdir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hnet_dna", "fit", "--config", str(workdir / "base.yaml"), "--data.fasta", str(workdir / "nope.fa")],
+        capture_output=True, text=True, cwd=workdir,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("nope.fa: no such FASTA file") and "Traceback" not in proc.stderr
+    assert not (workdir / "run").exists()
+
+
+def test_demo_recipe_runs_and_reports_against_markov(tmp_path, capsys):
+    main([
+        "fit", "--config", str(RECIPES / "demo_cpu.yaml"),
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "2",
+        "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "demo"),
+    ])
+    out = capsys.readouterr().out
+    assert "Held-out bits per base" in out and "order-0 Markov" in out and "order-2 Markov" in out
+    report = next((tmp_path / "demo").rglob("heldout_report.json"))
+    assert "order-2 Markov" in report.read_text()
+    recipe = yaml.safe_load((RECIPES / "demo_cpu.yaml").read_text())
+    assert recipe["trainer"].get("enable_progress_bar", True) and recipe["trainer"]["accelerator"] == "cpu"
+
+
+def build_recipe(recipe: Path, *overrides):
+    """Parse a recipe with the real CLI and instantiate model, data and trainer (on CPU)."""
+    cli = HNetCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        run=False, args=["--config", str(recipe), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                         "--trainer.strategy", "auto", "--trainer.precision", "32", "--trainer.logger", "false", *overrides],
+    )
+    return cli.model, cli.datamodule, cli.trainer
+
+
+def test_hg38_paper_recipe_parses_and_builds_its_model(tmp_path, chr20_slices):
+    # hg38 is not here: a stand-in FASTA and BED with the recipe's own settings
+    seq = chr20_slices["chr20_train"]
+    write_fasta(tmp_path / "hg38.fa", {"chr1": seq[:100_000], "chr2": seq[100_000:200_000], "chr3": seq[200_000:300_000]})
+    (tmp_path / "seq.bed").write_text("chr1\t0\t100000\ttrain\nchr2\t0\t100000\tvalid\nchr3\t0\t100000\ttest\n")
+    model, data, trainer = build_recipe(
+        RECIPES / "hg38_paper.yaml", "--data.fasta", str(tmp_path / "hg38.fa"), "--data.bed", str(tmp_path / "seq.bed"),
+        "--data.index_dir", str(tmp_path / "idx"), "--trainer.default_root_dir", str(tmp_path / "run"),
+    )
+    assert model.model.config.arch_layout == ["m3T1", ["T15"], "m4"] and model.hparams.lr == 5e-3
+    assert abs(model.model.num_parameters() / 1e6 - 64) < 1
+    assert data.hparams.window == 8192 and len(data.tables["val"]) == 12
+
+
+@pytest.mark.skipif(not (SHARED / "genomes" / "GRCh37_chr20.fa.gz").is_file(), reason="needs ../shared/data")
+def test_chr20_recipe_builds_on_the_real_chromosome(tmp_path):
+    for name in ("GRCh37_chr20.fa.gz", "GRCh37_chr20.fa.gz.fai", "GRCh37_chr20.fa.gz.gzi"):
+        shutil.copy(SHARED / "genomes" / name, tmp_path)
+    model, data, trainer = build_recipe(
+        RECIPES / "chr20.yaml", "--data.fasta", str(tmp_path / "GRCh37_chr20.fa.gz"), "--data.num_workers", "0",
+        "--trainer.default_root_dir", str(tmp_path / "run"),
+    )
+    val = data.tables["val"]
+    assert val.describe(0).startswith("20:60025521-") and len(val) > 1300
+    assert model.model.config.arch_layout == ["m3T1", ["T15"], "m4"]

@@ -1,0 +1,94 @@
+"""Scale-out and fault tolerance through Lightning, on CPU: 2-process DDP (gloo), and a run killed
+with SIGKILL mid-epoch that resumes from its last checkpoint with the same losses."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import write_fasta
+
+
+def cli(workdir: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "hnet_dna", "fit", *args], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path, chr20_slices):
+    write_fasta(tmp_path / "g.fa", {"chr20": chr20_slices["chr20_train"][:80_000]})
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "hnet_dna.tasks.PretrainModule",
+                  "init_args": {"model": {"preset": "tiny-hnet", "d_model": [32, 48],
+                                          "attn_cfg": {"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}}}},
+        "data": {"class_path": "hnet_dna.data.GenomeDataModule",
+                 "init_args": {"fasta": "g.fa", "val_regions": ["chr20:70001-80000"], "window": 128, "batch_size": 4,
+                               "random_shift": 16, "reverse_complement": 0.5}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+                    "limit_val_batches": 0, "log_every_n_steps": 1},
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def test_two_process_ddp_ranks_read_different_windows(workdir):
+    proc = cli(workdir, "--config", "base.yaml", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+               "--trainer.max_steps", "3", "--trainer.default_root_dir", "ddp", "--trainer.logger", "false",
+               "--trainer.callbacks+=hnet_dna.tasks.TrainingWindowLog")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [workdir / "ddp" / f"training_windows.rank{r}.tsv" for r in (0, 1)]
+    seen = [{tuple(line.split("\t")[1:4]) for line in p.read_text().splitlines()} for p in logs]
+    assert len(seen[0]) == len(seen[1]) == 12  # 3 steps x batch 4 on each rank
+    assert not seen[0] & seen[1]
+
+
+def losses(run: Path, version: int | None = None) -> dict[int, float]:
+    """Step -> training loss logged by a run (one logger version, or all of them)."""
+    out = {}
+    pattern = f"version_{version}/metrics.csv" if version is not None else "version_*/metrics.csv"
+    for metrics in sorted(run.glob(f"lightning_logs/{pattern}")):
+        with metrics.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(workdir):
+    common = ["--config", "base.yaml", "--trainer.max_steps", "40", "--data.num_workers", "1",
+              "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+              "--trainer.callbacks.save_last=true", "--trainer.callbacks.every_n_train_steps=5"]
+    full = cli(workdir, *common, "--trainer.default_root_dir", "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    reference = losses(workdir / "full")
+    assert len(reference) == 40
+
+    # the same run, killed with SIGKILL once a mid-epoch checkpoint exists (an epoch is 34 steps)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    victim = subprocess.Popen([sys.executable, "-m", "hnet_dna", "fit", *common, "--trainer.default_root_dir", "killed"],
+                              cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline and len(losses(workdir / "killed")) < 17:
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done_before = losses(workdir / "killed")
+    assert 17 <= len(done_before) < 40, "the run should die mid-way"
+
+    resumed = cli(workdir, *common, "--trainer.default_root_dir", "killed", "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = losses(workdir / "killed", version=1)  # what the resumed process computed
+    first = min(after)
+    assert "resuming from" in resumed.stderr
+    assert 15 <= first <= len(done_before) and first % 5 == 0, "resumed from the last mid-epoch checkpoint"
+    assert sorted(after) == list(range(first, 40))  # through the end of epoch 0 and into epoch 1
+    for step, loss in after.items():
+        assert loss == reference[step], (step, loss, reference[step])
