@@ -48,13 +48,31 @@ class HNetCLI(LightningCLI):
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        if kwargs.get("ckpt_path") == "last":
+        self._check_split(subcommand)
+        ckpt = kwargs.get("ckpt_path")
+        if ckpt == "last":
             root = Path(self.trainer.default_root_dir)
             found = sorted(root.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+            if not found and subcommand != "fit":
+                raise CheckpointError(f"--ckpt_path last: no last*.ckpt under {root} to {subcommand} with")
             kwargs["ckpt_path"] = str(found[-1]) if found else None
-            note = f"resuming from {found[-1]}" if found else f"no last*.ckpt under {root}: starting from scratch"
+            note = f"using {found[-1]}" if found else f"no last*.ckpt under {root}: starting from scratch"
             print(f"hnet_dna: --ckpt_path last: {note}", file=sys.stderr, flush=True)
+        elif ckpt not in (None, "best", "hpc", "registry") and not Path(ckpt).is_file():
+            raise CheckpointError(f"--ckpt_path {ckpt}: no such checkpoint file")
         return kwargs
+
+    def _check_split(self, subcommand: str) -> None:
+        """Fail before the trainer writes anything when the data has no windows for the command."""
+        datasets = getattr(self.datamodule, "datasets", None)
+        if datasets is None:
+            return
+        needs = {"validate": ["val"], "test": ["test"], "predict": ["test", "val"]}.get(subcommand, [])
+        if needs and not any(len(datasets[split]) for split in needs):
+            raise DataError(
+                f"{subcommand}: the data has no {' or '.join(needs)} windows; give --data.{needs[0]}_regions "
+                f"or a BED with a {'valid' if needs[0] == 'val' else needs[0]} split"
+            )
 
 
 def _user_error(exc: BaseException) -> BaseException | None:

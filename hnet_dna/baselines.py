@@ -43,25 +43,34 @@ class MarkovModel:
         if order < 0:
             raise ValueError(f"order must be >= 0, got {order}")
         self.order, self.alpha, self.base_ids = order, alpha, tuple(base_ids)
-        self.log2_probs: np.ndarray | None = None
+        self.counts = np.zeros(4 ** (self.order + 1))
 
     def fit(self, sequences) -> "MarkovModel":
-        """sequences: one id tensor/array or a list of them."""
-        counts = np.zeros(4 ** (self.order + 1))
+        """Count (order + 1)-mers from scratch. sequences: one id tensor/array, or an iterable of
+        them (consumed once, so a generator keeps memory flat on a whole genome)."""
+        self.counts[:] = 0
+        return self.update(sequences)
+
+    def update(self, sequences) -> "MarkovModel":
+        """Add the (order + 1)-mers of more sequences to the counts."""
         for ids in _as_list(sequences):
-            counts += np.bincount(_windows(ids, self.order, self.base_ids), minlength=counts.size)
-        counts = counts.reshape(-1, 4) + self.alpha
-        self.log2_probs = np.log2(counts / counts.sum(-1, keepdims=True)).reshape(-1)
+            self.counts += np.bincount(_windows(ids, self.order, self.base_ids), minlength=self.counts.size)
         return self
+
+    @property
+    def log2_probs(self) -> np.ndarray:
+        smoothed = self.counts.reshape(-1, 4) + self.alpha
+        return np.log2(smoothed / smoothed.sum(-1, keepdims=True)).reshape(-1)
 
     def bits_per_base(self, sequences) -> float:
         """Mean -log2 p(base | k previous bases) over every scorable position."""
-        if self.log2_probs is None:
-            raise RuntimeError("call fit() first")
+        if not self.counts.any():
+            raise RuntimeError("fit the model on some sequence first")
+        log2_probs = self.log2_probs
         total, n = 0.0, 0
         for ids in _as_list(sequences):
             codes = _windows(ids, self.order, self.base_ids)
-            total -= float(self.log2_probs[codes].sum())
+            total -= float(log2_probs[codes].sum())
             n += codes.size
         return total / max(n, 1)
 
@@ -71,7 +80,9 @@ def markov_bits_per_base(train, test, order: int, alpha: float = 1.0, base_ids=(
     return MarkovModel(order, alpha, base_ids).fit(train).bits_per_base(test)
 
 
-def _as_list(sequences) -> list[np.ndarray]:
+def _as_list(sequences):
+    """One sequence or an iterable of them, as int64 arrays (lazily)."""
     if isinstance(sequences, (torch.Tensor, np.ndarray)) and sequences.ndim == 1:
         sequences = [sequences]
-    return [np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.int64) for s in sequences]
+    for s in sequences:
+        yield np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.int64)

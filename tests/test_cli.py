@@ -82,6 +82,38 @@ def bad_inputs(workdir):
     ]
 
 
+def test_commands_without_their_split_or_checkpoint_stop_cleanly(workdir):
+    (workdir / "trainonly.bed").write_text("chr1\t0\t30000\ttrain\n")
+    for command, extra, message in [
+        ("test", ["--data.bed", str(workdir / "trainonly.bed")], "test: the data has no test windows"),
+        ("validate", ["--data.bed", str(workdir / "trainonly.bed")], "validate: the data has no val windows"),
+        ("predict", ["--data.bed", str(workdir / "trainonly.bed")], "predict: the data has no test or val windows"),
+        ("test", ["--ckpt_path", str(workdir / "nope.ckpt")], "nope.ckpt: no such checkpoint file"),
+        ("test", ["--ckpt_path", "last"], "--ckpt_path last: no last*.ckpt under"),
+    ]:
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+            main([command, "--config", str(workdir / "base.yaml"), *extra])
+        assert exit_info.value.code == 2 and message in err.getvalue(), (command, err.getvalue())
+        assert not (workdir / "run").exists(), command
+
+
+def test_test_and_predict_run_from_a_checkpoint(workdir, capsys):
+    assert run_cli(workdir)[0] == 0
+    ckpt = workdir / "run" / "checkpoints" / "last.ckpt"
+    main(["test", "--config", str(workdir / "base.yaml"), "--ckpt_path", str(ckpt)])
+    assert "test/bits_per_base" in capsys.readouterr().out
+    main(["predict", "--config", str(workdir / "base.yaml"), "--ckpt_path", str(ckpt),
+          "--trainer.callbacks+=hnet_dna.tasks.PredictionWriter", f"--trainer.callbacks.folder={workdir / 'pred'}"])
+    rows = (workdir / "pred" / "predictions.rank0.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["record", "start", "end", "strand", "bits_per_base", "chunks"]
+    assert len(rows) == 1 + 39 and rows[1].split("\t")[:4] == ["chr2", "1", "512", "+"]  # 20 kb test split
+    assert 0 < float(rows[1].split("\t")[4]) < 8
+
+
 def test_bad_inputs_stop_before_anything_is_written(workdir):
     for extra, message in bad_inputs(workdir):
         status, err = run_cli(workdir, *extra)

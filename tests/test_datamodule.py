@@ -91,6 +91,23 @@ def test_ranks_get_disjoint_shares_and_resume_skips(fasta):
     assert torch.equal(resumed, batches(dm.train_dataloader(), 3)[2]["coords"])
 
 
+def test_loader_state_resumes_later_epochs_and_epoch_ends(fasta):
+    dm = make(fasta, num_workers=2)
+    def epoch_batches(epoch):
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [b["coords"] for b in loader]
+    epoch1, epoch2 = epoch_batches(1), epoch_batches(2)
+    # a checkpoint 3 batches into epoch 1; the iterator is created before anyone calls set_epoch
+    loader = dm.train_dataloader()
+    loader.load_state_dict({"epoch": 1, "consumed_batches": 3, "batch_size": 4})
+    assert torch.equal(next(iter(loader))["coords"], epoch1[3])
+    # a checkpoint at the end of epoch 1 continues with epoch 2
+    loader = dm.train_dataloader()
+    loader.load_state_dict({"epoch": 1, "consumed_batches": len(loader), "batch_size": 4})
+    assert torch.equal(next(iter(loader))["coords"], epoch2[0])
+
+
 def test_fasta_weights_set_the_mix(fasta, tmp_path, chr20_slices):
     other = write_fasta(tmp_path / "o.fa", {"plasmid": chr20_slices["chr20_heldout"][:20_000]})
     dm = GenomeDataModule([str(fasta), str(other)], fasta_weights=[1.0, 3.0], val_regions=["chr20:50001-60000"],

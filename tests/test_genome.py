@@ -90,10 +90,19 @@ def test_scan_finds_n_runs_and_checks_letters(tmp_path, small_fasta):
 
 def test_scan_runs_across_block_boundaries(tmp_path, monkeypatch):
     monkeypatch.setattr(genome, "SCAN_BLOCK", 64)
-    seq = "A" * 60 + "N" * 10 + "C" * 100 + "n" * 64 + "G" * 6
+    # a run across one boundary, and a run spanning several whole blocks
+    seq = "A" * 60 + "N" * 10 + "C" * 100 + "n" * 200 + "G" * 6
     src = open_fasta(write_fasta(tmp_path / "b.fa", {"r": seq}))
     scan = src.scan()["r"]
-    assert scan.n_starts.tolist() == [60, 170] and scan.n_ends.tolist() == [70, 234]
+    assert scan.n_starts.tolist() == [60, 170] and scan.n_ends.tolist() == [70, 370]
+
+
+def test_an_index_older_than_the_fasta_is_rebuilt(small_fasta):
+    open_fasta(small_fasta)
+    write_fasta(small_fasta, {"other": "ACGT" * 50})
+    index = small_fasta.parent / "g.fa.fai"
+    os.utime(index, (1, 1))  # an index from before the FASTA changed
+    assert open_fasta(small_fasta).records == {"other": 200}
 
 
 def test_scan_cache_is_reused_and_invalidated(small_fasta):

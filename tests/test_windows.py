@@ -107,3 +107,20 @@ def test_several_fastas(genome, tmp_path, chr20_slices):
     dup = open_fasta(write_fasta(tmp_path / "dup.fa", {"chr1": "ACGT" * 500}))
     with pytest.raises(DataError, match="'chr1' is in several FASTA files"):
         build_windows([genome, dup], 1000, 1000, val_regions=["chr1:1-2000"])
+
+
+def test_gzipped_bed_is_read_and_binary_junk_is_an_error(genome, tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "s.bed.gz", "wt") as f:
+        f.write("chr1\t0\t6000\ttrain\nchr1\t6000\t10000\tvalid\n")
+    assert len(read_split_bed(tmp_path / "s.bed.gz", [genome])["val"]) == 1
+    (tmp_path / "junk.bed").write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DataError, match="junk.bed: not a readable text BED file"):
+        read_split_bed(tmp_path / "junk.bed", [genome])
+
+
+def test_validation_and_test_windows_must_not_overlap(genome, tmp_path):
+    path = bed(tmp_path, "chr1\t0\t4000\ttrain\nchr1\t4000\t8000\tvalid\nchr1\t7000\t10000\ttest\n")
+    with pytest.raises(DataError, match=r"leakage: test window chr1:7001-8000 overlaps the span of a validation window"):
+        build_windows([genome], 1000, 1000, bed=path)

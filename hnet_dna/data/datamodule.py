@@ -92,7 +92,7 @@ class WindowSampler(DistributedSampler):
         seed: int,
         num_replicas: int = 1,
         rank: int = 0,
-        weights: torch.Tensor | None = None,
+        weights: np.ndarray | None = None,
         epoch_size: int | None = None,
     ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
@@ -110,8 +110,9 @@ class WindowSampler(DistributedSampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        if self.weights is not None:
-            order = torch.multinomial(self.weights, self.epoch_size, replacement=True, generator=g)
+        if self.weights is not None:  # numpy: torch.multinomial stops at 2**24 categories
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = torch.from_numpy(rng.choice(len(self.weights), self.epoch_size, p=self.weights))
         elif self.shuffle:
             order = torch.randperm(len(self.dataset), generator=g)
         else:
@@ -138,7 +139,13 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": epoch, "consumed_batches": consumed, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.resume(state["epoch"], state["consumed_batches"] * state["batch_size"])
+        epoch, consumed = state["epoch"], state["consumed_batches"]
+        if consumed >= len(self):  # saved at the end of an epoch: go on with the next one
+            epoch, consumed = epoch + 1, 0
+        # Set the epoch now: Lightning starts the iterator (and workers fetch) before its own
+        # set_epoch call on a resumed run.
+        self.sampler.set_epoch(epoch)
+        self.sampler.resume(epoch, consumed * state["batch_size"])
 
 
 class GenomeDataModule(pl.LightningDataModule):
@@ -223,14 +230,17 @@ class GenomeDataModule(pl.LightningDataModule):
         }
 
     # ---------------------------------------------------------------------------- loaders
-    def _window_weights(self) -> torch.Tensor | None:
+    def _window_weights(self) -> np.ndarray | None:
         w = self.hparams.fasta_weights
         if w is None:
             return None
         table = self.tables["train"]
         counts = np.bincount(table.source, minlength=len(self.sources))
+        empty = [str(self.sources[i].path) for i, wi in enumerate(w) if wi > 0 and counts[i] == 0]
+        if empty:
+            raise DataError(f"--data.fasta_weights: {', '.join(empty)} has a weight but no training window")
         per_window = np.array(w, dtype=np.float64)[table.source] / np.maximum(counts[table.source], 1)
-        return torch.as_tensor(per_window)
+        return per_window / per_window.sum()
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -275,11 +285,15 @@ class GenomeDataModule(pl.LightningDataModule):
         return self._loader(split, train=False)
 
     # ------------------------------------------------------------------------------ extras
-    def split_sequences(self, split: str) -> list[torch.Tensor]:
-        """Every window of a split as ids (no augmentation), e.g. to fit Markov baselines."""
+    def split_sequences(self, split: str, max_windows: int | None = None):
+        """The windows of a split as ids (no augmentation), one at a time, e.g. to fit Markov
+        baselines; ``max_windows`` takes that many, evenly spaced over the split."""
         ds = self.datasets[split]
         plain = GenomeWindows(self.sources, ds.table, self.tokenizer)
-        return [plain[i]["input_ids"] for i in range(len(plain))]
+        n = len(plain)
+        picks = range(n) if max_windows is None or max_windows >= n else np.linspace(0, n - 1, max_windows).astype(int)
+        for i in picks:
+            yield plain[int(i)]["input_ids"]
 
     def summary(self) -> str:
         t = self.tables

@@ -6,11 +6,13 @@ Files:
 * Uncompressed FASTA and BGZF-compressed FASTA (``bgzip``, as UCSC / Ensembl / samtools produce)
   are read with random access. Plain gzip cannot be read at random and is refused with what to
   run (``gunzip x.fa.gz && bgzip x.fa``).
-* A missing ``.fai`` (and ``.gzi`` for BGZF) is built beside the FASTA when that folder is
-  writable, else in ``index_dir``; with neither, a :class:`DataError` says to pass one. Indexes
-  are written under a temporary name and renamed, so parallel ranks cannot half-write them.
-* The scan (letters checked, N runs found) is cached next to the index as
-  ``<fasta name>.hnet_scan.npz`` and reused while the FASTA's size and mtime are unchanged.
+* A missing ``.fai`` (and ``.gzi`` for BGZF), or one older than the FASTA, is built beside the
+  FASTA when that folder is writable, else in ``index_dir``; with neither, a :class:`DataError`
+  says to pass one. Indexes are written under a temporary name and renamed, so parallel ranks
+  cannot half-write them.
+* The scan (letters checked, N runs found) is cached as ``<fasta name>.hnet_scan.npz`` beside the
+  index (or in ``index_dir`` when that folder is read-only) and reused while the FASTA's size
+  and mtime are unchanged.
 
 ``builtin:NAME`` names a FASTA shipped inside the package (``builtin:demo_chr20.fa``: 1 Mb of
 human chr20, GRCh37 20:10,000,001-11,000,000, for the demo recipe).
@@ -128,7 +130,10 @@ class FastaSource:
             raise DataError(f"{self.path}: not a file")
         if self.path.stat().st_size == 0:
             raise DataError(f"{self.path}: the FASTA file is empty")
-        gz, bgzf = _is_gzip(self.path)
+        try:
+            gz, bgzf = _is_gzip(self.path)
+        except OSError as e:
+            raise DataError(f"{self.path}: cannot be read ({e.strerror})") from None
         self.bgzf = bool(bgzf)
         if gz and not bgzf:
             raise DataError(
@@ -136,15 +141,23 @@ class FastaSource:
                 f"bgzip (from htslib/samtools): gunzip {self.path.name} && bgzip {self.path.with_suffix('').name}"
             )
 
+    def _fresh(self, index: Path, gzi: Path | None) -> bool:
+        """The index files exist and are not older than the FASTA."""
+        mtime = self.path.stat().st_mtime
+        return all(p.is_file() and p.stat().st_mtime >= mtime for p in (index, gzi) if p is not None)
+
     def _index_paths(self) -> tuple[Path, Path | None]:
         beside = self.path.with_name(self.path.name + ".fai")
         gzi_beside = self.path.with_name(self.path.name + ".gzi") if self.bgzf else None
-        if beside.is_file() and (gzi_beside is None or gzi_beside.is_file()):
+        if self._fresh(beside, gzi_beside):
             return beside, gzi_beside
         if _writable(self.path.parent):
             return beside, gzi_beside
         if self.index_dir is not None:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.index_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise DataError(f"{self.index_dir}: cannot create the index folder ({e.strerror})") from None
             if not _writable(self.index_dir):
                 raise DataError(f"{self.index_dir}: the index folder is not writable")
             # The resolved path keeps two FASTAs of the same name in different folders apart.
@@ -161,8 +174,8 @@ class FastaSource:
     def _ensure_index(self) -> None:
         import pyfaidx
 
-        if self.index_path.is_file() and (self.gzi_path is None or self.gzi_path.is_file()):
-            return
+        if self._fresh(self.index_path, self.gzi_path):
+            return  # (an index older than the FASTA is rebuilt: it may describe another file)
         folder = self.index_path.parent
         with tempfile.TemporaryDirectory(dir=folder, prefix=".hnet_index_") as tmp:
             fai = Path(tmp) / "index.fai"
@@ -232,10 +245,10 @@ class FastaSource:
         """Check every letter once and find the N runs of every record (cached on disk)."""
         if self.scans:
             return self.scans
-        cache = self.index_path.with_name(self.index_path.name[: -len(".fai")] + ".hnet_scan.npz")
+        cache = self._scan_cache_path()
         stat = self.path.stat()
         key = np.array([SCAN_VERSION, stat.st_size, stat.st_mtime_ns, self.iupac_policy == "strict"], dtype=np.int64)
-        if cache.is_file():
+        if cache is not None and cache.is_file():
             try:
                 with np.load(cache) as z:
                     if np.array_equal(z["key"], key):
@@ -248,6 +261,15 @@ class FastaSource:
         self._save_scan(cache, key)
         return self.scans
 
+    def _scan_cache_path(self) -> Path | None:
+        """Beside the index if that folder is writable, else in ``index_dir``, else nowhere."""
+        name = self.index_path.name[: -len(".fai")] + ".hnet_scan.npz"
+        if _writable(self.index_path.parent):
+            return self.index_path.with_name(name)
+        if self.index_dir is not None:
+            return self.index_dir / name
+        return None
+
     def _scan_record(self, name: str, length: int) -> RecordScan:
         lookup = np.zeros(256, dtype=np.int8)  # 0 = bad, 1 = base, 2 = N (or IUPAC under lenient)
         for ch in "ACGTacgt":
@@ -256,7 +278,8 @@ class FastaSource:
             lookup[ord(ch)] = 2
         for ch in IUPAC_AMBIGUOUS + IUPAC_AMBIGUOUS.lower():
             lookup[ord(ch)] = 2 if self.iupac_policy != "strict" else 0
-        starts, ends = [], []
+        starts: list[int] = []
+        ends: list[int] = []
         for block_start in range(0, length, SCAN_BLOCK):
             text = self.fetch(name, block_start, min(length, block_start + SCAN_BLOCK))
             raw = np.frombuffer(text.encode("latin-1", errors="replace"), dtype=np.uint8)
@@ -276,17 +299,18 @@ class FastaSource:
                 )
             is_n = np.concatenate([[False], kinds == 2, [False]])
             edges = np.flatnonzero(is_n[1:] != is_n[:-1])
-            run_starts, run_ends = edges[0::2] + block_start, edges[1::2] + block_start
-            if starts and len(run_starts) and ends[-1][-1:].size and ends[-1][-1] == run_starts[0]:
-                # a run that continues across the block boundary
-                ends[-1][-1] = run_ends[0]
+            run_starts = (edges[0::2] + block_start).tolist()
+            run_ends = (edges[1::2] + block_start).tolist()
+            if ends and run_starts and ends[-1] == run_starts[0]:
+                ends[-1] = run_ends[0]  # a run that continues from the previous block
                 run_starts, run_ends = run_starts[1:], run_ends[1:]
-            starts.append(run_starts.astype(np.int64))
-            ends.append(run_ends.astype(np.int64))
-        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
-        return RecordScan(name, length, cat(starts), cat(ends))
+            starts += run_starts
+            ends += run_ends
+        return RecordScan(name, length, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
 
-    def _save_scan(self, cache: Path, key: np.ndarray) -> None:
+    def _save_scan(self, cache: Path | None, key: np.ndarray) -> None:
+        if cache is None:
+            return
         names = list(self.scans)
         counts = np.array([len(self.scans[n].n_starts) for n in names], dtype=np.int64)
         arrays = {
@@ -298,6 +322,7 @@ class FastaSource:
             "ends": np.concatenate([self.scans[n].n_ends for n in names]),
         }
         try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=".hnet_scan_", suffix=".npz", delete=False) as f:
                 np.savez(f, **arrays)
             os.replace(f.name, cache)

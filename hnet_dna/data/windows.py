@@ -20,6 +20,7 @@ first overlap, unless ``allow_leakage`` is set.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ __all__ = ["Region", "WindowTable", "parse_region", "read_split_bed", "build_win
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
-REGION_RE = re.compile(r"^(?P<chrom>[^:\s]+)(?::(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
+REGION_RE = re.compile(r"^(?P<chrom>\S+?)(?::(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Region:
 def parse_region(text: str, sources: list[FastaSource]) -> Region:
     """``chrom[:start-end]`` (1-based inclusive, commas allowed) -> a resolved :class:`Region`."""
     m = REGION_RE.match(text.strip())
-    if not m:
+    whole_name = m is not None and m["start"] is None and any(s.resolve(m["chrom"]) for s in sources)
+    if not m or (m["start"] is None and ":" in m["chrom"] and not whole_name):
         raise DataError(
             f"region {text!r}: expected chrom or chrom:start-end (1-based, inclusive, e.g. chr20:1000001-2000000)"
         )
@@ -82,32 +84,39 @@ def read_split_bed(path: str | Path, sources: list[FastaSource]) -> dict[str, li
         raise DataError(f"{path}: no such BED file")
     out: dict[str, list[Region]] = {s: [] for s in SPLITS}
     resolved: dict[str, tuple[int, str]] = {}
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 4:
-                fields = line.split()
-            where = f"{path}, line {lineno}"
-            if len(fields) < 4:
-                raise DataError(f"{where}: expected 4 columns (chrom start end split), got {len(fields)}")
-            chrom, start_s, end_s, split = fields[:4]
-            if split not in SPLIT_NAMES:
-                raise DataError(f"{where}: unknown split {split!r}; use train, valid (or val, validation) or test")
-            try:
-                start, end = int(start_s), int(end_s)
-            except ValueError:
-                raise DataError(f"{where}: start and end must be integers, got {start_s!r} {end_s!r}") from None
-            if start < 0 or end <= start:
-                raise DataError(f"{where}: need 0 <= start < end (BED is 0-based, half-open), got {start} {end}")
-            if chrom not in resolved:
-                resolved[chrom] = _resolve(chrom, sources, where)
-            source, record = resolved[chrom]
-            length = sources[source].records[record]
-            if end > length:
-                raise DataError(f"{where}: interval {chrom}:{start}-{end} ends past the end of {record} ({length:,} bases)")
-            out[SPLIT_NAMES[split]].append(Region(source, record, start, end))
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open  # bed.gz is common: read it as it is
+    try:
+        with opener(path, "rt") as f:
+            lines = f.readlines()
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable text BED file ({type(e).__name__}: {e})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 4:
+            fields = line.split()
+        where = f"{path}, line {lineno}"
+        if len(fields) < 4:
+            raise DataError(f"{where}: expected 4 columns (chrom start end split), got {len(fields)}")
+        chrom, start_s, end_s, split = fields[:4]
+        if split not in SPLIT_NAMES:
+            raise DataError(f"{where}: unknown split {split!r}; use train, valid (or val, validation) or test")
+        try:
+            start, end = int(start_s), int(end_s)
+        except ValueError:
+            raise DataError(f"{where}: start and end must be integers, got {start_s!r} {end_s!r}") from None
+        if start < 0 or end <= start:
+            raise DataError(f"{where}: need 0 <= start < end (BED is 0-based, half-open), got {start} {end}")
+        if chrom not in resolved:
+            resolved[chrom] = _resolve(chrom, sources, where)
+        source, record = resolved[chrom]
+        length = sources[source].records[record]
+        if end > length:
+            raise DataError(f"{where}: interval {chrom}:{start}-{end} ends past the end of {record} ({length:,} bases)")
+        out[SPLIT_NAMES[split]].append(Region(source, record, start, end))
     if not any(out.values()):
         raise DataError(f"{path}: the BED file holds no intervals")
     return out
@@ -212,6 +221,7 @@ def build_windows(
     if not allow_leakage:
         for split in ("val", "test"):
             _check_leakage(tables["train"], tables[split], split, random_shift)
+        _check_leakage(tables["val"], tables["test"], "test", 0, against="validation")
     return tables
 
 
@@ -245,7 +255,7 @@ def _check_not_empty(tables, regions, window, sources, bed) -> None:
             )
 
 
-def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int) -> None:
+def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int, against: str = "training") -> None:
     if not len(held) or not len(train):
         return
     for rid, (src, rec) in enumerate(train.records):
@@ -263,8 +273,8 @@ def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int
         bad = np.flatnonzero(reach > h_start)
         if bad.size:
             i = np.flatnonzero(h)[bad[0]]
+            extended = f" (training windows extended by random_shift={shift})" if shift else ""
             raise DataError(
-                f"leakage: {split} window {held.describe(i)} overlaps the span of a training window "
-                f"(training windows extended by random_shift={shift}). Fix the splits, or pass "
-                "--data.allow_leakage true if this is intended."
+                f"leakage: {split} window {held.describe(i)} overlaps the span of a {against} window"
+                f"{extended}. Fix the splits, or pass --data.allow_leakage true if this is intended."
             )

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ..baselines import markov_bits_per_base
+from ..baselines import MarkovModel
 
-__all__ = ["HeldOutReport", "TrainingWindowLog"]
+__all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter"]
 
 
 def _log_dir(trainer: pl.Trainer) -> Path:
@@ -26,11 +27,13 @@ class HeldOutReport(pl.Callback):
     Args:
         markov_orders: the Markov baselines to fit (default: 0 and 2).
         split: ``val`` or ``test`` windows of the data module.
+        max_windows: at most this many windows (evenly spaced) of each split are used.
     """
 
-    def __init__(self, markov_orders: list[int] = (0, 2), split: str = "val"):
+    def __init__(self, markov_orders: list[int] = (0, 2), split: str = "val", max_windows: int = 20_000):
         self.markov_orders = list(markov_orders)
         self.split = split
+        self.max_windows = max_windows
 
     @torch.no_grad()
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -38,7 +41,7 @@ class HeldOutReport(pl.Callback):
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        held = dm.split_sequences(self.split)
+        held = list(dm.split_sequences(self.split, self.max_windows))
         if not held:
             return
         model = pl_module.model
@@ -53,9 +56,14 @@ class HeldOutReport(pl.Callback):
             bits += float(out.bits_per_base) * n
             bases += n
         model.train(was_training)
-        train = dm.split_sequences("train")
-        rows = [(f"{type(model).__name__} ({model.num_parameters() / 1e6:.2f} M parameters, this run)", bits / max(bases, 1))]
-        rows += [(f"order-{k} Markov (fitted on the training windows)", markov_bits_per_base(train, held, k)) for k in self.markov_orders]
+        markov = [MarkovModel(k, base_ids=model.tokenizer.base_ids) for k in self.markov_orders]
+        for seq in dm.split_sequences("train", self.max_windows):  # one window in memory at a time
+            for m in markov:
+                m.update(seq)
+        kind = "H-Net" if model.config.num_stages > 1 else "isotropic model"
+        layout = json.dumps(model.config.arch_layout)
+        rows = [(f"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits / max(bases, 1))]
+        rows += [(f"order-{m.order} Markov (fitted on the training windows)", m.bits_per_base(held)) for m in markov]
         width = max(len(name) for name, _ in rows)
         lines = [f"Held-out bits per base ({self.split}: {len(held)} windows, {bases:,} scored bases):"]
         lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
@@ -85,3 +93,34 @@ class TrainingWindowLog(pl.Callback):
         with path.open("a") as f:
             for source, record, start, rc in coords.tolist():
                 f.write(f"{trainer.global_step}\t{source}\t{records[record][1]}\t{start}\t{rc}\n")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write what ``python -m hnet_dna predict`` computes to ``<folder>/predictions.rank<r>.tsv``:
+    one row per window with its coordinates (1-based, inclusive), strand, bits per base and the
+    number of outer-level chunks the router cut.
+
+    Args:
+        folder: where to write (default: the run's log folder).
+    """
+
+    def __init__(self, folder: str | None = None):
+        super().__init__(write_interval="batch")
+        self.folder = folder
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        folder = Path(self.folder) if self.folder else _log_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"predictions.rank{trainer.global_rank}.tsv"
+        self.path.write_text("record\tstart\tend\tstrand\tbits_per_base\tchunks\n")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        dm = trainer.datamodule
+        records = dm.tables["train"].records
+        window = batch["input_ids"].shape[1]
+        chunks = prediction["boundaries"].sum(-1).tolist() if prediction["boundaries"] is not None else None
+        with self.path.open("a") as f:
+            for row, (source, record, start, rc) in enumerate(prediction["coords"].tolist()):
+                n = chunks[row] if chunks is not None else ""
+                f.write(f"{records[record][1]}\t{start + 1}\t{start + window}\t{'-' if rc else '+'}\t"
+                        f"{prediction['bits_per_base'][row]:.4f}\t{n}\n")

@@ -146,13 +146,13 @@ class PretrainModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------- throughput
     def on_train_batch_start(self, batch, batch_idx):
-        self._batch_started = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self._batch_started is not None:
-            seconds = time.perf_counter() - self._batch_started
-            bases = batch["input_ids"].numel() * self.trainer.world_size
+        # Bases per second between consecutive batch starts: the whole step (data, forward,
+        # backward, optimizer) in steady state, without a device sync.
+        now = time.perf_counter()
+        if self._batch_started is not None and batch_idx > 0:
+            seconds, bases = now - self._batch_started[0], self._batch_started[1]
             self.log("train/bases_per_s", bases / max(seconds, 1e-9), on_step=True, on_epoch=False)
+        self._batch_started = (now, batch["input_ids"].numel() * self.trainer.world_size)
 
     # ------------------------------------------------------------------------- optimizer
     def configure_optimizers(self):
