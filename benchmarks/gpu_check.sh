@@ -6,8 +6,14 @@
 #   echo /.whl/ >> .git/info/exclude; mkdir -p .whl
 #   MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE pip wheel --no-deps --no-build-isolation \
 #       -w .whl mamba-ssm==2.3.2.post1          # pure-Python wheel: the Triton kernels only
-# Then run it through the device tool with carry [".whl"]:
-#   bash benchmarks/gpu_check.sh
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl jsonargparse docstring-parser typeshed-client pyfaidx biopython   # not in the GPU image
+# For the chr20 runs also carry the genome (18 MB; ../shared does not travel):
+#   echo /.data/ >> .git/info/exclude; mkdir -p .data; cp ../shared/data/genomes/GRCh37_chr20.fa.gz* .data/
+# Then run it through the device tool with carry [".whl", ".data"]:
+#   bash benchmarks/gpu_check.sh                     GPU tests + model_speed (~8 min)
+#   bash benchmarks/gpu_check.sh chr20 MODEL [STEPS]  one chr20.yaml run (~200 s + start-up)
 # The GPU image has torch 2.11+cu130, Triton 3.6 and Lightning, but not mamba-ssm.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,11 +34,24 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 python3 -c "from hnet_dna import backends; print('mamba_ssm kernels:', backends.mamba_ssm_ops() is not None)" > "$OUT/backends.txt" 2>&1
 
-# 1. GPU tests (the CPU suite runs in CI)
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -rs > "$OUT/gpu_tests.txt" 2>&1
-echo "gpu tests rc=$?" >> "$OUT/gpu_tests.txt"
-
-# 2. benchmarks, each table row appended as it is measured
-timeout 300 python3 benchmarks/model_speed.py --device cuda --cap 90 --out "$OUT/model_speed.md" > "$OUT/model_speed.log" 2>&1
-echo "model_speed rc=$?" >> "$OUT/model_speed.log"
-cat "$OUT"/*.txt
+what="${1:-default}"
+if [ "$what" = default ]; then
+  # 1. GPU tests (the CPU suite runs in CI)
+  timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -rs > "$OUT/gpu_tests.txt" 2>&1
+  echo "gpu tests rc=$?" >> "$OUT/gpu_tests.txt"
+  # 2. benchmarks, each table row appended as it is measured
+  timeout 300 python3 benchmarks/model_speed.py --device cuda --cap 90 --out "$OUT/model_speed.md" > "$OUT/model_speed.log" 2>&1
+  echo "model_speed rc=$?" >> "$OUT/model_speed.log"
+elif [ "$what" = chr20 ]; then
+  # 3. one chr20 pretraining run (~200 s; one device call per model):
+  #    bash benchmarks/gpu_check.sh chr20 dna-hnet-m3t1-t15-m4 | dna-transformer-t9 | dna-mamba2-m10
+  model="${2:-dna-hnet-m3t1-t15-m4}"
+  mkdir -p /tmp/chr20 && cp .data/GRCh37_chr20.fa.gz* /tmp/chr20/
+  extra=(); [ "$model" != dna-hnet-m3t1-t15-m4 ] && extra=(--model.lr 2e-3 --trainer.max_steps "${3:-4200}")
+  timeout 420 python3 -m hnet_dna fit --config pipelines/pretrain/chr20.yaml --model.model "$model" \
+      --data.fasta /tmp/chr20/GRCh37_chr20.fa.gz --trainer.default_root_dir "$OUT/chr20_$model" \
+      --trainer.enable_progress_bar false "${extra[@]}" > "$OUT/chr20_$model.log" 2>&1
+  echo "chr20 $model rc=$?" >> "$OUT/chr20_$model.log"
+  find "$OUT" -name "*.ckpt" -delete  # checkpoints are too big to bring back
+fi
+cat "$OUT"/*.txt 2>/dev/null; tail -20 "$OUT"/*.log
