@@ -95,6 +95,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             trainer_defaults=TRAINER_DEFAULTS,
+            parser_kwargs={"prog": "python -m hnet_dna", "description": "hnet_dna: pretrain and evaluate H-Net DNA models"},
             args=args,
         )
     except Exception as exc:
