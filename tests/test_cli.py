@@ -151,6 +151,8 @@ def test_demo_recipe_runs_and_reports_against_markov(tmp_path, capsys):
     assert "Held-out bits per base" in out and "order-0 Markov" in out and "order-2 Markov" in out
     report = next((tmp_path / "demo").rglob("heldout_report.json"))
     assert "order-2 Markov" in report.read_text()
+    png = next((tmp_path / "demo").rglob("training_curves.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     recipe = yaml.safe_load((RECIPES / "demo_cpu.yaml").read_text())
     assert recipe["trainer"].get("enable_progress_bar", True) and recipe["trainer"]["accelerator"] == "cpu"
 

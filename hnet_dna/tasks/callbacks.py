@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..baselines import MarkovModel
 
-__all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter"]
+__all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves"]
 
 
 def _log_dir(trainer: pl.Trainer) -> Path:
@@ -124,3 +124,63 @@ class PredictionWriter(BasePredictionWriter):
                 n = chunks[row] if chunks is not None else ""
                 f.write(f"{records[record][1]}\t{start + 1}\t{start + window}\t{'-' if rc else '+'}\t"
                         f"{prediction['bits_per_base'][row]:.4f}\t{n}\n")
+
+
+class TrainingCurves(pl.Callback):
+    """Plot the run when fitting ends: bits per base (training steps and validations) and the
+    compression each chunking level reached, saved as ``<log dir>/training_curves.png``.
+
+    Values are taken from what the task logs (``train/bits_per_base``, ``val/bits_per_base``,
+    ``train/compression_<s>``), so the plot needs no logger.
+    """
+
+    def __init__(self, filename: str = "training_curves.png"):
+        self.filename = filename
+        self.train: dict[str, list[tuple[int, float]]] = {}
+        self.val: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and (key.endswith("bits_per_base") or "compression_" in key):
+                self.train.setdefault(key, []).append((trainer.global_step, float(value)))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/bits_per_base" in trainer.callback_metrics:
+            self.val.append((trainer.global_step, float(trainer.callback_metrics["val/bits_per_base"])))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        path = _log_dir(trainer) / self.filename
+        if not trainer.is_global_zero or not self.train:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        levels = sorted(k for k in self.train if "compression_" in k)
+        fig, axes = plt.subplots(1, 2 if levels else 1, figsize=(11 if levels else 6, 4), squeeze=False)
+        ax = axes[0, 0]
+        steps, bits = zip(*self.train.get("train/bits_per_base", [(0, math.nan)]))
+        ax.plot(steps, bits, lw=0.6, alpha=0.5, label="train (per step)")
+        if len(bits) >= 20:
+            k = max(1, len(bits) // 20)
+            smooth = torch.tensor(bits).unfold(0, k, 1).mean(-1).tolist()
+            ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"train (mean of {k})")
+        if self.val:
+            ax.plot(*zip(*self.val), "o-", label="validation")
+        ax.set(xlabel="optimizer step", ylabel="bits per base (A/C/G/T)", title="Next-base loss")
+        ax.legend()
+        if levels:
+            ax = axes[0, 1]
+            targets = pl_module.model.config.ratio_targets
+            for key in levels:
+                level = int(key.rsplit("_", 1)[1])
+                line = ax.plot(*zip(*self.train[key]), lw=0.8, label=f"level {level}")[0]
+                if level < len(targets):
+                    ax.axhline(targets[level], color=line.get_color(), ls="--", lw=0.8, label=f"target N = {targets[level]:g}")
+            ax.set(xlabel="optimizer step", ylabel="bases per chunk", title="Compression by the router", yscale="log")
+            ax.legend()
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
