@@ -16,6 +16,7 @@ import contextlib
 import functools
 import importlib
 import os
+import warnings
 
 import torch
 
@@ -48,6 +49,12 @@ def mamba_ssm_ops():
     """
     try:
         module = importlib.import_module("mamba_ssm.ops.triton.ssd_combined")
-    except Exception:  # ImportError, or a broken CUDA build: fall back to the reference
+    except Exception as e:  # ImportError, or a broken CUDA build: fall back to the reference
+        if torch.cuda.is_available():
+            warnings.warn(
+                f"mamba_ssm is not usable ({type(e).__name__}: {e}); Mamba-2 layers run the slower "
+                "PyTorch reference on the GPU. Install the cuda extra: pip install 'hnet_dna[cuda]'",
+                stacklevel=2,
+            )
         return None
     return module.mamba_chunk_scan_combined
