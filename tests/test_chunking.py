@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hnet_dna.model.chunking import (
     RoutingModule,

@@ -90,6 +90,9 @@ def test_leakage_is_detected_including_the_shift(genome, tmp_path):
         build_windows([genome], 1000, 1000, bed=adjacent, random_shift=10)
     allowed = build_windows([genome], 1000, 1000, bed=adjacent, random_shift=10, allow_leakage=True)
     assert len(allowed["test"]) == 3
+    before = bed(tmp_path, "chr1\t0\t3000\tvalid\nchr1\t3000\t10000\ttrain\n", "before.bed")
+    with pytest.raises(DataError, match=r"leakage: val window chr1:2001-3000 .*random_shift=10"):
+        build_windows([genome], 1000, 1000, bed=before, random_shift=10)  # the shift reaches left too
 
 
 def test_held_out_regions_keep_shifted_training_windows_away(genome):

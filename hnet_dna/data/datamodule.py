@@ -58,7 +58,7 @@ class GenomeWindows(Dataset):
     def __getitem__(self, key) -> dict:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         t = self.table
-        source, (src_idx, record) = t.source[i], t.records[t.record[i]]
+        source, record = t.source[i], t.records[t.record[i]][1]
         start, length = int(t.start[i]), t.window
         rng = np.random.default_rng([self.seed, epoch, i])
         rc = False
@@ -100,9 +100,6 @@ class WindowSampler(DistributedSampler):
         self.epoch_size = epoch_size or len(dataset)
         self.num_samples = self.epoch_size // num_replicas  # same count on every rank
         self._resume: tuple[int, int] | None = None
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def resume(self, epoch: int, skip: int) -> None:
         """Make the next pass over ``epoch`` start after ``skip`` of this rank's samples."""

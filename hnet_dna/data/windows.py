@@ -258,7 +258,7 @@ def _check_not_empty(tables, regions, window, sources, bed) -> None:
 def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int, against: str = "training") -> None:
     if not len(held) or not len(train):
         return
-    for rid, (src, rec) in enumerate(train.records):
+    for rid in range(len(train.records)):
         t = train.record == rid
         h = held.record == rid
         if not t.any() or not h.any():

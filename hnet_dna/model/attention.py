@@ -160,7 +160,8 @@ class CausalSelfAttention(nn.Module):
         cache.max_length = length
         if not cache.ring:
             # slots = positions; slots >= a row's length are never read. Copied: steps write in place.
-            cache.k, cache.v = k.contiguous().clone(), v.contiguous().clone()
+            cache.k = k.clone(memory_format=torch.contiguous_format)
+            cache.v = v.clone(memory_format=torch.contiguous_format)
             return
         capacity = cache.k.shape[2]
         # Slot s holds the latest position p < length with p % capacity == s.

@@ -288,12 +288,6 @@ class HNetForCausalLM(nn.Module):
         batch, length = input_ids.shape
         if batch == 0 or length == 0:
             raise InputError(f"input_ids is empty (shape {tuple(input_ids.shape)}): nothing to model")
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            raise InputError(
-                f"input_ids holds ids outside the vocabulary 0..{self.config.vocab_size - 1} "
-                f"(min {lo}, max {hi}); were they made by this model's tokenizer ({self.tokenizer})?"
-            )
         if mask is None:
             mask = torch.ones_like(input_ids, dtype=torch.bool)
         else:
@@ -304,19 +298,29 @@ class HNetForCausalLM(nn.Module):
                 if mask.is_floating_point() or not ((mask == 0) | (mask == 1)).all():
                     raise InputError(f"mask must be bool (or 0/1 integers); got dtype {mask.dtype}")
                 mask = mask.bool()
-            if not mask[:, 0].all():
-                rows = torch.nonzero(~mask[:, 0]).flatten().tolist()
-                raise InputError(
-                    f"every row needs at least one real position at the start; row(s) {rows[:5]} "
-                    "start with padding (or are empty): batches must be right-padded"
-                )
-            gaps = (~mask[:, :-1] & mask[:, 1:]).any(-1)
-            if gaps.any():
-                rows = torch.nonzero(gaps).flatten().tolist()
-                raise InputError(
-                    f"mask must be right-padded (real positions, then padding); row(s) {rows[:5]} "
-                    "have a real position after padding"
-                )
+        starts_padded = ~mask[:, 0]  # (B,)
+        gaps = (~mask[:, :-1] & mask[:, 1:]).any(-1)  # (B,)
+        # One host sync for every content check (this runs on every forward pass).
+        lo, hi, bad_start, bad_gap = torch.stack(
+            [input_ids.min().long(), input_ids.max().long(), starts_padded.any().long(), gaps.any().long()]
+        ).tolist()
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise InputError(
+                f"input_ids holds ids outside the vocabulary 0..{self.config.vocab_size - 1} "
+                f"(min {lo}, max {hi}); were they made by this model's tokenizer ({self.tokenizer})?"
+            )
+        if bad_start:
+            rows = torch.nonzero(starts_padded).flatten().tolist()
+            raise InputError(
+                f"every row needs at least one real position at the start; row(s) {rows[:5]} "
+                "start with padding (or are empty): batches must be right-padded"
+            )
+        if bad_gap:
+            rows = torch.nonzero(gaps).flatten().tolist()
+            raise InputError(
+                f"mask must be right-padded (real positions, then padding); row(s) {rows[:5]} "
+                "have a real position after padding"
+            )
         for name, t in (("labels", labels), ("loss_weights", loss_weights)):
             if t is not None and (not isinstance(t, torch.Tensor) or t.shape != input_ids.shape):
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__

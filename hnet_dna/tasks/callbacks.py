@@ -120,7 +120,7 @@ class PredictionWriter(BasePredictionWriter):
         window = batch["input_ids"].shape[1]
         chunks = prediction["boundaries"].sum(-1).tolist() if prediction["boundaries"] is not None else None
         with self.path.open("a") as f:
-            for row, (source, record, start, rc) in enumerate(prediction["coords"].tolist()):
+            for row, (_source, record, start, rc) in enumerate(prediction["coords"].tolist()):
                 n = chunks[row] if chunks is not None else ""
                 f.write(f"{records[record][1]}\t{start + 1}\t{start + window}\t{'-' if rc else '+'}\t"
                         f"{prediction['bits_per_base'][row]:.4f}\t{n}\n")
@@ -136,13 +136,13 @@ class TrainingCurves(pl.Callback):
 
     def __init__(self, filename: str = "training_curves.png"):
         self.filename = filename
-        self.train: dict[str, list[tuple[int, float]]] = {}
+        self.train: dict[str, list[tuple[int, torch.Tensor]]] = {}  # values stay on device until the plot
         self.val: list[tuple[int, float]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for key, value in trainer.callback_metrics.items():
             if key.startswith("train/") and (key.endswith("bits_per_base") or "compression_" in key):
-                self.train.setdefault(key, []).append((trainer.global_step, float(value)))
+                self.train.setdefault(key, []).append((trainer.global_step, value.detach().clone()))
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and "val/bits_per_base" in trainer.callback_metrics:
@@ -157,10 +157,12 @@ class TrainingCurves(pl.Callback):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        levels = sorted(k for k in self.train if "compression_" in k)
+        train = {k: [(step, float(v)) for step, v in points] for k, points in self.train.items()}
+
+        levels = sorted(k for k in train if "compression_" in k)
         fig, axes = plt.subplots(1, 2 if levels else 1, figsize=(11 if levels else 6, 4), squeeze=False)
         ax = axes[0, 0]
-        steps, bits = zip(*self.train.get("train/bits_per_base", [(0, math.nan)]))
+        steps, bits = zip(*train.get("train/bits_per_base", [(0, math.nan)]))
         ax.plot(steps, bits, lw=0.6, alpha=0.5, label="train (per step)")
         if len(bits) >= 20:
             k = max(1, len(bits) // 20)
@@ -175,7 +177,7 @@ class TrainingCurves(pl.Callback):
             targets = pl_module.model.config.ratio_targets
             for key in levels:
                 level = int(key.rsplit("_", 1)[1])
-                line = ax.plot(*zip(*self.train[key]), lw=0.8, label=f"level {level}")[0]
+                line = ax.plot(*zip(*train[key]), lw=0.8, label=f"level {level}")[0]
                 if level < len(targets):
                     ax.axhline(targets[level], color=line.get_color(), ls="--", lw=0.8, label=f"target N = {targets[level]:g}")
             ax.set(xlabel="optimizer step", ylabel="bases per chunk", title="Compression by the router", yscale="log")

@@ -104,9 +104,13 @@ class PretrainModule(pl.LightningModule):
         )
 
     def _log_outputs(self, prefix: str, out, batch: dict, on_step: bool) -> None:
-        targets = batch["labels"][:, 1:]
-        n_bases = int(torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device)).sum())
-        size = max(n_bases, 1)
+        if on_step:
+            size = batch["labels"].shape[0]  # step values are not averaged: no count (and no host sync) needed
+        else:
+            # epoch means over A/C/G/T targets, so each batch weighs by its number of scored bases
+            targets = batch["labels"][:, 1:]
+            base_ids = torch.tensor(self.model.tokenizer.base_ids, device=targets.device)
+            size = max(int(torch.isin(targets, base_ids).sum()), 1)
         kw = dict(on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, batch_size=size)
         self.log(f"{prefix}/loss", out.loss, prog_bar=prefix == "train", **kw)
         self.log(f"{prefix}/lm_loss", out.lm_loss, **kw)
