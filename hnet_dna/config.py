@@ -112,7 +112,8 @@ class HNetConfig:
     tokenizer_mode: str = ""
     """``"nucleotide"`` or ``"byte"``; empty = inferred from ``vocab_size`` (256 -> byte)."""
     lr_multipliers: list[float] = field(default_factory=list)
-    """Learning-rate multiplier per stage (outer first); empty = eq. 11 (see ``hnet_dna.optim``)."""
+    """Relative learning rate per stage (outer first), divided by the first entry so that stage 0
+    (base-pair resolution) runs at the task's ``lr``; empty = eq. 11 (see ``hnet_dna.optim``)."""
     initializer_range: float = 0.02
     """Std of the normal init of linear layers (output projections are scaled by depth)."""
 
@@ -211,6 +212,8 @@ class HNetConfig:
             )
         if self.lr_multipliers and len(self.lr_multipliers) != n:
             raise ConfigError(f"lr_multipliers must have {n} entries, got {self.lr_multipliers!r}")
+        if self.lr_multipliers and any(not m > 0 for m in self.lr_multipliers):
+            raise ConfigError(f"lr_multipliers must be positive, got {self.lr_multipliers!r}")
         if self.tokenizer_mode not in ("nucleotide", "byte"):
             raise ConfigError(f"tokenizer_mode must be 'nucleotide' or 'byte', got {self.tokenizer_mode!r}")
         need = 256 if self.tokenizer_mode == "byte" else 8

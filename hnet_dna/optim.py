@@ -1,9 +1,12 @@
 """Training helpers: per-stage learning-rate multipliers and AdamW parameter groups.
 
-* Stage s of an H-Net sees fewer, wider positions than stage s - 1; the paper (eq. 11) scales
-  learning rates by ``lambda_s ∝ sqrt(positions at stage s / width_s)``, i.e. with target ratios
-  N_0..N_{s-1}: ``sqrt(1 / (N_0 ... N_{s-1} * d_s))``, normalised here so the innermost stage
-  has multiplier 1. ``HNetConfig.lr_multipliers`` overrides this.
+* ``lr`` is the learning rate at base-pair resolution: stage 0 (embeddings, outer encoder and
+  decoder, LM head) runs at exactly ``lr``, as do isotropic baselines, so one ``lr`` means the same
+  thing for every model (the paper states its DNA learning rate this way). Inner stages see fewer,
+  wider positions and run slower, by eq. 11: ``lambda_s ∝ sqrt(positions at stage s / width_s)``,
+  i.e. with target ratios N_0..N_{s-1}, ``lambda_s = sqrt(d_0 / (N_0 ... N_{s-1} * d_s))`` after
+  dividing by stage 0's value. ``HNetConfig.lr_multipliers`` overrides this; its values are
+  relative and are divided by the first one too, so stage 0 always runs at ``lr``.
 * A parameter belongs to the innermost stage that holds it; embeddings and the LM head belong
   to stage 0.
 * No weight decay on norms, biases, embeddings, ``pad_dimension`` and Mamba's ``A_log``, ``D``,
@@ -26,15 +29,16 @@ NO_DECAY_MATRICES = ("embeddings.weight",)
 
 
 def stage_lr_multipliers(config: HNetConfig) -> list[float]:
+    """Learning-rate multiplier per stage, outer first; stage 0 (base-pair resolution) is 1."""
     if config.lr_multipliers:
-        return list(config.lr_multipliers)
-    raw = []
-    positions = 1.0
-    for s, width in enumerate(config.d_model):
-        raw.append(math.sqrt(positions / width))
-        if s < len(config.ratio_targets):
-            positions /= config.ratio_targets[s]
-    return [x / raw[-1] for x in raw]
+        raw = list(config.lr_multipliers)
+    else:
+        raw, positions = [], 1.0
+        for s, width in enumerate(config.d_model):
+            raw.append(math.sqrt(positions / width))
+            if s < len(config.ratio_targets):
+                positions /= config.ratio_targets[s]
+    return [x / raw[0] for x in raw]
 
 
 def parameter_stages(model) -> dict[str, int]:

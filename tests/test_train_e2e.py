@@ -11,18 +11,10 @@ import torch
 from hnet_dna import HNetConfig, HNetForCausalLM, NucleotideTokenizer
 from hnet_dna.baselines import markov_bits_per_base
 from hnet_dna.optim import make_optimizer
+from hnet_dna.tasks.pretrain import lr_factor
 
-STEPS, BATCH, LENGTH, LR = 160, 8, 256, 1e-2
-
-
-def wsd_factor(step: int, total: int) -> float:
-    """Warmup (10%) - stable - decay (last 20%), as the paper trains."""
-    warm, decay_from = 0.1 * total, 0.8 * total
-    if step < warm:
-        return (step + 1) / warm
-    if step >= decay_from:
-        return (total - step) / (total - decay_from)
-    return 1.0
+# LR is the base-pair-resolution rate (stage 0); the inner stage runs at x0.471 (eq. 11).
+STEPS, BATCH, LENGTH, LR = 160, 8, 256, 2e-2
 
 
 def test_tiny_hnet_beats_order1_markov_on_held_out_chr20(chr20_slices):
@@ -39,7 +31,7 @@ def test_tiny_hnet_beats_order1_markov_on_held_out_chr20(chr20_slices):
         offsets = torch.randint(0, len(train) - LENGTH, (BATCH,), generator=g)
         ids = torch.stack([train[o : o + LENGTH] for o in offsets.tolist()])
         for group in opt.param_groups:
-            group["lr"] = LR * group["lr_multiplier"] * wsd_factor(step, STEPS)
+            group["lr"] = LR * group["lr_multiplier"] * lr_factor(step, STEPS, "wsd", 0.1, 0.2, 0.0)
         loss = model(ids, labels=ids).loss
         opt.zero_grad()
         loss.backward()

@@ -9,6 +9,7 @@ and per chunking level s: ``F_s`` (boundary fraction), ``G_s`` (mean boundary pr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -17,9 +18,9 @@ import torch
 
 from ..config import ConfigError, HNetConfig, presets
 from ..model import HNetForCausalLM
-from ..optim import make_optimizer
+from ..optim import make_optimizer, stage_lr_multipliers
 
-__all__ = ["PretrainModule", "build_model", "lr_factor"]
+__all__ = ["PretrainModule", "build_model", "lr_factor", "describe_learning_rates"]
 
 
 def build_model(spec: str | dict) -> HNetForCausalLM:
@@ -43,24 +44,52 @@ def build_model(spec: str | dict) -> HNetForCausalLM:
     )
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: float, decay: float, floor: float) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``.
+DECAY_SHAPES = ("linear", "1-sqrt")
 
-    ``wsd``: linear warmup, constant, then linear decay over the last ``decay`` fraction (the
-    paper's schedule); ``cosine``: warmup then cosine to ``floor``; ``constant``: warmup then 1.
+
+def lr_factor(
+    step: int, total: int, schedule: str, warmup: float, decay: float, floor: float, decay_shape: str = "linear"
+) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based) of ``total``.
+
+    * ``wsd`` (warmup-stable-decay, the paper's schedule: 10 % warmup, 20 % decay): linear warmup
+      over ``round(warmup * total)`` steps to 1, constant, then over the last ``round(decay *
+      total)`` steps a decay from 1 to ``floor``, which it reaches at step ``total`` (just after the last). The paper names
+      the schedule and its fractions but its decay shape could not be checked here, so both
+      common shapes are offered: ``linear`` (default, ``1 - x``) and ``1-sqrt`` (``1 - sqrt(x)``,
+      the cooldown of Hägele et al. 2024), x the fraction of the decay done.
+    * ``cosine``: warmup, then a half cosine from 1 to ``floor`` over the remaining steps.
+    * ``constant``: warmup, then 1.
     """
+    if decay_shape not in DECAY_SHAPES:
+        raise ConfigError(f"decay_shape must be one of {DECAY_SHAPES}, got {decay_shape!r}")
     warm_steps = max(1, round(warmup * total))
     if step < warm_steps:
         return (step + 1) / warm_steps
     if schedule == "constant":
         return 1.0
     if schedule == "wsd":
-        decay_start = total - round(decay * total)
+        decay_steps = max(1, round(decay * total))
+        decay_start = total - decay_steps
         if step < decay_start:
             return 1.0
-        return floor + (1 - floor) * max(0.0, (total - step) / max(1, total - decay_start))
+        done = min(1.0, (step - decay_start) / decay_steps)  # 0 at the decay's first step, 1 at ``total``
+        remaining = 1 - done if decay_shape == "linear" else 1 - math.sqrt(done)
+        return floor + (1 - floor) * remaining
     progress = min(1.0, (step - warm_steps) / max(1, total - warm_steps))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def describe_learning_rates(config: HNetConfig, lr: float, schedule: str, total: int) -> str:
+    """One line per stage: its peak learning rate, resolution and width."""
+    lines = [f"hnet_dna: peak learning rates ({schedule} schedule over {total:,} optimizer steps):"]
+    positions = 1.0
+    for s, mult in enumerate(stage_lr_multipliers(config)):
+        where = "base-pair resolution" if s == 0 else f"~{positions:g} bases per position"
+        lines.append(f"  stage {s} ({where}, d_model {config.d_model[s]}): {lr * mult:.3g}  (lr x {mult:.3g})")
+        if s < len(config.ratio_targets):
+            positions *= config.ratio_targets[s]
+    return "\n".join(lines)
 
 
 class PretrainModule(pl.LightningModule):
@@ -68,10 +97,13 @@ class PretrainModule(pl.LightningModule):
 
     Args:
         model: preset name, config JSON, ``save_pretrained`` folder, or inline config fields.
-        lr: base learning rate (stage 0 gets ``lr * lr_multiplier[0]``, see ``hnet_dna.optim``).
+        lr: peak learning rate at base-pair resolution: stage 0 of an H-Net and every layer of an
+            isotropic model run at ``lr``; inner stages at ``lr`` times their eq. 11 multiplier
+            (below 1; see ``hnet_dna.optim``). Each stage's rate is printed when fitting starts.
         weight_decay, betas: AdamW settings (no decay on norms, biases, embeddings, SSM scalars).
-        schedule: ``wsd`` (warmup-stable-decay), ``cosine`` or ``constant``.
+        schedule: ``wsd`` (warmup-stable-decay), ``cosine`` or ``constant`` (see :func:`lr_factor`).
         warmup_fraction, decay_fraction: of the total optimizer steps.
+        decay_shape: ``linear`` or ``1-sqrt``: the shape of the ``wsd`` decay.
         min_lr_fraction: the schedule's final learning rate as a fraction of ``lr``.
         export_dir: where ``save_pretrained`` writes the model when fitting ends (default:
             ``<log dir>/pretrained``).
@@ -88,10 +120,15 @@ class PretrainModule(pl.LightningModule):
         decay_fraction: float = 0.2,
         min_lr_fraction: float = 0.0,
         export_dir: str | None = None,
+        decay_shape: str = "linear",
     ):
         super().__init__()
         if schedule not in ("wsd", "cosine", "constant"):
             raise ConfigError(f"--model.schedule must be wsd, cosine or constant, got {schedule!r}")
+        if decay_shape not in DECAY_SHAPES:
+            raise ConfigError(f"--model.decay_shape must be one of {', '.join(DECAY_SHAPES)}, got {decay_shape!r}")
+        if not lr > 0:
+            raise ConfigError(f"--model.lr must be positive, got {lr}")
         self.save_hyperparameters()
         self.model = build_model(model)
         self._batch_started = None
@@ -165,8 +202,12 @@ class PretrainModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda step: lr_factor(step, total, hp.schedule, hp.warmup_fraction, hp.decay_fraction, hp.min_lr_fraction),
+            lambda step: lr_factor(
+                step, total, hp.schedule, hp.warmup_fraction, hp.decay_fraction, hp.min_lr_fraction, hp.decay_shape
+            ),
         )
+        if self.trainer.is_global_zero:
+            print(describe_learning_rates(self.model.config, hp.lr, hp.schedule, total), file=sys.stderr, flush=True)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------------------- export
