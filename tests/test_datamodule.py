@@ -127,3 +127,21 @@ def test_bad_settings_stop_at_construction(fasta):
         make(str(fasta) + ".missing")
     with pytest.raises(DataError, match="5 training windows is less than one batch of 8"):
         make(fasta, window=9_000, batch_size=8)
+
+
+def test_reverse_complement_flips_the_soft_mask_weights_with_the_sequence(tmp_path, chr20_slices):
+    seq = chr20_slices["chr20_train"][:4000].upper()
+    seq = seq[:1000] + seq[1000:1300].lower() + seq[1300:]  # one soft-masked stretch, off-centre
+    path = write_fasta(tmp_path / "soft.fa", {"chr20": seq})
+    dm = GenomeDataModule(str(path), val_regions=["chr20:3001-4000"], window=1000, reverse_complement=1.0,
+                          soft_mask_weight=0.25, batch_size=1)
+    tok = NucleotideTokenizer()
+    for i in range(len(dm.datasets["train"])):
+        item = dm.datasets["train"][(0, i)]
+        start = item["coords"][2].item()
+        assert item["coords"][3].item() == 1
+        window = seq[start : start + 1000]
+        lower = torch.tensor([c.islower() for c in window])
+        # position j of a reverse-complemented window is base (999 - j) of the forward strand
+        assert torch.equal(item["input_ids"], tok.reverse_complement(tok.encode(window)))
+        assert torch.equal(item["loss_weights"], torch.where(lower.flip(0), 0.25, 1.0))

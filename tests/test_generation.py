@@ -93,3 +93,21 @@ def test_bad_generation_arguments():
         model.generate(ids, max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         model.generate(ids, top_p=0.0)
+
+
+@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])
+def test_stepping_from_an_empty_cache_matches_the_forward(preset):
+    """No prefill: the first base of every row must open a chunk at every level (p = 1), as in the
+    full forward, so the whole sequence steps exactly like the forward pass."""
+    model = make_model(preset, seed=11)  # fp64
+    ids, _ = padded_batch([25, 25], seed=12)
+    full = model(ids)
+    cache = model.allocate_cache(2)
+    logits, probs = [], []
+    for t in range(ids.shape[1]):
+        lg, routes = model.step(ids[:, t], cache)
+        logits.append(lg)
+        probs.append(routes[0][0])
+    assert torch.equal(probs[0], torch.ones(2, dtype=probs[0].dtype))
+    torch.testing.assert_close(torch.stack(probs, 1), full.boundary_probs[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(torch.stack(logits, 1), full.logits, rtol=1e-9, atol=1e-9)

@@ -179,3 +179,71 @@ def test_integer_masks_are_accepted():
     a = model(ids, mask=mask).logits
     b = model(ids, mask=mask.long()).logits
     assert torch.equal(a, b)
+
+
+def test_lm_loss_alone_gives_the_router_a_gradient_that_gradcheck_confirms(monkeypatch):
+    """The router learns from the next-base loss (through P in the EMA and the STE confidence),
+    not only from the ratio loss. The gradient is checked against finite differences on a copy of
+    the stage where STE(c) is c: the STE's forward is constant, so a finite difference through it
+    sees nothing."""
+    model = make_model("tiny-hnet", seed=20)
+    ids, mask = padded_batch([40, 29], seed=21)
+    model(ids, mask=mask, labels=ids).lm_loss.backward()
+    routing = model.backbone.routing_module
+    for proj in (routing.q_proj_layer, routing.k_proj_layer):
+        assert proj.weight.grad is not None and proj.weight.grad.abs().max() > 1e-6
+
+    import hnet_dna.model.chunking as chunking
+
+    monkeypatch.setattr(chunking, "ste", lambda c: c)  # the copy: STE(c) -> c
+    stage = model.backbone
+    x = model.embeddings(ids).detach()
+    wq0, wk0 = routing.q_proj_layer.weight.detach(), routing.k_proj_layer.weight.detach()
+    g = torch.Generator().manual_seed(22)
+    directions = torch.randn(4, *wq0.shape, generator=g, dtype=torch.float64) * 0.05
+    with torch.no_grad():
+        p = stage(x, mask)[1][0].boundary_prob
+    assert (p[mask] - 0.5).abs().min() > 1e-4, "no decision may sit at p = 0.5 (finite differences would flip it)"
+
+    def stage_output(a):  # a: (4,) moves W_q along two directions and W_k along two others
+        params = {
+            "routing_module.q_proj_layer.weight": wq0 + torch.einsum("i,ijk->jk", a[:2], directions[:2]),
+            "routing_module.k_proj_layer.weight": wk0 + torch.einsum("i,ijk->jk", a[2:], directions[2:]),
+        }
+        out, _ = torch.func.functional_call(stage, params, (x, mask))
+        return out.sum(-1)  # (B, L)
+
+    a = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(stage_output, (a,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_each_chunking_level_uses_its_own_ratio_target():
+    from hnet_dna.model.chunking import ratio_loss
+
+    model = make_model("tiny-hnet-2stage", seed=23, ratio_targets=[2.5, 4.0])
+    ids, mask = padded_batch([48, 31], seed=24)
+    out = model(ids, mask=mask, labels=ids)
+    for s, target in enumerate([2.5, 4.0]):
+        expected, _, _ = ratio_loss(out.boundaries[s], out.boundary_probs[s], out.masks[s], target)
+        torch.testing.assert_close(out.ratio_losses[s], expected)
+
+
+def test_padding_is_never_a_target_whatever_id_fills_it():
+    model = make_model("tiny-hnet", seed=25)
+    lengths = [30, 18, 7]
+    ids, mask = padded_batch(lengths, seed=26)  # padding holds pad_id
+    as_base = ids.masked_fill(~mask, 0)  # the same batch with padding holding A
+    out = model(ids, mask=mask, labels=ids)
+    out_a = model(as_base, mask=mask, labels=as_base)
+    torch.testing.assert_close(out_a.lm_loss, out.lm_loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(out_a.bits_per_base, out.bits_per_base, rtol=1e-12, atol=0)
+    # and both are the mean over every row's own targets
+    per_row = [model(ids[r : r + 1, :n], labels=ids[r : r + 1, :n]).lm_loss * (n - 1) for r, n in enumerate(lengths)]
+    torch.testing.assert_close(out.lm_loss, torch.stack(per_row).sum() / sum(n - 1 for n in lengths))
+
+
+def test_lm_head_starts_at_the_initializer_range():
+    torch.manual_seed(0)
+    model = HNetForCausalLM(HNetConfig.from_preset("tiny-hnet", d_model=[128, 192]))
+    assert model.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert model.lm_head.weight.mean().abs().item() < 0.005
