@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 from .config import ConfigError
+from .data.datamodule import check_resume_world_size
 from .data.genome import DataError
 from .model.hnet import InputError
 from .tokenizer import SequenceError
@@ -48,7 +49,10 @@ class HNetCLI(LightningCLI):
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        self._check_split(subcommand)
+        world = self.trainer.world_size
+        check = getattr(self.datamodule, "check_ready", None)
+        if check is not None:
+            check(subcommand, world)  # before the trainer writes anything
         ckpt = kwargs.get("ckpt_path")
         if ckpt == "last":
             root = Path(self.trainer.default_root_dir)
@@ -60,19 +64,44 @@ class HNetCLI(LightningCLI):
             print(f"hnet_dna: --ckpt_path last: {note}", file=sys.stderr, flush=True)
         elif ckpt not in (None, "best", "hpc", "registry") and not Path(ckpt).is_file():
             raise CheckpointError(f"--ckpt_path {ckpt}: no such checkpoint file")
+        if kwargs.get("ckpt_path") not in (None, "best", "hpc", "registry"):
+            state = read_checkpoint(kwargs["ckpt_path"])
+            if subcommand == "fit":
+                for loader_state in _train_loader_states(state):
+                    check_resume_world_size(loader_state, world, checkpoint=f"--ckpt_path {kwargs['ckpt_path']}")
         return kwargs
 
-    def _check_split(self, subcommand: str) -> None:
-        """Fail before the trainer writes anything when the data has no windows for the command."""
-        datasets = getattr(self.datamodule, "datasets", None)
-        if datasets is None:
-            return
-        needs = {"validate": ["val"], "test": ["test"], "predict": ["test", "val"]}.get(subcommand, [])
-        if needs and not any(len(datasets[split]) for split in needs):
-            raise DataError(
-                f"{subcommand}: the data has no {' or '.join(needs)} windows; give --data.{needs[0]}_regions "
-                f"or a BED with a {'valid' if needs[0] == 'val' else needs[0]} split"
-            )
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Open a Lightning checkpoint without reading its tensors (memory-mapped), or raise a
+    :class:`CheckpointError` naming the file and what is wrong with it."""
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"--ckpt_path {path}: not a readable checkpoint ({first}). The file is damaged or truncated "
+            "(a run killed while saving, a full disk, an incomplete copy) or is not a PyTorch checkpoint; "
+            f"use another .ckpt of the run (e.g. in {path.parent})."
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(
+            f"--ckpt_path {path}: not a Lightning checkpoint (no 'state_dict'): give a .ckpt written by "
+            "python -m hnet_dna fit; a save_pretrained folder goes to --model.model instead."
+        )
+    return state
+
+
+def _train_loader_states(checkpoint: dict) -> list[dict]:
+    """The saved states of our training loaders (see ``ResumableDataLoader.state_dict``)."""
+    try:
+        states = checkpoint["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    except (KeyError, TypeError):
+        return []
+    return [s for s in states if isinstance(s, dict) and "consumed_batches" in s]
 
 
 def _user_error(exc: BaseException) -> BaseException | None:

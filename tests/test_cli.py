@@ -73,11 +73,11 @@ def bad_inputs(workdir):
         (["--data.fasta", str(workdir / "plain.fa.gz")], "plain gzip"),
         (["--data.fasta", str(workdir / "empty.fa")], "empty.fa: the FASTA file is empty"),
         (["--data.fasta", str(workdir / "letters.fa"), "--data.bed", "null", "--data.val_regions", "[chr1:1-2000]"],
-         "letters.fa: record 'chr1', position 20004: character 'U' is not a DNA letter"),
+         "letters.fa, record 'chr1', line 335, column 24 (position 20,004): 'U' is not a DNA letter"),
         (["--data.bed", str(workdir / "chrx.bed")], "chrx.bed, line 2: chromosome 'chrX' is in no FASTA"),
         (["--data.bed", str(workdir / "past.bed")], "past.bed, line 2: interval chr2:10000-20001 ends past the end of chr2"),
         (["--data.bed", str(workdir / "split.bed")], "split.bed, line 2: unknown split 'holdout'"),
-        (["--data.window", "50000"], "window of 50,000 bases is longer than every interval"),
+        (["--data.window", "50000"], "window of 50,000 bases is longer than every"),
         (["--model.model", "no-such-preset"], "neither a preset"),
     ]
 

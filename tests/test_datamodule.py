@@ -125,8 +125,10 @@ def test_bad_settings_stop_at_construction(fasta):
         make(fasta, iupac_policy="drop")
     with pytest.raises(DataError, match="no such FASTA"):
         make(str(fasta) + ".missing")
-    with pytest.raises(DataError, match="5 training windows is less than one batch of 8"):
-        make(fasta, window=9_000, batch_size=8)
+    few = make(fasta, window=9_000, batch_size=8)  # fine for evaluation ...
+    few.check_ready("validate")
+    with pytest.raises(DataError, match=r"5 training windows over 1 process\(es\) is less than one batch of 8"):
+        few.check_ready("fit")  # ... not for training
 
 
 def test_reverse_complement_flips_the_soft_mask_weights_with_the_sequence(tmp_path, chr20_slices):

@@ -80,11 +80,11 @@ def test_scan_finds_n_runs_and_checks_letters(tmp_path, small_fasta):
     starts = np.array([0, 900, 1100, 1250, 2000])
     assert scan.n_count(starts, starts + 200).tolist() == [0, 100, 200, 50, 0]
     bad = write_fasta(tmp_path / "bad.fa", {"ok": "ACGT" * 10, "chr9": "ACGTAC-GT"})
-    with pytest.raises(DataError, match=r"bad.fa: record 'chr9', position 7: character '-' is not a DNA letter"):
+    with pytest.raises(DataError, match=r"bad.fa, record 'chr9', line 4, column 7 \(position 7\): '-' is not a DNA letter"):
         open_fasta(bad).scan()
     iupac = write_fasta(tmp_path / "iupac.fa", {"r": "ACGTRYACGT"})
     assert open_fasta(iupac).scan()["r"].n_starts.tolist() == [4]  # lenient: R and Y count as N
-    with pytest.raises(DataError, match=r"position 5: IUPAC ambiguity letter 'R'.*strict"):
+    with pytest.raises(DataError, match=r"line 2, column 5 \(position 5\): IUPAC ambiguity letter 'R'.*strict"):
         open_fasta(iupac, iupac_policy="strict").scan()
 
 

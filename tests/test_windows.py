@@ -75,15 +75,26 @@ def test_bad_bed_lines_are_named(genome, tmp_path, lines, message):
 
 
 def test_window_longer_than_every_interval(genome, tmp_path):
-    path = bed(tmp_path, "chr1\t0\t500\ttrain\nchr1\t600\t900\tvalid\n")
-    with pytest.raises(DataError, match="window of 1,000 bases is longer than every interval"):
-        build_windows([genome], 1000, 1000, bed=path)
+    short_val = bed(tmp_path, "chr1\t0\t5000\ttrain\nchr1\t6000\t6900\tvalid\n")
+    with pytest.raises(DataError, match="val regions give no window: window of 1,000 bases is longer than every val interval"):
+        build_windows([genome], 1000, 1000, bed=short_val)
+    # no training window is not an error for evaluation; fit reports why (the real cause)
+    short_train = bed(tmp_path, "chr1\t0\t500\ttrain\nchr1\t600\t2000\tvalid\n", "t.bed")
+    tables = build_windows([genome], 1000, 1000, bed=short_train)
+    assert len(tables["train"]) == 0 and len(tables["val"]) == 1
+    assert "window of 1,000 bases is longer than every training interval (the longest is 500)" in tables["train"].problem
+    all_held = build_windows([genome], 1000, 1000, test_regions=["chr1", "chr2"])
+    assert all_held["train"].problem.startswith("no training sequence: --data.val_regions / --data.test_regions cover every record")
+    assert build_windows([genome], 1000, 1000, val_regions=["chr1:1-2000"])["train"].problem is None
 
 
 def test_leakage_is_detected_including_the_shift(genome, tmp_path):
     overlap = bed(tmp_path, "chr1\t0\t5000\ttrain\nchr1\t4500\t8000\tvalid\n")
-    with pytest.raises(DataError, match=r"leakage: val window chr1:4501-5500"):
+    with pytest.raises(DataError, match=r"leakage: val window chr1:4501-5500") as info:
         build_windows([genome], 1000, 1000, bed=overlap)
+    # the message names the BED file and both of its lines
+    assert f"{overlap}, line 2 (chr1\t4500\t8000\tvalid)" in str(info.value)
+    assert f"{overlap}, line 1 (chr1\t0\t5000\ttrain)" in str(info.value)
     adjacent = bed(tmp_path, "chr1\t0\t5000\ttrain\nchr1\t5000\t8000\ttest\n", "adj.bed")
     assert len(build_windows([genome], 1000, 1000, bed=adjacent)["test"]) == 3  # touching is fine
     with pytest.raises(DataError, match=r"leakage: test window chr1:5001-6000 .*random_shift=10"):
@@ -125,5 +136,5 @@ def test_gzipped_bed_is_read_and_binary_junk_is_an_error(genome, tmp_path):
 
 def test_validation_and_test_windows_must_not_overlap(genome, tmp_path):
     path = bed(tmp_path, "chr1\t0\t4000\ttrain\nchr1\t4000\t8000\tvalid\nchr1\t7000\t10000\ttest\n")
-    with pytest.raises(DataError, match=r"leakage: test window chr1:7001-8000 overlaps the span of a validation window"):
+    with pytest.raises(DataError, match=r"leakage: test window chr1:7001-8000 overlaps the span of validation window chr1:7001-8000.*line 3.*line 2"):
         build_windows([genome], 1000, 1000, bed=path)

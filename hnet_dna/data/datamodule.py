@@ -25,7 +25,7 @@ from ..tokenizer import NucleotideTokenizer
 from .genome import DataError, FastaSource, open_fasta
 from .windows import WindowTable, build_windows
 
-__all__ = ["GenomeDataModule", "GenomeWindows", "WindowSampler", "ResumableDataLoader"]
+__all__ = ["GenomeDataModule", "GenomeWindows", "WindowSampler", "ResumableDataLoader", "check_resume_world_size"]
 
 
 class GenomeWindows(Dataset):
@@ -80,6 +80,12 @@ class WindowSampler(DistributedSampler):
     """Window order for one rank: a permutation of the split per epoch (or, with per-FASTA
     weights, a weighted draw), cut into one share per rank; it can start mid-epoch.
 
+    Training (``shuffle=True``) gives every rank the same number of windows (the last
+    ``len % ranks`` of an epoch's order are left for the next epoch's permutation). Evaluation
+    (``shuffle=False``) gives rank r windows r, r + ranks, ...: every window exactly once over
+    all ranks, none repeated or dropped, so held-out metrics do not depend on the device count
+    (the shares may differ by one window; nothing in evaluation synchronises per batch).
+
     A ``DistributedSampler`` subclass so that Lightning uses it as it is under DDP. Yields
     ``(epoch, index)`` keys for :class:`GenomeWindows`.
     """
@@ -98,7 +104,10 @@ class WindowSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.weights = weights
         self.epoch_size = epoch_size or len(dataset)
-        self.num_samples = self.epoch_size // num_replicas  # same count on every rank
+        if shuffle or weights is not None:
+            self.num_samples = self.epoch_size // num_replicas  # same count on every rank
+        else:
+            self.num_samples = len(range(rank, self.epoch_size, num_replicas))  # all of them, once
         self._resume: tuple[int, int] | None = None
 
     def resume(self, epoch: int, skip: int) -> None:
@@ -114,12 +123,26 @@ class WindowSampler(DistributedSampler):
             order = torch.randperm(len(self.dataset), generator=g)
         else:
             order = torch.arange(len(self.dataset))
-        mine = order[self.rank : self.num_samples * self.num_replicas : self.num_replicas]
+        mine = order[self.rank :: self.num_replicas][: self.num_samples]
         skip = 0
         if self._resume is not None and self._resume[0] == self.epoch:
             skip = self._resume[1]
         self._resume = None
         return iter([(self.epoch, int(i)) for i in mine[skip:]])
+
+
+def check_resume_world_size(state: dict, world_size: int, checkpoint: str = "the checkpoint") -> None:
+    """A run resumes mid-epoch only on as many processes as wrote the checkpoint: each rank's
+    place in the epoch's window order depends on the number of ranks."""
+    saved = state.get("world_size", 1)
+    if saved != world_size:
+        raise DataError(
+            f"{checkpoint} was written by a run on {saved} process(es) (devices x nodes) and this run has "
+            f"{world_size}: a mid-epoch resume must use the same number, or the windows each rank reads would "
+            f"not continue where they stopped. Resume with --trainer.devices / --trainer.num_nodes giving "
+            f"{saved} processes, or start a new run from its weights (--model.model on the exported "
+            "save_pretrained folder)."
+        )
 
 
 class ResumableDataLoader(DataLoader):
@@ -133,9 +156,11 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict:
         epoch, consumed = self.progress() if self.progress else (self.sampler.epoch, 0)
-        return {"epoch": epoch, "consumed_batches": consumed, "batch_size": self.batch_size}
+        return {"epoch": epoch, "consumed_batches": consumed, "batch_size": self.batch_size,
+                "world_size": self.sampler.num_replicas}
 
     def load_state_dict(self, state: dict) -> None:
+        check_resume_world_size(state, self.sampler.num_replicas)
         epoch, consumed = state["epoch"], state["consumed_batches"]
         if consumed >= len(self):  # saved at the end of an epoch: go on with the next one
             epoch, consumed = epoch + 1, 0
@@ -211,11 +236,6 @@ class GenomeDataModule(pl.LightningDataModule):
             val_regions=list(val_regions or []), test_regions=list(test_regions or []),
             max_n_fraction=max_n_fraction, random_shift=random_shift, allow_leakage=allow_leakage,
         )
-        if len(self.tables["train"]) < batch_size:
-            raise DataError(
-                f"{len(self.tables['train'])} training windows is less than one batch of {batch_size}: "
-                "lower --data.batch_size or --data.stride, or give more sequence"
-            )
         self.datasets = {
             split: GenomeWindows(
                 self.sources, table, self.tokenizer,
@@ -225,6 +245,42 @@ class GenomeDataModule(pl.LightningDataModule):
             )
             for split, table in self.tables.items()
         }
+
+    # ---------------------------------------------------------------------------- checks
+    NEEDS = {"fit": ["train"], "validate": ["val"], "test": ["test"], "predict": ["test", "val"]}
+
+    def check_ready(self, stage: str, world_size: int = 1) -> None:
+        """Raise a :class:`DataError` when the data cannot serve ``stage`` (``fit``, ``validate``,
+        ``test``, ``predict``) on ``world_size`` processes. Nothing else needs to exist: scoring a
+        genome held out entirely needs no training window."""
+        needs = self.NEEDS.get(stage, [])
+        batch = self.hparams.batch_size
+        if stage == "fit":
+            train = self.tables["train"]
+            if train.problem:
+                raise DataError(train.problem)
+            if len(train) // world_size < batch:
+                raise DataError(
+                    f"{len(train):,} training windows over {world_size} process(es) is less than one batch of {batch} "
+                    "each: lower --data.batch_size or --data.stride, or give more sequence"
+                )
+        elif needs and not any(len(self.datasets[split]) for split in needs):
+            first = needs[0]
+            raise DataError(
+                f"{stage}: the data has no {' or '.join(needs)} windows; give --data.{first}_regions "
+                f"or a BED with a {'valid' if first == 'val' else first} split"
+            )
+        for split in ["val"] if stage == "fit" else needs:
+            n = len(self.datasets[split])
+            if 0 < n < world_size:
+                raise DataError(
+                    f"{n} {split} window(s) cannot be shared by {world_size} processes (each needs at least one): "
+                    f"hold out more sequence, lower --data.stride, or evaluate on fewer devices"
+                )
+
+    def setup(self, stage: str) -> None:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        self.check_ready(stage, world)
 
     # ---------------------------------------------------------------------------- loaders
     def _window_weights(self) -> np.ndarray | None:
@@ -257,11 +313,6 @@ class GenomeDataModule(pl.LightningDataModule):
             weights=self._window_weights() if train else None,
             epoch_size=(self.hparams.epoch_windows if train and self.hparams.fasta_weights else None),
         )
-        if len(sampler) < self.hparams.batch_size and train:
-            raise DataError(
-                f"{len(dataset)} training windows over {world} rank(s) is less than one batch of "
-                f"{self.hparams.batch_size}: lower --data.batch_size or --data.stride"
-            )
         return ResumableDataLoader(
             dataset, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=train,
             num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,

@@ -36,6 +36,7 @@ from ..tokenizer import IUPAC_AMBIGUOUS
 __all__ = ["DataError", "FastaSource", "RecordScan", "chrom_aliases", "open_fasta", "resolve_path"]
 
 SCAN_BLOCK = 1 << 24  # bases read at a time by the scan
+PROTEIN_ONLY = set("EFIJLOPQXZ*")  # letters of protein FASTA that no DNA alphabet uses
 SCAN_VERSION = 1
 
 
@@ -286,17 +287,7 @@ class FastaSource:
             kinds = lookup[raw]
             bad = np.flatnonzero(kinds == 0)
             if bad.size:
-                pos = block_start + int(bad[0])
-                char = text[int(bad[0])]
-                what = (
-                    f"IUPAC ambiguity letter {char!r}, rejected under iupac_policy='strict'"
-                    if char.upper() in IUPAC_AMBIGUOUS
-                    else f"character {char!r} is not a DNA letter"
-                )
-                raise DataError(
-                    f"{self.path}: record {name!r}, position {pos + 1}: {what} "
-                    f"({bad.size} such position(s) in this block). Fix or remove it from the FASTA."
-                )
+                raise DataError(self._letter_error(name, block_start + int(bad[0]), text, bad))
             is_n = np.concatenate([[False], kinds == 2, [False]])
             edges = np.flatnonzero(is_n[1:] != is_n[:-1])
             run_starts = (edges[0::2] + block_start).tolist()
@@ -307,6 +298,47 @@ class FastaSource:
             starts += run_starts
             ends += run_ends
         return RecordScan(name, length, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+
+    def _letter_error(self, name: str, pos: int, block: str, bad: np.ndarray) -> str:
+        """The message for a letter that is not DNA at 0-based ``pos`` of record ``name``."""
+        char = block[int(bad[0])]
+        where = f"{self.path}, record {name!r}, {self.locate(name, pos)}"
+        if char.upper() in IUPAC_AMBIGUOUS:
+            return (f"{where}: IUPAC ambiguity letter {char!r}, rejected under iupac_policy='strict'. "
+                    "Use iupac_policy 'lenient' (they become N) or fix the FASTA.")
+        letters = sorted({block[int(i)] for i in bad[:10_000]})
+        shown = ", ".join(repr(c) for c in letters[:8]) + (" ..." if len(letters) > 8 else "")
+        protein = any(c.upper() in PROTEIN_ONLY for c in letters) and all(c.isalpha() or c == "*" for c in letters)
+        count = f"{bad.size:,} such position(s) in the first {len(block):,} bases of the record: {shown}"
+        if protein:
+            return (f"{where}: {char!r} is not a DNA letter: this looks like a protein (amino-acid) FASTA, not DNA "
+                    f"({count}). hnet_dna models DNA only: check that this is the file you meant.")
+        return (f"{where}: {char!r} is not a DNA letter (A, C, G, T, N or an IUPAC code; {count}). "
+                "Fix or remove it from the FASTA.")
+
+    def locate(self, name: str, pos: int) -> str:
+        """``line L, column C`` of 0-based position ``pos`` of record ``name`` in the file (1-based),
+        from the index's offsets; the lines before the record are counted in the (decompressed)
+        file, so this is for error messages only."""
+        import gzip
+
+        for line in self.index_path.read_text().splitlines():
+            fields = line.split("\t")
+            if fields[0] == name and len(fields) >= 4:
+                offset, line_bases = int(fields[2]), int(fields[3])
+                break
+        else:
+            return f"position {pos + 1}"
+        newlines, remaining = 0, offset
+        with (gzip.open if self.bgzf else open)(self.path, "rb") as f:
+            while remaining > 0:
+                chunk = f.read(min(remaining, 1 << 22))
+                if not chunk:
+                    break
+                newlines += chunk.count(b"\n")
+                remaining -= len(chunk)
+        lineno = newlines + 1 + pos // max(line_bases, 1)
+        return f"line {lineno:,}, column {pos % max(line_bases, 1) + 1} (position {pos + 1:,})"
 
     def _save_scan(self, cache: Path | None, key: np.ndarray) -> None:
         if cache is None:

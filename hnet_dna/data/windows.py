@@ -44,6 +44,7 @@ class Region:
     record: str
     start: int
     end: int
+    origin: str = ""  # where the user gave it: "BED f, line 7 (...)" or "--data.val_regions 'chr20:1-9'"
 
 
 def parse_region(text: str, sources: list[FastaSource]) -> Region:
@@ -56,14 +57,15 @@ def parse_region(text: str, sources: list[FastaSource]) -> Region:
         )
     source, record = _resolve(m["chrom"], sources, f"region {text!r}")
     length = sources[source].records[record]
+    origin = f"region {text!r}"
     if m["start"] is None:
-        return Region(source, record, 0, length)
+        return Region(source, record, 0, length, origin)
     start, end = int(m["start"].replace(",", "")), int(m["end"].replace(",", ""))
     if start < 1 or end < start:
         raise DataError(f"region {text!r}: start must be >= 1 and end >= start (1-based, inclusive)")
     if end > length:
         raise DataError(f"region {text!r}: ends at {end}, past the end of {record} ({length:,} bases)")
-    return Region(source, record, start - 1, end)
+    return Region(source, record, start - 1, end, origin)
 
 
 def _resolve(chrom: str, sources: list[FastaSource], where: str) -> tuple[int, str]:
@@ -116,7 +118,8 @@ def read_split_bed(path: str | Path, sources: list[FastaSource]) -> dict[str, li
         length = sources[source].records[record]
         if end > length:
             raise DataError(f"{where}: interval {chrom}:{start}-{end} ends past the end of {record} ({length:,} bases)")
-        out[SPLIT_NAMES[split]].append(Region(source, record, start, end))
+        origin = f"{path}, line {lineno} ({chrom}\t{start}\t{end}\t{split})"
+        out[SPLIT_NAMES[split]].append(Region(source, record, start, end, origin))
     if not any(out.values()):
         raise DataError(f"{path}: the BED file holds no intervals")
     return out
@@ -131,6 +134,8 @@ class WindowTable:
     start: np.ndarray  # (n,) int64
     records: list[tuple[int, str]]  # (source, record name) per record index
     window: int
+    region: np.ndarray | None = None  # (n,) int: index into ``regions``, the interval it was cut from
+    regions: list[Region] | None = None
 
     def __len__(self) -> int:
         return len(self.start)
@@ -139,9 +144,18 @@ class WindowTable:
     def end(self) -> np.ndarray:
         return self.start + self.window
 
+    problem: str | None = None  # why the split is empty, when it is (see build_windows)
+
     def describe(self, i: int) -> str:
         src, rec = self.records[self.record[i]]
         return f"{rec}:{self.start[i] + 1}-{self.start[i] + self.window}"
+
+    def origin(self, i: int) -> str:
+        """Where window ``i``'s interval was given (a BED line or a region), for messages."""
+        if self.region is None or self.regions is None:
+            return "an interval"
+        region = self.regions[int(self.region[i])]
+        return region.origin or f"the rest of {region.record} (outside the held-out regions)"
 
 
 def _tile(start: int, end: int, window: int, stride: int) -> np.ndarray:
@@ -176,11 +190,19 @@ def build_windows(
     random_shift: int = 0,
     allow_leakage: bool = False,
 ) -> dict[str, WindowTable]:
-    """Windows per split (``train``, ``val``, ``test``), N-filtered and leakage-checked."""
+    """Windows per split (``train``, ``val``, ``test``), N-filtered and leakage-checked.
+
+    Checks run in this order, so the first error names the real cause: every letter of every
+    FASTA (not DNA?), the BED or regions, then window sizes against the intervals, then leakage.
+    An empty training split is not an error here (``validate`` / ``test`` / ``predict`` need none):
+    :func:`training_problem` says why it is empty, for ``fit`` to report.
+    """
     if window < 1 or stride < 1:
         raise DataError(f"window and stride must be positive, got window={window}, stride={stride}")
     if not 0 <= max_n_fraction <= 1:
         raise DataError(f"max_n_fraction must be within [0, 1], got {max_n_fraction}")
+    for source in sources:
+        source.scan()  # content errors (a protein FASTA, stray characters) before any size error
     if bed is not None:
         if val_regions or test_regions:
             raise DataError("give held-out data either as a BED split column or as val/test regions, not both")
@@ -193,13 +215,16 @@ def build_windows(
 
     record_ids: dict[tuple[int, str], int] = {}
     tables = {}
+    longest_train = 0  # the longest training interval once kept off held-out regions
     for split in SPLITS:
-        src, rec, starts = [], [], []
-        for region in regions[split]:
+        src, rec, starts, reg = [], [], [], []
+        for r_index, region in enumerate(regions[split]):
             lo, hi = region.start, region.end
             if split == "train" and inset:
                 length = sources[region.source].records[region.record]
                 lo, hi = (lo + inset if lo > 0 else lo), (hi - inset if hi < length else hi)
+            if split == "train":
+                longest_train = max(longest_train, hi - lo)
             s = _tile(lo, hi, window, stride)
             if not len(s):
                 continue
@@ -211,13 +236,15 @@ def build_windows(
             src.append(np.full(len(s), region.source))
             rec.append(np.full(len(s), rid))
             starts.append(s)
+            reg.append(np.full(len(s), r_index))
         cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, dtype=np.int64)  # noqa: E731
-        tables[split] = WindowTable(cat(src), cat(rec), cat(starts), [], window)
+        tables[split] = WindowTable(cat(src), cat(rec), cat(starts), [], window, cat(reg), regions[split])
     records = sorted(record_ids, key=record_ids.get)
     for t in tables.values():
         t.records = records
 
-    _check_not_empty(tables, regions, window, sources, bed)
+    _check_held_out_not_empty(tables, regions, window)
+    tables["train"].problem = _training_problem(tables["train"], regions["train"], window, sources, bed, longest_train, inset)
     if not allow_leakage:
         for split in ("val", "test"):
             _check_leakage(tables["train"], tables[split], split, random_shift)
@@ -234,25 +261,31 @@ def _training_regions(sources: list[FastaSource], held: list[Region]) -> list[Re
     return out
 
 
-def _check_not_empty(tables, regions, window, sources, bed) -> None:
-    if len(tables["train"]) == 0:
-        longest = max((r.end - r.start for rs in regions.values() for r in rs), default=0)
-        if longest < window:
-            raise DataError(
-                f"window of {window:,} bases is longer than every interval (the longest is {longest:,}): "
-                "use a shorter --data.window"
-            )
-        raise DataError(
-            "no training window is left after dropping windows with too many N "
-            f"(--data.max_n_fraction); check the {'BED' if bed else 'regions'} and the FASTA"
-        )
+def _training_problem(table, train: list[Region], window: int, sources, bed, longest: int, inset: int) -> str | None:
+    """Why the training split has no window (None when it has some): the real cause first."""
+    if len(table):
+        return None
+    if not train:
+        if bed is not None:
+            return f"{bed}: the BED has no train interval, so there is nothing to fit on"
+        files = ", ".join(str(s.path) for s in sources)
+        return (f"no training sequence: --data.val_regions / --data.test_regions cover every record of {files}. "
+                "fit needs some sequence outside them (validate / test / predict need none)")
+    if longest < window:
+        shift = f" once kept {inset} bases (random_shift) away from held-out regions" if inset else ""
+        return (f"window of {window:,} bases is longer than every training interval (the longest is {longest:,}{shift}): "
+                "use a shorter --data.window")
+    return ("no training window is left after dropping windows with more than --data.max_n_fraction N "
+            f"(the training intervals are mostly N); check the {'BED' if bed else 'regions'} and the FASTA")
+
+
+def _check_held_out_not_empty(tables, regions, window) -> None:
     for split in ("val", "test"):
         if regions[split] and len(tables[split]) == 0:
             longest = max(r.end - r.start for r in regions[split])
-            raise DataError(
-                f"the {split} regions give no window: window {window:,} vs longest {split} interval "
-                f"{longest:,} (or every window holds too much N)"
-            )
+            cause = (f"window of {window:,} bases is longer than every {split} interval (the longest is {longest:,})"
+                     if longest < window else f"every {split} window has more than --data.max_n_fraction N")
+            raise DataError(f"the {split} regions give no window: {cause}")
 
 
 def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int, against: str = "training") -> None:
@@ -273,8 +306,12 @@ def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int
         bad = np.flatnonzero(reach > h_start)
         if bad.size:
             i = np.flatnonzero(h)[bad[0]]
+            # the training window whose span reaches into it (any one of them)
+            spans = np.flatnonzero(t & (train.start - shift < h_end[bad[0]]) & (train.start + train.window + shift > held.start[i]))
+            j = int(spans[0])
             extended = f" (training windows extended by random_shift={shift})" if shift else ""
             raise DataError(
-                f"leakage: {split} window {held.describe(i)} overlaps the span of a {against} window"
-                f"{extended}. Fix the splits, or pass --data.allow_leakage true if this is intended."
+                f"leakage: {split} window {held.describe(i)} overlaps the span of {against} window "
+                f"{train.describe(j)}{extended}; they come from {held.origin(i)} and {train.origin(j)}. "
+                "Fix the splits, or pass --data.allow_leakage true if this is intended."
             )
