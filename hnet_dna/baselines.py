@@ -1,8 +1,13 @@
 """Order-k Markov models of DNA: the floor any language model must beat.
 
 A model fitted on the training bases predicts base t from the k bases before it, with add-alpha
-smoothing. Windows holding anything but A/C/G/T (N, padding, special ids) are skipped both when
-fitting and when scoring.
+smoothing. Fitting counts every (j + 1)-mer made of A/C/G/T only, for every order j <= k.
+
+Scoring covers exactly the targets a language model is scored on: every A/C/G/T position that
+follows another position of its sequence (the first position has no context; N, padding and
+special ids are never targets). Where fewer than k bases precede a target (near the start, or
+just after an N) the context backs off to the bases there are, down to order 0, so that model and
+Markov baseline are compared on the same positions.
 """
 
 from __future__ import annotations
@@ -15,9 +20,7 @@ __all__ = ["MarkovModel", "markov_bits_per_base"]
 
 def _windows(ids: np.ndarray, order: int, base_ids: tuple[int, ...]):
     """Codes of every (order + 1)-window made of bases only: context * 4 + next base."""
-    lookup = np.full(max(256, int(ids.max()) + 1), -1, dtype=np.int64)
-    lookup[list(base_ids)] = np.arange(4)
-    digits = lookup[ids]
+    digits = _digits(ids, base_ids)
     n = len(ids) - order
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -30,8 +33,16 @@ def _windows(ids: np.ndarray, order: int, base_ids: tuple[int, ...]):
     return code[valid]
 
 
+def _digits(ids: np.ndarray, base_ids: tuple[int, ...]) -> np.ndarray:
+    """0..3 for A/C/G/T ids, -1 for anything else."""
+    lookup = np.full(max(256, int(ids.max(initial=0)) + 1), -1, dtype=np.int64)
+    lookup[list(base_ids)] = np.arange(4)
+    return lookup[ids]
+
+
 class MarkovModel:
-    """Order-k Markov chain over A/C/G/T ids.
+    """Order-k Markov chain over A/C/G/T ids, backing off to shorter contexts where a target has
+    fewer than k bases before it.
 
     Args:
         order: context length k (0 = base frequencies).
@@ -43,35 +54,56 @@ class MarkovModel:
         if order < 0:
             raise ValueError(f"order must be >= 0, got {order}")
         self.order, self.alpha, self.base_ids = order, alpha, tuple(base_ids)
-        self.counts = np.zeros(4 ** (self.order + 1))
+        self.counts = [np.zeros(4 ** (j + 1)) for j in range(order + 1)]  # per order j <= k
 
     def fit(self, sequences) -> "MarkovModel":
-        """Count (order + 1)-mers from scratch. sequences: one id tensor/array, or an iterable of
+        """Count (j + 1)-mers from scratch. sequences: one id tensor/array, or an iterable of
         them (consumed once, so a generator keeps memory flat on a whole genome)."""
-        self.counts[:] = 0
+        for c in self.counts:
+            c[:] = 0
         return self.update(sequences)
 
     def update(self, sequences) -> "MarkovModel":
-        """Add the (order + 1)-mers of more sequences to the counts."""
+        """Add the (j + 1)-mers of more sequences to the counts."""
         for ids in _as_list(sequences):
-            self.counts += np.bincount(_windows(ids, self.order, self.base_ids), minlength=self.counts.size)
+            for j, c in enumerate(self.counts):
+                c += np.bincount(_windows(ids, j, self.base_ids), minlength=c.size)
         return self
 
-    @property
-    def log2_probs(self) -> np.ndarray:
-        smoothed = self.counts.reshape(-1, 4) + self.alpha
+    def log2_probs(self, order: int | None = None) -> np.ndarray:
+        """log2 p(next | context) for every (order + 1)-mer code (context * 4 + next)."""
+        smoothed = self.counts[self.order if order is None else order].reshape(-1, 4) + self.alpha
         return np.log2(smoothed / smoothed.sum(-1, keepdims=True)).reshape(-1)
 
-    def bits_per_base(self, sequences) -> float:
-        """Mean -log2 p(base | k previous bases) over every scorable position."""
-        if not self.counts.any():
+    def score(self, sequences) -> tuple[float, int]:
+        """(total bits, number of targets) over every A/C/G/T position after the first of each
+        sequence: the targets a language model is scored on."""
+        if not self.counts[0].any():
             raise RuntimeError("fit the model on some sequence first")
-        log2_probs = self.log2_probs
+        tables = [self.log2_probs(j) for j in range(self.order + 1)]
         total, n = 0.0, 0
         for ids in _as_list(sequences):
-            codes = _windows(ids, self.order, self.base_ids)
-            total -= float(log2_probs[codes].sum())
-            n += codes.size
+            d = _digits(ids, self.base_ids)
+            t = np.flatnonzero(d >= 0)
+            t = t[t >= 1]  # the first position has no context
+            if not t.size:
+                continue
+            position = np.arange(len(d))
+            last_other = np.maximum.accumulate(np.where(d < 0, position, -1))  # last non-base at or before i
+            clean = t - 1 - last_other[t - 1]  # bases right before each target
+            context = np.minimum(clean, self.order)
+            for j in range(self.order + 1):
+                tj = t[context == j]
+                code = np.zeros(tj.size, dtype=np.int64)
+                for i in range(j, -1, -1):  # context bases oldest first, then the target
+                    code = code * 4 + d[tj - i]
+                total -= float(tables[j][code].sum())
+            n += t.size
+        return total, n
+
+    def bits_per_base(self, sequences) -> float:
+        """Mean -log2 p(base | up to k previous bases) over the targets of :meth:`score`."""
+        total, n = self.score(sequences)
         return total / max(n, 1)
 
 

@@ -24,6 +24,10 @@ class HeldOutReport(pl.Callback):
     """When fitting ends, print the model's held-out bits per base beside order-k Markov models
     fitted on the same training windows, and write them to ``<log dir>/heldout_report.json``.
 
+    Model and Markov models are scored on the same targets: every A/C/G/T position after the first
+    of each held-out window (a Markov context cut short by the window start or an N backs off to a
+    lower order; see :class:`hnet_dna.baselines.MarkovModel`). The report lists the count for each.
+
     Args:
         markov_orders: the Markov baselines to fit (default: 0 and 2).
         split: ``val`` or ``test`` windows of the data module.
@@ -63,14 +67,20 @@ class HeldOutReport(pl.Callback):
         kind = "H-Net" if model.config.num_stages > 1 else "isotropic model"
         layout = json.dumps(model.config.arch_layout)
         rows = [(f"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits / max(bases, 1))]
-        rows += [(f"order-{m.order} Markov (fitted on the training windows)", m.bits_per_base(held)) for m in markov]
+        scored = {rows[0][0]: bases}
+        for m in markov:
+            total, n = m.score(held)
+            name = f"order-{m.order} Markov (fitted on the training windows)"
+            rows.append((name, total / max(n, 1)))
+            scored[name] = n
         width = max(len(name) for name, _ in rows)
         lines = [f"Held-out bits per base ({self.split}: {len(held)} windows, {bases:,} scored bases):"]
         lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
         print("\n" + "\n".join(lines) + "\n", flush=True)
         path = log_dir / "heldout_report.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"split": self.split, "windows": len(held), "bases": bases, "bits_per_base": dict(rows)}, indent=2))
+        path.write_text(json.dumps({"split": self.split, "windows": len(held), "bases": bases, "bits_per_base": dict(rows),
+                                   "scored_bases": scored}, indent=2))
         if math.isnan(bits):
             raise RuntimeError("held-out bits per base is NaN: the run diverged")
 
