@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from torchmetrics.aggregation import MeanMetric
 
 from ..config import ConfigError, HNetConfig, presets
 from ..model import HNetForCausalLM
@@ -132,6 +133,12 @@ class PretrainModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(model)
         self._batch_started = None
+        names = ["loss", "lm_loss", "bits_per_base", "ratio_loss"]
+        for s in range(self.model.config.num_stages - 1):
+            names += [f"F_{s}", f"G_{s}", f"compression_{s}"]
+        self.heldout_metrics = torch.nn.ModuleDict(
+            {f"{prefix}_{name}": MeanMetric().set_dtype(torch.float64) for prefix in ("val", "test") for name in names}
+        )
 
     # ------------------------------------------------------------------------------- steps
     def forward(self, batch: dict, weighted: bool = True):
@@ -141,24 +148,26 @@ class PretrainModule(pl.LightningModule):
         )
 
     def _log_outputs(self, prefix: str, out, batch: dict, on_step: bool) -> None:
-        if on_step:
-            size = batch["labels"].shape[0]  # step values are not averaged: no count (and no host sync) needed
-        else:
-            # epoch means over A/C/G/T targets, so each batch weighs by its number of scored bases
-            targets = batch["labels"][:, 1:]
-            base_ids = torch.tensor(self.model.tokenizer.base_ids, device=targets.device)
-            size = max(int(torch.isin(targets, base_ids).sum()), 1)
-        kw = dict(on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, batch_size=size)
-        self.log(f"{prefix}/loss", out.loss, prog_bar=prefix == "train", **kw)
-        self.log(f"{prefix}/lm_loss", out.lm_loss, **kw)
-        self.log(f"{prefix}/bits_per_base", out.bits_per_base, prog_bar=True, **kw)
-        self.log(f"{prefix}/ratio_loss", out.ratio_loss, **kw)
+        values = {"loss": out.loss, "lm_loss": out.lm_loss, "bits_per_base": out.bits_per_base, "ratio_loss": out.ratio_loss}
         for s, (b, m, p) in enumerate(zip(out.boundaries, out.masks, out.boundary_probs)):
             real = m.sum().clamp(min=1)
             frac = (b & m).sum() / real
-            self.log(f"{prefix}/F_{s}", frac, **kw)
-            self.log(f"{prefix}/G_{s}", p.sum() / real, **kw)
-            self.log(f"{prefix}/compression_{s}", 1.0 / frac.clamp(min=1e-6), prog_bar=prefix == "train" and s == 0, **kw)
+            values.update({f"F_{s}": frac, f"G_{s}": p.sum() / real, f"compression_{s}": 1.0 / frac.clamp(min=1e-6)})
+        bar = {"bits_per_base"} | ({"loss", "compression_0"} if prefix == "train" else set())
+        if on_step:  # step values are not averaged: no count (and no host sync) needed
+            size = batch["labels"].shape[0]
+            for name, value in values.items():
+                self.log(f"{prefix}/{name}", value, on_step=True, on_epoch=False, prog_bar=name in bar, batch_size=size)
+            return
+        # Held-out means over the whole split, each batch weighted by its A/C/G/T targets. The sums
+        # are torchmetrics states (fp64), summed over processes: the result does not depend on the
+        # number of devices (Lightning's own DDP mean truncates the summed batch size to an integer).
+        targets = batch["labels"][:, 1:]
+        scored = torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device)).sum()
+        for name, value in values.items():
+            metric = self.heldout_metrics[f"{prefix}_{name}"]
+            metric.update(value.detach().double(), scored.double())
+            self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in bar)
 
     def training_step(self, batch: dict, batch_idx: int):
         out = self(batch)
