@@ -47,6 +47,15 @@ class HNetCLI(LightningCLI):
                 callback.save_last = True
         return trainer
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters here, before anything else: a damaged
+        # file must be reported by name first, not as a zip-reader traceback.
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and Path(ckpt).is_file():
+            read_checkpoint(ckpt)
+        super()._parse_ckpt_path()
+
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         world = self.trainer.world_size
@@ -78,14 +87,19 @@ def read_checkpoint(path: str | Path) -> dict:
     import torch
 
     path = Path(path)
+    with path.open("rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # what torch.save writes
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # as Lightning loads it
     except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if is_zip:
+            cause = ("it is damaged or truncated (a run killed while saving, a full disk, an incomplete copy): "
+                     f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__}")
+        else:
+            cause = "it is not a file written by torch.save (a Lightning .ckpt is a zip archive)"
         raise CheckpointError(
-            f"--ckpt_path {path}: not a readable checkpoint ({first}). The file is damaged or truncated "
-            "(a run killed while saving, a full disk, an incomplete copy) or is not a PyTorch checkpoint; "
-            f"use another .ckpt of the run (e.g. in {path.parent})."
+            f"--ckpt_path {path}: not a readable checkpoint: {cause}. Use another .ckpt of the run "
+            f"(e.g. in {path.parent})."
         ) from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(

@@ -69,6 +69,8 @@ def bad_inputs(workdir):
     (workdir / "chrx.bed").write_text("chr1\t0\t30000\ttrain\nchrX\t0\t1000\tvalid\n")
     (workdir / "past.bed").write_text("chr1\t0\t30000\ttrain\nchr2\t10000\t20001\ttest\n")
     (workdir / "split.bed").write_text("chr1\t0\t30000\ttrain\nchr1\t30000\t40000\tholdout\n")
+    (workdir / "overlap.bed").write_text("chr1\t0\t30000\ttrain\nchr2\t0\t20000\ttest\nchr1\t29000\t40000\tvalid\n")
+    write_fasta(workdir / "protein.fa", {"P1": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ" * 3})
     return [
         (["--data.fasta", str(workdir / "missing.fa")], "missing.fa: no such FASTA file"),
         (["--data.fasta", str(workdir / "plain.fa.gz")], "plain gzip"),
@@ -80,6 +82,12 @@ def bad_inputs(workdir):
         (["--data.bed", str(workdir / "split.bed")], "split.bed, line 2: unknown split 'holdout'"),
         (["--data.window", "50000"], "window of 50,000 bases is longer than every"),
         (["--model.model", "no-such-preset"], "neither a preset"),
+        # the real cause first: a protein FASTA is "not DNA", not "window too long"
+        (["--data.fasta", str(workdir / "protein.fa"), "--data.bed", "null"],
+         "protein.fa, record 'P1', line 2, column 6 (position 6): 'I' is not a DNA letter: this looks like a protein"),
+        (["--data.bed", str(workdir / "overlap.bed")],
+         f"they come from {workdir / 'overlap.bed'}, line 3 (chr1\t29000\t40000\tvalid) and "
+         f"{workdir / 'overlap.bed'}, line 1 (chr1\t0\t30000\ttrain)"),
     ]
 
 
@@ -121,6 +129,44 @@ def test_bad_inputs_stop_before_anything_is_written(workdir):
         assert status == 2, (extra, err)
         assert message in err and "Traceback" not in err, (extra, err)
         assert not (workdir / "run").exists(), extra
+
+
+def test_a_broken_checkpoint_is_named_before_anything_is_written(workdir):
+    import torch
+
+    assert run_cli(workdir, "--trainer.default_root_dir", str(workdir / "first"))[0] == 0
+    good = next((workdir / "first").rglob("last.ckpt")).read_bytes()
+    (workdir / "truncated.ckpt").write_bytes(good[: len(good) // 2])  # a run killed while saving
+    (workdir / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.zeros(2)}, workdir / "plain.pt")
+    for name, message in [("truncated.ckpt", "not a readable checkpoint"), ("notes.ckpt", "not a readable checkpoint"),
+                          ("plain.pt", "not a Lightning checkpoint")]:
+        status, err = run_cli(workdir, "--ckpt_path", str(workdir / name))
+        assert status == 2 and f"--ckpt_path {workdir / name}: {message}" in err, (name, err)
+        assert "Traceback" not in err and "PytorchStreamReader" not in err.split("(")[0], err
+        assert not (workdir / "run").exists(), name
+
+
+def test_a_genome_held_out_entirely_is_scored_without_training_windows(tmp_path, capsys, chr20_slices):
+    """Score a trained model on another genome: test needs no training window; fit says why it
+    cannot run (every record held out), not that windows were dropped for N."""
+    main(["fit", "--config", str(RECIPES / "demo_cpu.yaml"), "--trainer.max_steps", "2",
+          "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", "--data.num_workers", "0",
+          "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path / "demo")])
+    ckpt = next((tmp_path / "demo").rglob("last.ckpt"))
+    seq = chr20_slices["chr20_heldout"]
+    write_fasta(tmp_path / "other.fa", {"chrA": seq[:3000], "chrB": seq[3000:6000]})
+    held_out = ["--data.fasta", str(tmp_path / "other.fa"), "--data.val_regions", "[]",
+                "--data.test_regions", "[chrA, chrB]", "--trainer.logger", "false"]
+    capsys.readouterr()
+    main(["test", "--config", str(RECIPES / "demo_cpu.yaml"), *held_out, "--ckpt_path", str(ckpt),
+          "--trainer.default_root_dir", str(tmp_path / "scored")])
+    assert "test/bits_per_base" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(RECIPES / "demo_cpu.yaml"), *held_out, "--trainer.default_root_dir", str(tmp_path / "fit")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "no training sequence: --data.val_regions / --data.test_regions cover every record" in err
+    assert str(tmp_path / "other.fa") in err and not (tmp_path / "fit").exists()
 
 
 def test_fasta_in_a_read_only_folder_without_index(workdir, monkeypatch):
