@@ -1,0 +1,206 @@
+"""Break one named behaviour at a time and check that the test meant to guard it fails.
+
+Run by hand, not by the suite (it takes a few minutes)::
+
+    python tests/mutants.py            # every mutant
+    python tests/mutants.py --list     # their names
+    python tests/mutants.py --only lm_head_init router_detached
+
+Each mutant is a text replacement in one file of the package. The working tree is copied to a
+temporary folder, the mutant applied to the copy, and the guarding test run there (the copy comes
+first on PYTHONPATH, also for the subprocesses the test starts); the repository itself is never
+touched. A mutant is *caught* when the test fails (pytest exit status 1), *missed* when it passes;
+any other status (the mutant did not apply, collection broke) is reported as an error. The tests
+are first run once on the unmutated copy, which must pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutant:
+    name: str
+    what: str  # the behaviour it breaks
+    file: str
+    edits: list[tuple[str, str]]  # (text that must occur exactly once, replacement)
+    test: str  # the pytest node that must catch it
+
+
+MUTANTS = [
+    Mutant("router_detached", "the router's gradient from the LM loss is cut (p.detach() before P and c)",
+           "hnet_dna/model/hnet.py",
+           [("P = downsample(p, index).clamp(", "P = downsample(p.detach(), index).clamp("),
+            ("dechunk(z, P, b, confidence(p, b), residual)", "dechunk(z, P, b, confidence(p.detach(), b), residual)")],
+           "tests/test_hnet.py::test_lm_loss_alone_gives_the_router_a_gradient_that_gradcheck_confirms"),
+    Mutant("router_P_detached", "only the EMA's P loses its gradient (c keeps one: caught by gradcheck alone)",
+           "hnet_dna/model/hnet.py",
+           [("P = downsample(p, index).clamp(", "P = downsample(p.detach(), index).clamp(")],
+           "tests/test_hnet.py::test_lm_loss_alone_gives_the_router_a_gradient_that_gradcheck_confirms"),
+    Mutant("ratio_target_level0", "every level's ratio loss uses ratio_targets[0]",
+           "hnet_dna/model/hnet.py",
+           [("self.config.ratio_targets[s]", "self.config.ratio_targets[0]")],
+           "tests/test_hnet.py::test_each_chunking_level_uses_its_own_ratio_target"),
+    Mutant("rc_soft_mask_not_flipped", "soft-mask loss weights are not flipped with a reverse-complemented window",
+           "hnet_dna/data/datamodule.py",
+           [("self.tokenizer.reverse_complement(ids), soft.flip(0)", "self.tokenizer.reverse_complement(ids), soft")],
+           "tests/test_datamodule.py::test_reverse_complement_flips_the_soft_mask_weights_with_the_sequence"),
+    Mutant("padding_is_a_target", "the ~mask term is dropped from the LM loss's ignore set",
+           "hnet_dna/model/hnet.py",
+           [("| (targets == tok.n_id) | ~mask[:, 1:]", "| (targets == tok.n_id)")],
+           "tests/test_hnet.py::test_padding_is_never_a_target_whatever_id_fills_it"),
+    Mutant("empty_cache_no_first_boundary", "the routing cache's 'first position is a boundary' override is removed",
+           "hnet_dna/model/chunking.py",
+           [("p = torch.where(cache.has_seen, p, torch.ones_like(p))", "p = p")],
+           "tests/test_generation.py::test_stepping_from_an_empty_cache_matches_the_forward"),
+    Mutant("lm_head_init", "the LM head's initialisation is removed (PyTorch's default stays)",
+           "hnet_dna/model/hnet.py",
+           [("nn.init.normal_(self.lm_head.weight, std=r)", "pass")],
+           "tests/test_hnet.py::test_lm_head_starts_at_the_initializer_range"),
+    Mutant("lr_innermost_convention", "multipliers normalised on the innermost stage (stage 0 above lr)",
+           "hnet_dna/optim.py",
+           [("return [x / raw[0] for x in raw]", "return [x / raw[-1] for x in raw]")],
+           "tests/test_optim.py::test_stage_multipliers_follow_eq_11_with_stage_0_at_lr"),
+    Mutant("wsd_decay_off_by_one", "the wsd decay runs one step ahead (off by one)",
+           "hnet_dna/tasks/pretrain.py",
+           [("done = min(1.0, (step - decay_start) / decay_steps)", "done = min(1.0, (step + 1 - decay_start) / decay_steps)")],
+           "tests/test_optim.py::test_wsd_schedule_warmup_stable_linear_decay"),
+    Mutant("wsd_decay_shape_ignored", "decay_shape='1-sqrt' decays linearly",
+           "hnet_dna/tasks/pretrain.py",
+           [('remaining = 1 - done if decay_shape == "linear" else 1 - math.sqrt(done)', "remaining = 1 - done")],
+           "tests/test_optim.py::test_wsd_schedule_warmup_stable_linear_decay"),
+    Mutant("cosine_quarter_wave", "the cosine schedule uses a quarter wave",
+           "hnet_dna/tasks/pretrain.py",
+           [("0.5 * (1 + math.cos(math.pi * progress))", "math.cos(0.5 * math.pi * progress)")],
+           "tests/test_optim.py::test_cosine_and_constant_schedules"),
+    Mutant("eval_drops_windows", "evaluation under DDP drops the windows that do not fill every rank",
+           "hnet_dna/data/datamodule.py",
+           [("self.num_samples = len(range(rank, self.epoch_size, num_replicas))",
+             "self.num_samples = self.epoch_size // num_replicas")],
+           "tests/test_distributed.py::test_two_process_ddp_reads_different_windows_and_validates_like_one_process"),
+    Mutant("eval_lightning_mean", "held-out means through Lightning's DDP mean (summed batch size truncated)",
+           "hnet_dna/tasks/pretrain.py",
+           [("metric.update(value.detach().double(), scored.double())", "pass"),
+            ('self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in bar)',
+             'self.log(f"{prefix}/{name}", value, on_step=False, on_epoch=True, sync_dist=True, '
+             'batch_size=int(scored), prog_bar=name in bar)')],
+           "tests/test_distributed.py::test_two_process_ddp_reads_different_windows_and_validates_like_one_process"),
+    Mutant("resume_other_world_size", "a mid-epoch resume on another number of processes is let through",
+           "hnet_dna/data/datamodule.py",
+           [("    if saved != world_size:", "    if False:")],
+           "tests/test_distributed.py::test_two_process_ddp_reads_different_windows_and_validates_like_one_process"),
+    Mutant("markov_skips_short_contexts", "Markov baselines skip targets with short contexts (other targets than the model)",
+           "hnet_dna/baselines.py",
+           [("context = np.minimum(clean, self.order)",
+             "context = np.minimum(clean, self.order); t, context = t[clean >= self.order], context[clean >= self.order]")],
+           "tests/test_baselines.py::test_markov_scores_exactly_the_language_model_targets"),
+    Mutant("size_before_content", "letters are checked only where windows are cut (a protein FASTA: 'window too long')",
+           "hnet_dna/data/windows.py",
+           [("        source.scan()  # content errors", "        pass  # content errors")],
+           "tests/test_cli.py::test_bad_inputs_stop_before_anything_is_written"),
+    Mutant("leakage_without_bed_lines", "a leakage error names window coordinates only",
+           "hnet_dna/data/windows.py",
+           [('they come from {held.origin(i)} and {train.origin(j)}. ', "")],
+           "tests/test_windows.py::test_leakage_is_detected_including_the_shift"),
+    Mutant("test_needs_training_windows", "test / validate / predict demand training windows",
+           "hnet_dna/data/datamodule.py",
+           [('        if stage == "fit":\n            train = self.tables["train"]',
+             '        if True:\n            train = self.tables["train"]')],
+           "tests/test_cli.py::test_a_genome_held_out_entirely_is_scored_without_training_windows"),
+    Mutant("broken_checkpoint_traceback", "a damaged checkpoint reaches Lightning's loader (raw traceback)",
+           "hnet_dna/__main__.py",
+           [("            read_checkpoint(ckpt)\n        super()._parse_ckpt_path()", "        super()._parse_ckpt_path()")],
+           "tests/test_cli.py::test_a_broken_checkpoint_is_named_before_anything_is_written"),
+]
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked and untracked-but-not-ignored files)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for name in files:
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def run_tests(tree: Path, nodes: list[str], timeout: int) -> tuple[int, float, str]:
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *nodes],
+                          cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, time.perf_counter() - start, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def apply(tree: Path, mutant: Mutant) -> None:
+    path = tree / mutant.file
+    text = path.read_text()
+    for old, new in mutant.edits:
+        if text.count(old) != 1:
+            raise ValueError(f"{mutant.name}: expected one occurrence of {old!r} in {mutant.file}, found {text.count(old)}")
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", help="mutant names to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per test run")
+    args = parser.parse_args()
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:32} {m.what}")
+        return 0
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    unknown = set(args.only or []) - {m.name for m in MUTANTS}
+    if unknown:
+        print(f"unknown mutant(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="hnet_mutants_") as tmp:
+        clean = Path(tmp) / "clean"
+        copy_tree(clean)
+        where = subprocess.run([sys.executable, "-c", "import hnet_dna; print(hnet_dna.__file__)"], cwd=tmp,
+                               env=dict(os.environ, PYTHONPATH=str(clean)), capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(clean)):
+            print(f"the copy is not what gets imported ({where}); aborting", file=sys.stderr)
+            return 2
+        nodes = sorted({m.test for m in chosen})
+        status, seconds, tail = run_tests(clean, nodes, args.timeout * 2)
+        if status != 0:
+            print(f"the unmutated tests fail (status {status}); fix them first:\n{tail}", file=sys.stderr)
+            return 2
+        print(f"unmutated: {len(nodes)} guarding test(s) pass ({seconds:.0f} s)\n")
+        print(f"{'mutant':32} {'result':8} {'s':>5}  test")
+        results = []
+        for m in chosen:
+            tree = Path(tmp) / m.name
+            shutil.copytree(clean, tree)
+            apply(tree, m)
+            status, seconds, tail = run_tests(tree, [m.test], args.timeout)
+            result = {0: "MISSED", 1: "caught"}.get(status, f"error {status}")
+            results.append(result)
+            print(f"{m.name:32} {result:8} {seconds:5.0f}  {m.test.split('::')[-1]}", flush=True)
+            if status not in (0, 1):
+                print(tail, file=sys.stderr)
+            shutil.rmtree(tree)
+    caught = results.count("caught")
+    print(f"\n{caught} of {len(results)} mutants caught")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
