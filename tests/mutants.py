@@ -120,7 +120,7 @@ MUTANTS = [
            "tests/test_cli.py::test_a_genome_held_out_entirely_is_scored_without_training_windows"),
     Mutant("broken_checkpoint_traceback", "a damaged checkpoint reaches Lightning's loader (raw traceback)",
            "hnet_dna/__main__.py",
-           [("            read_checkpoint(ckpt)\n        super()._parse_ckpt_path()", "        super()._parse_ckpt_path()")],
+           [("            read_checkpoint(ckpt)\n        super()._parse_ckpt_path()", "            pass\n        super()._parse_ckpt_path()")],
            "tests/test_cli.py::test_a_broken_checkpoint_is_named_before_anything_is_written"),
 ]
 
@@ -141,7 +141,7 @@ def run_tests(tree: Path, nodes: list[str], timeout: int) -> tuple[int, float, s
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *nodes],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, time.perf_counter() - start, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr
 
 
 def apply(tree: Path, mutant: Mutant) -> None:
@@ -159,6 +159,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="mutant names to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per test run")
+    parser.add_argument("--why", action="store_true", help="show the first failure line of each caught mutant")
     args = parser.parse_args()
     if args.list:
         for m in MUTANTS:
@@ -181,7 +182,7 @@ def main() -> int:
         nodes = sorted({m.test for m in chosen})
         status, seconds, tail = run_tests(clean, nodes, args.timeout * 2)
         if status != 0:
-            print(f"the unmutated tests fail (status {status}); fix them first:\n{tail}", file=sys.stderr)
+            print(f"the unmutated tests fail (status {status}); fix them first:\n{tail[-3000:]}", file=sys.stderr)
             return 2
         print(f"unmutated: {len(nodes)} guarding test(s) pass ({seconds:.0f} s)\n")
         print(f"{'mutant':32} {'result':8} {'s':>5}  test")
@@ -195,7 +196,10 @@ def main() -> int:
             results.append(result)
             print(f"{m.name:32} {result:8} {seconds:5.0f}  {m.test.split('::')[-1]}", flush=True)
             if status not in (0, 1):
-                print(tail, file=sys.stderr)
+                print(tail[-3000:], file=sys.stderr)
+            elif status == 1 and args.why:
+                first = next((line for line in tail.splitlines() if line.startswith(("E ", "Failed"))), "")
+                print(f"{'':32} {first[:160]}")
             shutil.rmtree(tree)
     caught = results.count("caught")
     print(f"\n{caught} of {len(results)} mutants caught")
