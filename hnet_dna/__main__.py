@@ -48,12 +48,28 @@ class HNetCLI(LightningCLI):
         return trainer
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning reads the checkpoint's hyperparameters here, before anything else: a damaged
-        # file must be reported by name first, not as a zip-reader traceback.
+        # Resolve --ckpt_path last / best and check the file before Lightning reads the
+        # checkpoint's hyperparameters (here, before anything else): a damaged file is reported by
+        # name, and the hyperparameters of the checkpoint actually used reach the model's config.
         subcommand = self.config.get("subcommand")
-        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt and Path(ckpt).is_file():
-            read_checkpoint(ckpt)
+        if subcommand:
+            config = self.config[subcommand]
+            ckpt = config.get("ckpt_path")
+            root = Path(config.get("trainer", {}).get("default_root_dir") or Path.cwd())
+            if ckpt == "last":
+                ckpt = _newest(root, "last*.ckpt")
+                if ckpt is None and subcommand != "fit":
+                    raise CheckpointError(f"--ckpt_path last: no last*.ckpt under {root} to {subcommand} with")
+                note = f"using {ckpt}" if ckpt else f"no last*.ckpt under {root}: starting from scratch"
+                print(f"hnet_dna: --ckpt_path last: {note}", file=sys.stderr, flush=True)
+            elif ckpt == "best" and subcommand != "fit":
+                ckpt = _best_checkpoint(root)
+                print(f"hnet_dna: --ckpt_path best: using {ckpt}", file=sys.stderr, flush=True)
+            elif ckpt not in (None, "best", "hpc", "registry") and not Path(ckpt).is_file():
+                raise CheckpointError(f"--ckpt_path {ckpt}: no such checkpoint file")
+            config.ckpt_path = str(ckpt) if ckpt is not None else None
+            if ckpt is not None and Path(ckpt).is_file():
+                read_checkpoint(ckpt)
         super()._parse_ckpt_path()
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
@@ -63,22 +79,34 @@ class HNetCLI(LightningCLI):
         if check is not None:
             check(subcommand, world)  # before the trainer writes anything
         ckpt = kwargs.get("ckpt_path")
-        if ckpt == "last":
-            root = Path(self.trainer.default_root_dir)
-            found = sorted(root.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
-            if not found and subcommand != "fit":
-                raise CheckpointError(f"--ckpt_path last: no last*.ckpt under {root} to {subcommand} with")
-            kwargs["ckpt_path"] = str(found[-1]) if found else None
-            note = f"using {found[-1]}" if found else f"no last*.ckpt under {root}: starting from scratch"
-            print(f"hnet_dna: --ckpt_path last: {note}", file=sys.stderr, flush=True)
-        elif ckpt not in (None, "best", "hpc", "registry") and not Path(ckpt).is_file():
-            raise CheckpointError(f"--ckpt_path {ckpt}: no such checkpoint file")
-        if kwargs.get("ckpt_path") not in (None, "best", "hpc", "registry"):
-            state = read_checkpoint(kwargs["ckpt_path"])
-            if subcommand == "fit":
-                for loader_state in _train_loader_states(state):
-                    check_resume_world_size(loader_state, world, checkpoint=f"--ckpt_path {kwargs['ckpt_path']}")
+        if subcommand == "fit" and ckpt not in (None, "best", "hpc", "registry"):
+            for loader_state in _train_loader_states(read_checkpoint(ckpt)):
+                check_resume_world_size(loader_state, world, checkpoint=f"--ckpt_path {ckpt}")
         return kwargs
+
+
+def _newest(root: Path, pattern: str) -> Path | None:
+    found = sorted(root.rglob(pattern), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _best_checkpoint(root: Path) -> Path:
+    """The best model of the newest run under ``root``, as its ModelCheckpoint recorded it in the
+    run's last checkpoint (a new process has no callback state of its own)."""
+    last = _newest(root, "last*.ckpt")
+    if last is None:
+        raise CheckpointError(f"--ckpt_path best: no run under {root} (no last*.ckpt); fit one first, or give a .ckpt path")
+    callbacks = read_checkpoint(last).get("callbacks", {})
+    for key, state in callbacks.items():
+        path = state.get("best_model_path") if isinstance(state, dict) and key.startswith("ModelCheckpoint") else None
+        if path and state.get("monitor"):
+            if not Path(path).is_file():
+                raise CheckpointError(f"--ckpt_path best: {last} names {path} as the best model, and that file is gone")
+            return Path(path)
+    raise CheckpointError(
+        f"--ckpt_path best: {last} records no best model: the run needs a ModelCheckpoint with a monitor "
+        "(e.g. val/mcc); give a .ckpt path instead"
+    )
 
 
 def read_checkpoint(path: str | Path) -> dict:

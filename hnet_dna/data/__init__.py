@@ -2,5 +2,6 @@
 
 from .datamodule import GenomeDataModule
 from .genome import DataError, open_fasta
+from .labelled_datamodule import LabelledDataModule
 
-__all__ = ["GenomeDataModule", "DataError", "open_fasta"]
+__all__ = ["GenomeDataModule", "LabelledDataModule", "DataError", "open_fasta"]

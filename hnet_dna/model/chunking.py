@@ -56,6 +56,10 @@ class RoutingOutput:
     boundary_prob: torch.Tensor  # (B, L) fp32, p_t
     boundary_mask: torch.Tensor  # (B, L) bool, b_t (False on padding)
     mask: torch.Tensor  # (B, L) bool, the real positions this router saw
+    # Filled in by the stage once the inner network has run (what features and heads read):
+    chunk_index: torch.Tensor | None = None  # (B, M) long: where each chunk starts (positions of this level)
+    chunk_mask: torch.Tensor | None = None  # (B, M) bool: real chunks
+    chunk_states: torch.Tensor | None = None  # (B, M, D) the inner network's output, before dechunking
 
 
 @dataclass

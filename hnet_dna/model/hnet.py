@@ -120,6 +120,7 @@ class HNetStage(nn.Module):
         z, inner_routes = self.main_network(
             downsample(h, index), inner_mask, None if cache is None else cache.inner
         )  # (B, M, D)
+        route.chunk_index, route.chunk_mask, route.chunk_states = index, inner_mask, z
         P = downsample(p, index).clamp(P_CLAMP, 1 - P_CLAMP)  # (B, M)
         y = dechunk(z, P, b, confidence(p, b), residual)  # (B, L, D) fp32
         if cache is not None:
@@ -328,6 +329,13 @@ class HNetForCausalLM(nn.Module):
         if labels is not None and labels.dtype not in integer:
             raise InputError(f"labels must be integer ids (-100 to ignore); got dtype {labels.dtype}")
         return mask
+
+    def features(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None):
+        """Hidden states and per-level chunk states and boundaries, without the LM head; see
+        :mod:`hnet_dna.model.features`."""
+        from .features import backbone_features
+
+        return backbone_features(self, input_ids, mask)
 
     # ------------------------------------------------------------------------------ decoding
     def allocate_cache(self, batch: int) -> HNetCache:

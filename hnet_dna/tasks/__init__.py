@@ -1,6 +1,8 @@
-"""Lightning tasks: pretraining (and, later, fine-tuning) modules and their callbacks."""
+"""Lightning tasks: pretraining and fine-tuning modules and their callbacks."""
 
-from .callbacks import HeldOutReport, PredictionWriter, TrainingCurves, TrainingWindowLog
+from .callbacks import ClassPredictionWriter, HeldOutReport, PredictionWriter, TrainingCurves, TrainingWindowLog
+from .finetune import FinetuneModule
 from .pretrain import PretrainModule, build_model
 
-__all__ = ["PretrainModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves"]
+__all__ = ["PretrainModule", "FinetuneModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",
+           "ClassPredictionWriter", "TrainingCurves"]

@@ -196,3 +196,33 @@ class TrainingCurves(pl.Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
         plt.close(fig)
+
+
+class ClassPredictionWriter(BasePredictionWriter):
+    """Write what ``python -m hnet_dna predict`` classifies to ``<folder>/predictions.rank<r>.tsv``:
+    one row per sequence, ``id``, ``predicted`` (the class name), then one probability column per
+    class (``p_<class>``).
+
+    Args:
+        folder: where to write (default: the run's log folder).
+    """
+
+    def __init__(self, folder: str | None = None):
+        super().__init__(write_interval="batch")
+        self.folder = folder
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        folder = Path(self.folder) if self.folder else _log_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"predictions.rank{trainer.global_rank}.tsv"
+        names = pl_module.classifier.class_names
+        self.path.write_text("\t".join(["id", "predicted", *[f"p_{c}" for c in names]]) + "\n")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        records = trainer.datamodule.predict_records
+        names = pl_module.classifier.class_names
+        probs = prediction["probs"].tolist()
+        with self.path.open("a") as f:
+            for i, p in zip(prediction["index"].tolist(), probs):
+                best = max(range(len(p)), key=p.__getitem__)
+                f.write("\t".join([records[i].id, names[best], *[f"{x:.6f}" for x in p]]) + "\n")

@@ -1,0 +1,243 @@
+"""Labelled DNA sequences for classification: readers for the layouts users bring.
+
+Every reader yields :class:`LabelledSequence` records ``(id, sequence, label, split)``:
+
+* **CSV / TSV** (``.gz`` too; the delimiter is sniffed): a sequence column, a label column and,
+  optionally, id and split columns. Common names are found by themselves (case-insensitive):
+  sequence ``sequence`` / ``seq`` / ``seqs``, label ``label`` / ``labels`` / ``class`` / ``y``,
+  split ``split`` / ``set``, id ``id`` / ``name``; anything else is named by flag. Split values
+  ``train``; ``valid`` / ``val`` / ``validation`` / ``dev``; ``test`` (any case). Without an id
+  column, the id is the 1-based line number in the file.
+* **FASTA per class**: a mapping ``{label: path}``; ids are the first word of each header.
+* **Genomic Benchmarks folders**: ``ROOT/train/<class>/*.txt`` and ``ROOT/test/<class>/*.txt``,
+  one sequence per file; ids are the file names.
+
+Labels are strings. Integral numbers are normalised (``1``, ``1.0`` and ``01`` are the class
+``"1"``). Classes are sorted (numerically when every label is a number); for a binary task the
+second class is the positive one (AUROC, F1). Letters go through the tokenizer's policies:
+lowercase is upper-cased, IUPAC ambiguity letters become N (``iupac_policy="lenient"``) or are an
+error (``"strict"``), anything else is an error naming the file and line.
+
+Every problem raises :class:`~hnet_dna.data.genome.DataError` naming the file, the line (or
+record) and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..tokenizer import NucleotideTokenizer, SequenceError
+from .genome import DataError
+
+__all__ = [
+    "LabelledSequence",
+    "read_table",
+    "read_fasta_per_class",
+    "read_fasta_records",
+    "read_genomic_benchmarks",
+    "read_labelled",
+    "class_names",
+    "normalise_label",
+    "SPLIT_VALUES",
+]
+
+SEQUENCE_NAMES = ("sequence", "seq", "seqs")
+LABEL_NAMES = ("label", "labels", "class", "y")
+SPLIT_NAMES = ("split", "set")
+ID_NAMES = ("id", "name")
+SPLIT_VALUES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class LabelledSequence:
+    id: str
+    sequence: str  # upper-case letters as read (IUPAC letters kept; the tokenizer maps them)
+    label: str
+    split: str | None  # "train", "val", "test", or None when the file does not say
+    where: str  # file and line (or record), for messages
+
+
+def normalise_label(value: str) -> str:
+    """A label as a class name: stripped, and integral numbers written as integers."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if number.is_integer():
+        return str(int(number))
+    return text
+
+
+def class_names(labels) -> list[str]:
+    """Sorted class names: numerically when every label is a number, else as text."""
+    names = sorted(set(labels))
+    try:
+        return sorted(names, key=float)
+    except ValueError:
+        return names
+
+
+def _open_text(path: Path):
+    with path.open("rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    raw = gzip.open(path, "rb") if gz else path.open("rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+
+
+def _check_path(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    return path
+
+
+def _pick(columns: list[str], given: str | None, names: tuple[str, ...], what: str, path: Path, flag: str,
+          required: bool = True) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"{path}: no column {given!r} ({flag}); the columns are {', '.join(map(repr, columns))}")
+        return given
+    lower = {c.strip().lower(): c for c in columns}
+    for name in names:
+        if name in lower:
+            return lower[name]
+    if required:
+        raise DataError(
+            f"{path}: no {what} column (looked for {', '.join(names)}); the columns are "
+            f"{', '.join(map(repr, columns))}. Name it with {flag} COLUMN."
+        )
+    return None
+
+
+def read_table(
+    path,
+    *,
+    sequence_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    split_column: str | None = None,
+    label_required: bool = True,
+) -> list[LabelledSequence]:
+    """Read a CSV or TSV (plain or gzip) of labelled sequences (see the module docstring).
+    ``label_required=False`` reads sequences to classify (label ``""`` where there is none)."""
+    path = _check_path(path)
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable text table ({type(e).__name__}: {e})") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DataError(f"{path}: the file is empty (expected a header line, then one sequence per line)")
+    try:
+        delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="\t,;").delimiter
+    except csv.Error:
+        delimiter = "\t" if "\t" in lines[0] else ","
+    rows = csv.reader(lines, delimiter=delimiter)
+    header = [c.strip() for c in next(rows)]
+    seq_col = _pick(header, sequence_column, SEQUENCE_NAMES, "sequence", path, "--data.sequence_column")
+    label_col = _pick(header, label_column, LABEL_NAMES, "label", path, "--data.label_column", required=label_required)
+    id_col = _pick(header, id_column, ID_NAMES, "id", path, "--data.id_column", required=False)
+    split_col = _pick(header, split_column, SPLIT_NAMES, "split", path, "--data.split_column", required=False)
+    index = {c: i for i, c in enumerate(header)}
+    out = []
+    for lineno, row in enumerate(rows, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        where = f"{path}, line {lineno}"
+        if len(row) != len(header):
+            raise DataError(f"{where}: {len(row)} fields where the header has {len(header)} ({', '.join(header)})")
+        seq = row[index[seq_col]].strip()
+        if not seq:
+            raise DataError(f"{where}: the sequence is empty")
+        label = normalise_label(row[index[label_col]]) if label_col is not None else ""
+        if not label and label_required:
+            raise DataError(f"{where}: the label is empty")
+        split = None
+        if split_col is not None:
+            value = row[index[split_col]].strip().lower()
+            if value not in SPLIT_VALUES:
+                raise DataError(f"{where}: unknown split {row[index[split_col]]!r}; use train, valid (val, validation, dev) or test")
+            split = SPLIT_VALUES[value]
+        ident = row[index[id_col]].strip() if id_col is not None else str(lineno)
+        out.append(LabelledSequence(ident, seq, label, split, where))
+    if not out:
+        raise DataError(f"{path}: no sequences after the header")
+    return out
+
+
+def read_fasta_records(path, label: str = "") -> list[LabelledSequence]:
+    """Every record of a FASTA (plain or gzip, read with Biopython), all with ``label``."""
+    from Bio import SeqIO
+
+    path = _check_path(path)
+    try:
+        with _open_text(path) as f:
+            records = list(SeqIO.parse(f, "fasta"))
+    except (UnicodeDecodeError, OSError, EOFError, ValueError) as e:
+        raise DataError(f"{path}: not a readable FASTA file ({type(e).__name__}: {e})") from None
+    if not records:
+        raise DataError(f"{path}: no FASTA records" + (f" (class {label!r})" if label else ""))
+    out = []
+    for record in records:
+        where = f"{path}, record {record.id!r}"
+        if len(record.seq) == 0:
+            raise DataError(f"{where}: the sequence is empty")
+        out.append(LabelledSequence(record.id, str(record.seq), label, None, where))
+    return out
+
+
+def read_fasta_per_class(files: dict) -> list[LabelledSequence]:
+    """``{label: FASTA path}`` -> records (ids: the first word of each header)."""
+    if not isinstance(files, dict) or not files:
+        raise DataError(f"a FASTA-per-class input must map each label to a FASTA file, got {files!r}")
+    return [r for label, path in files.items() for r in read_fasta_records(path, normalise_label(label))]
+
+
+def read_genomic_benchmarks(root) -> list[LabelledSequence]:
+    """``ROOT/{train,test}/<class>/*.txt`` (one sequence per file) -> records with their split."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (expected ROOT/train/<class>/*.txt and ROOT/test/<class>/*.txt)")
+    out = []
+    for split in ("train", "test"):
+        folder = root / split
+        if not folder.is_dir():
+            if split == "train":
+                raise DataError(f"{root}: no train/ folder (Genomic Benchmarks layout: ROOT/train/<class>/*.txt)")
+            continue
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            for file in sorted(class_dir.glob("*.txt")):
+                seq = file.read_text().strip()
+                if not seq:
+                    raise DataError(f"{file}: the sequence is empty")
+                out.append(LabelledSequence(file.stem, seq, normalise_label(class_dir.name), split, str(file)))
+    if not out:
+        raise DataError(f"{root}: no sequences under train/<class>/*.txt")
+    return out
+
+
+def read_labelled(source, **columns) -> list[LabelledSequence]:
+    """One input as the data module takes it: a CSV/TSV path, a ``{label: FASTA}`` mapping, or a
+    Genomic Benchmarks folder root."""
+    if isinstance(source, dict):
+        return read_fasta_per_class(source)
+    path = Path(source)
+    if path.is_dir():
+        return read_genomic_benchmarks(path)
+    return read_table(path, **columns)
+
+
+def encode_checked(tokenizer: NucleotideTokenizer, record: LabelledSequence):
+    """Ids of a record's sequence; a letter that is not DNA names the file and line."""
+    try:
+        return tokenizer.encode(record.sequence, record=record.where)
+    except SequenceError as e:
+        raise DataError(str(e)) from None

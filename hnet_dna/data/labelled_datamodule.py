@@ -1,0 +1,254 @@
+"""LabelledDataModule: labelled DNA sequences as classification batches (``--data.*``).
+
+Inputs (see :mod:`hnet_dna.data.labelled` for the readers):
+
+* ``train``: a CSV/TSV path, a ``{label: FASTA}`` mapping, or a Genomic Benchmarks folder root. A
+  table with a split column (or a Genomic Benchmarks folder) may carry the validation and test
+  rows too; ``valid`` / ``test`` given as their own inputs are the other way.
+* Without any validation rows, a stratified, seeded ``val_fraction`` of the training rows is held
+  out for model selection (the test rows are never used for it).
+
+Everything is read, checked and encoded when the data module is constructed, so a bad file stops
+a run before anything is written. Batches are right-padded: ``input_ids`` (B, L), ``mask`` (B, L),
+``labels`` (B,) class indices into :attr:`LabelledDataModule.class_names`, ``index`` (B,) the row in
+its split. Training sequences are reverse-complemented with probability ``reverse_complement``, a
+draw keyed by (seed, epoch, row) so that it does not depend on workers or devices. Under DDP,
+validation and test give every sequence to exactly one process (no padding, no duplicates).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..tokenizer import NucleotideTokenizer
+from .datamodule import WindowSampler
+from .genome import DataError
+from .labelled import LabelledSequence, class_names, encode_checked, read_labelled
+
+__all__ = ["LabelledDataModule", "LabelledDataset", "pad_batch"]
+
+SPLITS = ("train", "val", "test")
+
+
+class LabelledDataset(Dataset):
+    """Encoded sequences of one split. Items are keyed by ``(epoch, index)`` (or an index)."""
+
+    def __init__(self, records: list[LabelledSequence], ids: list[torch.Tensor], labels: list[int],
+                 tokenizer: NucleotideTokenizer, reverse_complement: float = 0.0, seed: int = 0):
+        self.records, self.ids, self.labels = records, ids, labels
+        self.tokenizer, self.reverse_complement, self.seed = tokenizer, reverse_complement, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        ids = self.ids[i]
+        if self.reverse_complement and np.random.default_rng([self.seed, epoch, i]).random() < self.reverse_complement:
+            ids = self.tokenizer.reverse_complement(ids)
+        return {"input_ids": ids, "label": self.labels[i], "index": i}
+
+
+def pad_batch(items: list[dict], pad_id: int) -> dict:
+    """Right-pad a list of items into ``input_ids`` / ``mask`` (B, L), ``labels`` and ``index`` (B,)."""
+    length = max(len(item["input_ids"]) for item in items)
+    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.bool)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        input_ids[row, :n] = item["input_ids"]
+        mask[row, :n] = True
+    return {
+        "input_ids": input_ids,
+        "mask": mask,
+        "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+    }
+
+
+class _Collate:
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items):
+        return pad_batch(items, self.pad_id)
+
+
+class LabelledDataModule(pl.LightningDataModule):
+    """Labelled sequences for fine-tuning a classifier.
+
+    Args:
+        train: a CSV/TSV path, a ``{label: FASTA}`` mapping, or a Genomic Benchmarks folder root.
+        valid, test: their own inputs (CSV/TSV or ``{label: FASTA}``), when ``train`` does not
+            carry them in a split column.
+        predict: sequences to classify with ``predict``: a CSV/TSV (labels optional) or a FASTA.
+        sequence_column, label_column, id_column, split_column: column names, when the common
+            ones (sequence/seq/seqs, label/labels/class/y, id/name, split/set) are not used.
+        val_fraction: the stratified share of training rows held out for validation when no
+            validation rows are given.
+        test_fraction: the stratified share of all rows held out for testing when no test rows
+            are given (0: none); carved before the validation rows.
+        seed: seeds that split and the reverse-complement draws.
+        batch_size, num_workers: DataLoader settings.
+        reverse_complement: probability of reverse-complementing a training sequence.
+        iupac_policy: ``lenient`` (ambiguity letters become N) or ``strict`` (they are an error).
+    """
+
+    def __init__(
+        self,
+        train: str | dict,
+        valid: str | dict | None = None,
+        test: str | dict | None = None,
+        predict: str | None = None,
+        sequence_column: str | None = None,
+        label_column: str | None = None,
+        id_column: str | None = None,
+        split_column: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        reverse_complement: float = 0.0,
+        iupac_policy: str = "lenient",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
+            raise DataError(f"--data.val_fraction and --data.test_fraction must be within [0, 1), got {val_fraction}, {test_fraction}")
+        if not 0 <= reverse_complement <= 1:
+            raise DataError(f"--data.reverse_complement is a probability, got {reverse_complement}")
+        if batch_size < 1 or num_workers < 0:
+            raise DataError("--data.batch_size must be >= 1 and --data.num_workers >= 0")
+        if iupac_policy not in ("lenient", "strict"):
+            raise DataError(f"--data.iupac_policy must be 'lenient' or 'strict', got {iupac_policy!r}")
+        self.tokenizer = NucleotideTokenizer(policy=iupac_policy)
+        columns = dict(sequence_column=sequence_column, label_column=label_column, id_column=id_column,
+                       split_column=split_column)
+        self.records = self._split(read_labelled(train, **columns), valid, test, columns)
+        labels = [r.label for r in self.records["train"]]
+        self.class_names = class_names(labels)
+        if len(self.class_names) < 2:
+            raise DataError(
+                f"{_describe(train)}: the training labels hold one class ({self.class_names[0]!r}); a classifier "
+                "needs at least two. Check --data.label_column."
+            )
+        index = {name: i for i, name in enumerate(self.class_names)}
+        for split in ("val", "test"):
+            for r in self.records[split]:
+                if r.label not in index:
+                    raise DataError(
+                        f"{r.where}: label {r.label!r} never occurs in the training data "
+                        f"(classes: {', '.join(self.class_names)})"
+                    )
+        self.datasets = {}
+        for split in SPLITS:
+            recs = self.records[split]
+            ids = [encode_checked(self.tokenizer, r) for r in recs]
+            self.datasets[split] = LabelledDataset(
+                recs, ids, [index[r.label] for r in recs], self.tokenizer,
+                reverse_complement=reverse_complement if split == "train" else 0.0, seed=seed,
+            )
+        self.predict_records = None
+        if predict is not None:
+            self.predict_records = read_unlabelled(predict, sequence_column=sequence_column, id_column=id_column)
+            ids = [encode_checked(self.tokenizer, r) for r in self.predict_records]
+            self.datasets["predict"] = LabelledDataset(self.predict_records, ids, [-1] * len(ids), self.tokenizer)
+
+    # ------------------------------------------------------------------------------ splits
+    def _split(self, rows: list[LabelledSequence], valid, test, columns) -> dict[str, list[LabelledSequence]]:
+        out: dict[str, list[LabelledSequence]] = {s: [] for s in SPLITS}
+        for r in rows:
+            out[r.split or "train"].append(r)
+        for split, given, flag in (("val", valid, "valid"), ("test", test, "test")):
+            if given is None:
+                continue
+            if out[split]:
+                raise DataError(
+                    f"{_describe(self.hparams.train)} already holds {split} rows (its split column) and "
+                    f"--data.{flag} was given too: use one or the other"
+                )
+            out[split] = [r for r in read_labelled(given, **columns)]
+        if not out["train"]:
+            raise DataError(f"{_describe(self.hparams.train)}: no training rows (split column: every row is val or test)")
+        if not out["test"] and self.hparams.test_fraction > 0:
+            out["train"], out["test"] = _stratified_split(out["train"], self.hparams.test_fraction, self.hparams.seed)
+        if not out["val"] and self.hparams.val_fraction > 0:
+            out["train"], out["val"] = _stratified_split(out["train"], self.hparams.val_fraction, self.hparams.seed)
+        return out
+
+    # ----------------------------------------------------------------------------- checks
+    NEEDS = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"]}
+
+    def check_ready(self, stage: str, world_size: int = 1) -> None:
+        """Raise a :class:`DataError` when the data cannot serve ``stage`` on ``world_size`` processes."""
+        if stage == "predict":
+            if self.predict_records is None:
+                raise DataError("predict: give the sequences to classify with --data.predict FILE (CSV/TSV or FASTA)")
+            return
+        for split in self.NEEDS.get(stage, []):
+            n = len(self.datasets[split])
+            if n == 0:
+                how = {"val": "--data.valid, a split column, or --data.val_fraction > 0",
+                       "test": "--data.test or a split column with test rows"}.get(split, "--data.train")
+                raise DataError(f"{stage}: there are no {split} sequences; give {how}")
+            if n < world_size:
+                raise DataError(f"{n} {split} sequence(s) cannot be shared by {world_size} processes")
+
+    def setup(self, stage: str) -> None:
+        self.check_ready(stage, self.trainer.world_size if self.trainer is not None else 1)
+
+    # ---------------------------------------------------------------------------- loaders
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        dataset = self.datasets[split]
+        sampler = WindowSampler(dataset, shuffle=train, seed=self.hparams.seed, num_replicas=world, rank=rank)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=False,
+                          num_workers=self.hparams.num_workers, collate_fn=_Collate(self.tokenizer.pad_id))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{s}: {len(self.datasets[s]):,}" for s in SPLITS)
+        return f"{sizes} sequences; classes {', '.join(self.class_names)}"
+
+
+def read_unlabelled(source, *, sequence_column=None, id_column=None) -> list[LabelledSequence]:
+    """Sequences to classify: a FASTA (plain or gzip), or a CSV/TSV whose label column is optional."""
+    from .labelled import read_fasta_records, read_table
+
+    path = Path(source)
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".fa", ".fasta", ".fna", ".fas")):
+        return read_fasta_records(path)
+    return read_table(path, sequence_column=sequence_column, id_column=id_column, label_required=False)
+
+
+def _stratified_split(rows, fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    labels = [r.label for r in rows]
+    counts = {label: labels.count(label) for label in set(labels)}
+    stratify = labels if min(counts.values()) >= 2 else None
+    keep, held = train_test_split(list(range(len(rows))), test_size=fraction, random_state=seed, stratify=stratify)
+    return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
+
+
+def _describe(source) -> str:
+    return str(source) if not isinstance(source, dict) else "{" + ", ".join(f"{k}: {v}" for k, v in source.items()) + "}"

@@ -1,0 +1,152 @@
+"""Sequence classification on top of an H-Net (or an isotropic baseline), Hugging Face style.
+
+::
+
+    features = backbone(input_ids, mask)                  # hnet_dna.model.features
+    pooled   = pool(features)                              # (B, D_0)
+    logits   = classifier(dropout(pooled))                 # (B, C)
+    logits   = (logits + logits of the reverse complement) / 2    with rc_conjoin
+
+Pooling:
+
+* ``mean``: mean of the backbone's output over the real bases (padding never counts);
+* ``chunks``: mean of the innermost chunking level's chunk states over real chunks (H-Nets only;
+  an isotropic model has no chunks and is refused);
+* ``last``: the backbone's output at each row's last real base (it has seen the whole sequence).
+
+Reverse-complement conjoined inference (``rc_conjoin``) averages the logits of a sequence and of
+its reverse complement, so a sequence and its reverse complement get identical logits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ConfigError, HNetConfig
+from .hnet import HNetForCausalLM, InputError
+
+__all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput", "POOLINGS", "pool_features"]
+
+POOLINGS = ("mean", "chunks", "last")
+HEAD_NAME = "classifier.json"
+
+
+@dataclass
+class SequenceClassifierOutput:
+    logits: torch.Tensor  # (B, C)
+    loss: torch.Tensor | None = None  # mean cross-entropy when labels are given
+
+
+def pool_features(features, pooling: str) -> torch.Tensor:
+    """(B, D) from :class:`~hnet_dna.model.features.BackboneFeatures`; see the module docstring."""
+    if pooling == "mean":
+        weights = features.mask.to(features.hidden.dtype)[..., None]  # (B, L, 1)
+        return (features.hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if pooling == "last":
+        last = features.mask.sum(-1) - 1  # (B,)
+        return features.hidden[torch.arange(last.shape[0], device=last.device), last]
+    if pooling == "chunks":
+        if not features.levels:
+            raise ConfigError("pooling 'chunks' needs an H-Net: an isotropic model has no chunks (use 'mean' or 'last')")
+        level = features.levels[-1]
+        weights = level.mask.to(level.states.dtype)[..., None]  # (B, M, 1)
+        return (level.states * weights).sum(1) / weights.sum(1).clamp(min=1)
+    raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
+class HNetForSequenceClassification(nn.Module):
+    """A classifier: an :class:`HNetForCausalLM` backbone (its LM head unused), pooling, a linear head.
+
+    Args:
+        backbone: the language model whose backbone is used (pretrained or new).
+        class_names: one name per class (index order of the logits).
+        pooling: ``mean``, ``chunks`` or ``last``.
+        rc_conjoin: average the logits of each sequence and its reverse complement.
+        dropout: dropout on the pooled features during training.
+    """
+
+    def __init__(self, backbone: HNetForCausalLM, class_names: list[str], pooling: str = "mean",
+                 rc_conjoin: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if pooling == "chunks" and backbone.config.num_stages < 2:
+            raise ConfigError("pooling 'chunks' needs an H-Net: an isotropic model has no chunks (use 'mean' or 'last')")
+        if len(class_names) < 2:
+            raise ConfigError(f"a classifier needs at least two classes, got {class_names!r}")
+        self.backbone = backbone
+        self.class_names = [str(c) for c in class_names]
+        self.pooling, self.rc_conjoin = pooling, rc_conjoin
+        # chunk states have the width of the stage that dechunks them (the innermost level's parent)
+        width = backbone.config.d_model[backbone.config.num_stages - 2 if pooling == "chunks" else 0]
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, len(self.class_names))
+        nn.init.normal_(self.classifier.weight, std=backbone.config.initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def config(self) -> HNetConfig:
+        return self.backbone.config
+
+    @property
+    def tokenizer(self):
+        return self.backbone.tokenizer
+
+    def _logits(self, input_ids, mask) -> torch.Tensor:
+        features = self.backbone.features(input_ids, mask)
+        pooled = pool_features(features, self.pooling)
+        return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """input_ids, mask: (B, L) right-padded; labels: (B,) class indices."""
+        logits = self._logits(input_ids, mask)
+        if self.rc_conjoin:
+            rc = self.tokenizer.reverse_complement(input_ids, mask=mask if mask is not None else torch.ones_like(input_ids, dtype=torch.bool))
+            logits = (logits + self._logits(rc, mask)) / 2
+        out = SequenceClassifierOutput(logits=logits)
+        if labels is not None:
+            if labels.shape != logits.shape[:1] or labels.dtype not in (torch.int64, torch.int32):
+                raise InputError(f"labels must be (batch,) class indices; got shape {tuple(labels.shape)}, dtype {labels.dtype}")
+            out.loss = F.cross_entropy(logits.float(), labels.long())
+        return out
+
+    def freeze_backbone(self) -> None:
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    # -------------------------------------------------------------------------------- weights
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The backbone as :meth:`HNetForCausalLM.save_pretrained` writes it, plus ``classifier.json``
+        (class names, pooling, rc_conjoin) and ``classifier.safetensors`` (the head)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        self.backbone.save_pretrained(directory)
+        head = {f"classifier.{k}": v.detach().contiguous() for k, v in self.classifier.state_dict().items()}
+        save_file(head, str(directory / "classifier.safetensors"))
+        (directory / HEAD_NAME).write_text(json.dumps(
+            {"class_names": self.class_names, "pooling": self.pooling, "rc_conjoin": self.rc_conjoin}, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "HNetForSequenceClassification":
+        from safetensors.torch import load_file
+
+        from ..weights import CheckpointError
+
+        directory = Path(directory)
+        if not (directory / HEAD_NAME).is_file():
+            raise CheckpointError(f"{directory}: no {HEAD_NAME}; expected a folder written by "
+                                  "HNetForSequenceClassification.save_pretrained")
+        meta = json.loads((directory / HEAD_NAME).read_text())
+        model = cls(HNetForCausalLM.from_pretrained(directory, map_location=map_location), meta["class_names"],
+                    pooling=meta["pooling"], rc_conjoin=meta["rc_conjoin"])
+        head = load_file(str(directory / "classifier.safetensors"), device=str(map_location))
+        model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in head.items()})
+        return model
