@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MarkovModel", "markov_bits_per_base"]
+__all__ = ["MarkovModel", "markov_bits_per_base", "kmer_logistic_regression", "kmer_predict_proba"]
 
 
 def _windows(ids: np.ndarray, order: int, base_ids: tuple[int, ...]):
@@ -118,3 +118,59 @@ def _as_list(sequences):
         sequences = [sequences]
     for s in sequences:
         yield np.asarray(s.cpu() if isinstance(s, torch.Tensor) else s, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------ k-mer classifier
+KMER_SIZES = (3, 4, 5, 6)
+KMER_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def _kmer_features(sequences, k: int, vocabulary=None):
+    """k-mer frequencies of each sequence and its reverse complement (strand-symmetric), rows
+    normalised to sum 1. Returns (sparse matrix, vocabulary)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    complement = str.maketrans("ACGTN", "TGCAN")
+    texts = [s.upper() + " " + s.upper().translate(complement)[::-1] for s in sequences]
+    vectorizer = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False, vocabulary=vocabulary,
+                                 token_pattern=None, dtype=np.float64)
+    counts = vectorizer.fit_transform(texts) if vocabulary is None else vectorizer.transform(texts)
+    # k-mers spanning the separator or holding N are not features
+    keep = [i for i, kmer in enumerate(vectorizer.get_feature_names_out()) if set(kmer) <= set("ACGT")]
+    vocab = [vectorizer.get_feature_names_out()[i] for i in keep]
+    return normalize(counts[:, keep], norm="l1"), vocab
+
+
+def kmer_logistic_regression(train, val, num_classes: int, ks=KMER_SIZES, Cs=KMER_CS, seed: int = 0) -> dict:
+    """The reference row every fine-tuning table carries: logistic regression on k-mer
+    frequencies (scikit-learn), with k and C chosen on the validation split by MCC.
+
+    train, val: (sequences, labels) with labels class indices. Returns ``{"k", "C", "val_mcc",
+    "model", "vocabulary"}``; :func:`kmer_predict_proba` applies the fitted model.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import matthews_corrcoef
+
+    best = None
+    for k in ks:
+        x_train, vocab = _kmer_features(train[0], k)
+        x_val, _ = _kmer_features(val[0], k, vocabulary=_full_vocabulary(vocab))
+        for C in Cs:
+            model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
+            model.fit(x_train * 100, train[1])  # frequencies scaled to percent: C acts on a sane range
+            mcc = matthews_corrcoef(val[1], model.predict(x_val * 100))
+            if best is None or mcc > best["val_mcc"]:
+                best = {"k": k, "C": C, "val_mcc": float(mcc), "model": model, "vocabulary": vocab}
+    return best
+
+
+def _full_vocabulary(vocab):
+    """The fitted k-mers as a CountVectorizer vocabulary (k-mers unseen in training are dropped)."""
+    return {kmer: i for i, kmer in enumerate(vocab)}
+
+
+def kmer_predict_proba(fitted: dict, sequences) -> np.ndarray:
+    """Class probabilities (N, C) of a model from :func:`kmer_logistic_regression`."""
+    x, _ = _kmer_features(sequences, fitted["k"], vocabulary=_full_vocabulary(fitted["vocabulary"]))
+    return fitted["model"].predict_proba(x * 100)

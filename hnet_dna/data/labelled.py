@@ -238,6 +238,7 @@ def read_labelled(source, **columns) -> list[LabelledSequence]:
 def encode_checked(tokenizer: NucleotideTokenizer, record: LabelledSequence):
     """Ids of a record's sequence; a letter that is not DNA names the file and line."""
     try:
-        return tokenizer.encode(record.sequence, record=record.where)
-    except SequenceError as e:
-        raise DataError(str(e)) from None
+        return tokenizer.encode(record.sequence)
+    except SequenceError as e:  # "sequence, position 7: ..." -> "FILE, line 3, position 7: ..."
+        message = str(e)
+        raise DataError(record.where + message.removeprefix("sequence")) from None

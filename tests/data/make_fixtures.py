@@ -12,6 +12,12 @@ Writes, next to this script:
   official_state_dict_shapes.json
                    keys and shapes of the official hnet_1stage_L / hnet_2stage_L state dicts
                    (copied from ../shared).
+  labelled/        a few rows of four shared labelled sets, in their own formats (column names
+                   and order, CSV vs TSV, case, IUPAC letters, split column kept), for the readers:
+                   promoter_tss_chr20_300bp.tsv (16 train, 8 valid, 8 test rows, both classes),
+                   human_enhancers_iEnhancer2L.csv (12 per class), uci_splice_60bp.tsv (8 per
+                   class, the rows with ambiguity letters first), ecoli_promoters_v9d3.csv (6 per
+                   class, lowercase with one uppercase base).
 And, inside the package (the demo recipe's genome, with its index):
   hnet_dna/resources/demo_chr20.fa(.fai)
                    record chr20_demo = 20:10,000,001-11,000,000 of GRCh37 (1 Mb, no N).
@@ -42,6 +48,33 @@ def write_fasta(path: Path, records: list[tuple[str, str]], width: int = 80) -> 
                 f.write(seq[i : i + width] + "\n")
 
 
+def cut_labelled(source: Path, dest: Path) -> None:
+    """Keep the header and a few rows per (split, class) of each set, in file order."""
+    dest.mkdir(exist_ok=True)
+    plans = {  # file: (delimiter, label column, split column, rows per group, prefer IUPAC rows)
+        "promoter_tss_chr20_300bp.tsv": ("\t", "label", "split", {"train": 8, "valid": 4, "test": 4}, False),
+        "human_enhancers_iEnhancer2L.csv": (",", "label", None, 12, False),
+        "uci_splice_60bp.tsv": ("\t", "label", None, 8, True),
+        "ecoli_promoters_v9d3.csv": (",", "labels", None, 6, False),
+    }
+    for name, (delim, label_col, split_col, per_group, iupac_first) in plans.items():
+        lines = (source / name).read_text().splitlines()
+        header, rows = lines[0], [line.split(delim) for line in lines[1:] if line]
+        cols = header.split(delim)
+        li, si, qi = cols.index(label_col), cols.index(split_col) if split_col else None, cols.index(next(
+            c for c in cols if c.lower() in ("sequence", "seqs")))
+        if iupac_first:
+            rows.sort(key=lambda r: all(ch in "ACGT" for ch in r[qi]))  # stable: ambiguity rows first
+        kept, counts = [], {}
+        for r in rows:
+            group = (r[si] if si is not None else "", r[li])
+            limit = per_group[group[0]] if isinstance(per_group, dict) else per_group
+            if counts.get(group, 0) < limit:
+                counts[group] = counts.get(group, 0) + 1
+                kept.append(delim.join(r))
+        (dest / name).write_text("\n".join([header, *kept]) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "data")
@@ -60,6 +93,7 @@ def main() -> None:
     seq = str(genome["20"][10_000_000:11_000_000])
     write_fasta(demo, [("chr20_demo 20:10,000,001-11,000,000 GRCh37 (hnet_dna demo genome)", seq)])
     Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
+    cut_labelled(args.shared / "classification", HERE / "labelled")
     manifest = "official_state_dict_shapes.json"
     shutil.copyfile(args.shared.parent / manifest, HERE / manifest)
     print("wrote chr20_slices.fa, hg38_chrM.fa and", manifest, "in", HERE)

@@ -1,0 +1,201 @@
+"""Fine-tuning: backbone features, pooling, reverse-complement conjoined logits, the classifier's
+save/load, dataset-level metrics, model selection, --ckpt_path best and the protocol command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from hnet_dna import HNetConfig, HNetForCausalLM
+from hnet_dna.__main__ import main
+from hnet_dna.model.heads import HNetForSequenceClassification
+from hnet_dna.tasks.finetune import classification_metrics
+
+from .conftest import DATA, make_model, padded_batch
+
+LABELLED = DATA / "labelled"
+
+
+@pytest.mark.parametrize("preset, pooling", [("tiny-hnet", "mean"), ("tiny-hnet", "chunks"), ("tiny-hnet", "last"),
+                                             ("tiny-hnet-2stage", "chunks"), ("tiny-transformer", "mean")])
+def test_pooling_is_unchanged_by_extra_padding(preset, pooling):
+    torch.manual_seed(0)
+    clf = HNetForSequenceClassification(make_model(preset, seed=1), ["a", "b", "c"], pooling=pooling).double().eval()
+    ids, mask = padded_batch([40, 23, 9], seed=2)
+    wider = torch.cat([ids, torch.full((3, 17), 5)], 1)
+    wider_mask = torch.cat([mask, torch.zeros(3, 17, dtype=torch.bool)], 1)
+    torch.testing.assert_close(clf(wider, wider_mask).logits, clf(ids, mask).logits, rtol=1e-10, atol=1e-10)
+    alone = clf(ids[2:, :9], mask[2:, :9]).logits
+    torch.testing.assert_close(clf(ids, mask).logits[2:], alone, rtol=1e-10, atol=1e-10)
+
+
+def test_features_map_every_level_back_to_bases():
+    model = make_model("tiny-hnet-2stage", seed=3)
+    ids, mask = padded_batch([50, 31], seed=4)
+    features = model.features(ids, mask)
+    assert features.hidden.shape == (2, 50, 32) and len(features.levels) == 2
+    outer, inner = features.levels
+    for row in range(2):
+        starts = outer.positions[row][outer.mask[row]]
+        assert torch.equal(starts, torch.nonzero(outer.boundaries[row]).flatten())  # outer level: base positions
+        inner_starts = inner.positions[row][inner.mask[row]]
+        assert torch.equal(inner_starts, starts[torch.nonzero(inner.boundaries[row][: len(starts)]).flatten()])
+    assert outer.states.shape[-1] == 32 and inner.states.shape[-1] == 48
+    torch.testing.assert_close(model.lm_head(features.hidden), model(ids, mask=mask).logits)
+
+
+def test_rc_conjoined_logits_are_identical_for_a_sequence_and_its_reverse_complement():
+    torch.manual_seed(0)
+    clf = HNetForSequenceClassification(make_model("tiny-hnet", seed=5), ["0", "1"], rc_conjoin=True).double().eval()
+    tok = clf.tokenizer
+    seqs = ["ACGTTGCAAGGCTTAACGGATC", "TTGACCA"]
+    batch = tok.batch_encode(seqs)
+    rc = tok.batch_encode([tok.reverse_complement(s) for s in seqs])
+    torch.testing.assert_close(clf(batch["input_ids"], batch["mask"]).logits, clf(rc["input_ids"], rc["mask"]).logits,
+                               rtol=1e-12, atol=1e-12)
+    plain = HNetForSequenceClassification(clf.backbone, ["0", "1"], rc_conjoin=False).double().eval()
+    assert not torch.allclose(plain(batch["input_ids"], batch["mask"]).logits, plain(rc["input_ids"], rc["mask"]).logits)
+
+
+def test_classifier_save_and_load_give_identical_logits(tmp_path):
+    torch.manual_seed(0)
+    clf = HNetForSequenceClassification(make_model("tiny-hnet", dtype=torch.float32, seed=6), ["EI", "IE", "N"],
+                                        pooling="chunks", rc_conjoin=True).eval()
+    clf.save_pretrained(tmp_path / "clf")
+    again = HNetForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
+    assert again.class_names == ["EI", "IE", "N"] and again.pooling == "chunks" and again.rc_conjoin
+    ids, mask = padded_batch([30, 12], seed=7)
+    assert torch.equal(again(ids, mask).logits, clf(ids, mask).logits)
+    assert isinstance(HNetForCausalLM.from_pretrained(tmp_path / "clf"), HNetForCausalLM)  # the backbone alone
+
+
+def test_mcc_over_uneven_batches_equals_scikit_learn_on_the_whole_split():
+    from sklearn.metrics import f1_score, matthews_corrcoef, roc_auc_score
+
+    g = torch.Generator().manual_seed(0)
+    for classes in (2, 3):
+        metrics = classification_metrics(classes)
+        labels = torch.randint(0, classes, (50,), generator=g)
+        probs = torch.softmax(torch.randn(50, classes, generator=g) + 1.5 * torch.nn.functional.one_hot(labels, classes), -1)
+        for lo, hi in ((0, 7), (7, 30), (30, 31), (31, 50)):  # uneven batches
+            for name, metric in metrics.items():
+                metric.update(probs[lo:hi, 1] if classes == 2 and name == "auroc" else probs[lo:hi], labels[lo:hi])
+        got = {k: float(v) for k, v in metrics.compute().items()}
+        pred = probs.argmax(-1)
+        assert got["mcc"] == pytest.approx(matthews_corrcoef(labels, pred), abs=1e-6)
+        assert got["f1_macro"] == pytest.approx(f1_score(labels, pred, average="macro"), abs=1e-6)
+        auroc = roc_auc_score(labels, probs[:, 1]) if classes == 2 else roc_auc_score(labels, probs, multi_class="ovr")
+        assert got["auroc"] == pytest.approx(auroc, abs=1e-6)
+        batch_mean = sum(matthews_corrcoef(labels[lo:hi], pred[lo:hi]) for lo, hi in ((0, 7), (7, 30), (31, 50))) / 3
+        assert abs(batch_mean - got["mcc"]) > 1e-3  # what averaging per batch would have reported
+
+
+def recipe(tmp_path, **data) -> str:
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "hnet_dna.tasks.FinetuneModule",
+                  "init_args": {"backbone": {"preset": "tiny-hnet", "d_model": [32, 48],
+                                             "attn_cfg": {"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}},
+                                "lr": 3e-3}},
+        "data": {"class_path": "hnet_dna.data.LabelledDataModule",
+                 "init_args": {"train": str(LABELLED / "promoter_tss_chr20_300bp.tsv"), "batch_size": 8, **data}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
+                    "log_every_n_steps": 1,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"monitor": "val/mcc", "mode": "max", "save_last": True}}]},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_frozen_backbone_is_unchanged_by_training(tmp_path):
+    main(["fit", "--config", recipe(tmp_path), "--model.freeze_backbone", "true", "--trainer.max_epochs", "1",
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false"])
+    state = torch.load(next((tmp_path / "run").rglob("last.ckpt")), weights_only=True)["state_dict"]
+    config = HNetConfig.from_preset("tiny-hnet", d_model=[32, 48],
+                                    attn_cfg={"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]})
+    torch.manual_seed(0)  # the seed the run's backbone was built under: its initial weights
+    fresh = HNetForCausalLM(config)
+    backbone = {k.removeprefix("classifier.backbone."): v for k, v in state.items() if k.startswith("classifier.backbone.")}
+    assert backbone.keys() == fresh.state_dict().keys()
+    assert all(torch.equal(backbone[k], v) for k, v in fresh.state_dict().items())
+    assert not torch.equal(state["classifier.classifier.weight"], torch.zeros_like(state["classifier.classifier.weight"]))
+
+
+def test_selection_ignores_test_data_and_best_checkpoint_tests_in_a_new_process(tmp_path):
+    other_test = tmp_path / "other_test.tsv"
+    lines = (LABELLED / "promoter_tss_chr20_300bp.tsv").read_text().splitlines()
+    other_test.write_text("\n".join([lines[0], *[line for line in lines[1:] if "\ttest\t" not in line]]) + "\n")
+    tests_only = tmp_path / "tests_only.tsv"
+    tests_only.write_text("\n".join([lines[0], *[line.replace("\ttest\t", "\ttrain\t") for line in lines[1:] if "\ttest\t" in line]]) + "\n")
+    config = recipe(tmp_path)
+    for name, extra in (("a", []), ("b", ["--data.train", str(other_test), "--data.test", str(tests_only)])):
+        main(["fit", "--config", config, *extra, "--trainer.default_root_dir", str(tmp_path / name)])
+    best = [torch.load(next((tmp_path / n).rglob("epoch=*.ckpt")), weights_only=True)["state_dict"] for n in "ab"]
+    assert best[0].keys() == best[1].keys() and all(torch.equal(best[0][k], best[1][k]) for k in best[0])
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "hnet_dna", "test", "--config", config, "--ckpt_path", "best",
+                           "--trainer.default_root_dir", str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--ckpt_path best: using" in proc.stderr and "epoch=" in proc.stderr and "test/mcc" in proc.stdout
+
+
+def test_predict_writes_one_row_per_sequence_with_class_probabilities(tmp_path):
+    config = recipe(tmp_path)
+    main(["fit", "--config", config, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path / "run")])
+    fasta = tmp_path / "new.fa"
+    fasta.write_text(">first\nACGTACGTTTGACCA\n>second desc\nGGGCCCGGGCCC\n")
+    main(["predict", "--config", config, "--data.predict", str(fasta), "--ckpt_path", "last",
+          "--trainer.default_root_dir", str(tmp_path / "run"),
+          "--trainer.callbacks+=hnet_dna.tasks.ClassPredictionWriter", f"--trainer.callbacks.folder={tmp_path / 'pred'}"])
+    rows = [line.split("\t") for line in (tmp_path / "pred" / "predictions.rank0.tsv").read_text().splitlines()]
+    assert rows[0] == ["id", "predicted", "p_0", "p_1"] and [r[0] for r in rows[1:]] == ["first", "second"]
+    for r in rows[1:]:
+        assert r[1] in ("0", "1") and abs(float(r[2]) + float(r[3]) - 1) < 1e-5
+
+
+def test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes(tmp_path, capsys):
+    from hnet_dna.finetune import main as protocol
+
+    config = recipe(tmp_path)
+    out = tmp_path / "results"
+    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2"])
+    result = json.loads((out / "results.json").read_text())
+    assert result["seeds"] == [0, 1] and result["class_names"] == ["0", "1"]
+    assert result["split_sizes"] == {"train": 16, "val": 8, "test": 8}
+    assert sorted((r["system"], r["seed"]) for r in result["runs"]) == [("kmer_lr", 0), ("kmer_lr", 1), ("model", 0), ("model", 1)]
+    for system in ("model", "kmer_lr"):
+        summary = result["summary"][system]["test/mcc"]
+        values = [r["test"]["test/mcc"] for r in result["runs"] if r["system"] == system]
+        assert summary["mean"] == pytest.approx(sum(values) / 2)
+        assert summary["sd"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    model_runs = [r for r in result["runs"] if r["system"] == "model"]
+    assert all(os.path.isfile(r["checkpoint"]) and r["val_mcc"] is not None for r in model_runs)
+    assert "| model |" in (out / "results.md").read_text() and "| kmer_lr |" in capsys.readouterr().out
+    before = (out / "results.json").read_text()
+    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2"])  # all done: skipped
+    assert (out / "results.json").read_text() == before
+    with pytest.raises(SystemExit, match="holds results of another config"):
+        protocol(["--config", config, "--seeds", "2", "--out", str(out), "--trainer.max_epochs", "3"])
+
+
+def test_a_backbone_that_is_not_ours_stops_with_a_clear_message(tmp_path):
+    (tmp_path / "notes.ckpt").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    for backbone, message in [(str(tmp_path / "notes.ckpt"), "not a readable checkpoint"),
+                              (str(tmp_path / "folder"), "no config.json; expected a folder written by save_pretrained"),
+                              ("no-such-model", "--model.backbone 'no-such-model' is neither a preset")]:
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as stop:
+            main(["fit", "--config", recipe(tmp_path), "--model.backbone", backbone, "--trainer.default_root_dir", str(tmp_path / "run")])
+        assert stop.value.code == 2 and message in err.getvalue(), err.getvalue()
+        assert not (tmp_path / "run").exists()
