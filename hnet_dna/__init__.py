@@ -2,6 +2,7 @@
 
 from .config import AttnConfig, ConfigError, HNetConfig, SSMConfig, presets
 from .model import HNetForCausalLM, HNetOutput, InputError
+from .model.heads import HNetForSequenceClassification
 from .tokenizer import NucleotideTokenizer, SequenceError
 from .weights import CheckpointError, load_official_checkpoint
 
@@ -12,6 +13,7 @@ __all__ = [
     "SSMConfig",
     "AttnConfig",
     "HNetForCausalLM",
+    "HNetForSequenceClassification",
     "HNetOutput",
     "NucleotideTokenizer",
     "presets",

@@ -10,7 +10,8 @@ Model and data are chosen by class (subclass mode), so a recipe names them::
       init_args: {fasta: genome.fa, window: 1024}
 
 and any field can be overridden on the command line (``--data.fasta PATH``, ``--trainer.max_steps
-1000``). Errors in the user's inputs (files, configs, sequences) are reported as one message and
+1000``). Fine-tuning recipes name ``hnet_dna.tasks.FinetuneModule`` and
+``hnet_dna.data.LabelledDataModule`` the same way (``pipelines/finetune/``). Errors in the user's inputs (files, configs, sequences) are reported as one message and
 exit status 2, before anything is written.
 """
 
@@ -36,9 +37,11 @@ TRAINER_DEFAULTS = {"gradient_clip_val": 1.0}
 
 
 class HNetCLI(LightningCLI):
-    """LightningCLI whose checkpoints keep a ``last.ckpt`` unless told otherwise, and where
+    """LightningCLI whose checkpoints keep a ``last.ckpt`` unless told otherwise, where
     ``--ckpt_path last`` means the newest ``last*.ckpt`` anywhere under the trainer's
-    ``default_root_dir`` (Lightning alone looks only in the new run's own version folder)."""
+    ``default_root_dir`` (Lightning alone looks only in the new run's own version folder), and
+    ``--ckpt_path best`` (validate / test / predict) the best model that run's ModelCheckpoint
+    recorded, also in a new process. A checkpoint is checked before anything is written."""
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
