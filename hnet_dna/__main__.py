@@ -160,24 +160,29 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def main(args: list[str] | None = None) -> None:
+def exit_on_user_error(run, prog: str = "hnet_dna") -> None:
+    """Call ``run()``; an error in the user's inputs becomes one line on stderr and exit status 2."""
     try:
-        HNetCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults=TRAINER_DEFAULTS,
-            parser_kwargs={"prog": "python -m hnet_dna", "description": "hnet_dna: pretrain and evaluate H-Net DNA models"},
-            args=args,
-        )
+        run()
     except Exception as exc:
         err = _user_error(exc)
         if err is None:
             raise
-        print(f"hnet_dna: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def main(args: list[str] | None = None) -> None:
+    exit_on_user_error(lambda: HNetCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        parser_kwargs={"prog": "python -m hnet_dna", "description": "hnet_dna: pretrain, fine-tune and evaluate H-Net DNA models"},
+        args=args,
+    ))
 
 
 if __name__ == "__main__":

@@ -179,21 +179,14 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .__main__ import _user_error
+    from .__main__ import exit_on_user_error
 
     parser = argparse.ArgumentParser(prog="python -m hnet_dna.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a fine-tuning recipe (pipelines/finetune/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and the runs")
     args, overrides = parser.parse_known_args(argv)
-    try:
-        run_protocol(args.config, overrides, args.seeds, args.out)
-    except Exception as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
-        print(f"hnet_dna.finetune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out), prog="hnet_dna.finetune")
 
 
 if __name__ == "__main__":

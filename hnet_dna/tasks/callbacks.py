@@ -105,7 +105,24 @@ class TrainingWindowLog(pl.Callback):
                 f.write(f"{trainer.global_step}\t{source}\t{records[record][1]}\t{start}\t{rc}\n")
 
 
-class PredictionWriter(BasePredictionWriter):
+class _TsvPredictionWriter(BasePredictionWriter):
+    """Predictions as a TSV per rank, ``<folder>/predictions.rank<r>.tsv``, header first."""
+
+    def __init__(self, folder: str | None = None):
+        super().__init__(write_interval="batch")
+        self.folder = folder
+
+    def header(self, pl_module) -> list[str]:
+        raise NotImplementedError
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        folder = Path(self.folder) if self.folder else _log_dir(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"predictions.rank{trainer.global_rank}.tsv"
+        self.path.write_text("\t".join(self.header(pl_module)) + "\n")
+
+
+class PredictionWriter(_TsvPredictionWriter):
     """Write what ``python -m hnet_dna predict`` computes to ``<folder>/predictions.rank<r>.tsv``:
     one row per window with its coordinates (1-based, inclusive), strand, bits per base and the
     number of outer-level chunks the router cut.
@@ -114,15 +131,8 @@ class PredictionWriter(BasePredictionWriter):
         folder: where to write (default: the run's log folder).
     """
 
-    def __init__(self, folder: str | None = None):
-        super().__init__(write_interval="batch")
-        self.folder = folder
-
-    def setup(self, trainer, pl_module, stage) -> None:
-        folder = Path(self.folder) if self.folder else _log_dir(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"predictions.rank{trainer.global_rank}.tsv"
-        self.path.write_text("record\tstart\tend\tstrand\tbits_per_base\tchunks\n")
+    def header(self, pl_module) -> list[str]:
+        return ["record", "start", "end", "strand", "bits_per_base", "chunks"]
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         dm = trainer.datamodule
@@ -198,7 +208,7 @@ class TrainingCurves(pl.Callback):
         plt.close(fig)
 
 
-class ClassPredictionWriter(BasePredictionWriter):
+class ClassPredictionWriter(_TsvPredictionWriter):
     """Write what ``python -m hnet_dna predict`` classifies to ``<folder>/predictions.rank<r>.tsv``:
     one row per sequence, ``id``, ``predicted`` (the class name), then one probability column per
     class (``p_<class>``).
@@ -207,16 +217,8 @@ class ClassPredictionWriter(BasePredictionWriter):
         folder: where to write (default: the run's log folder).
     """
 
-    def __init__(self, folder: str | None = None):
-        super().__init__(write_interval="batch")
-        self.folder = folder
-
-    def setup(self, trainer, pl_module, stage) -> None:
-        folder = Path(self.folder) if self.folder else _log_dir(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"predictions.rank{trainer.global_rank}.tsv"
-        names = pl_module.classifier.class_names
-        self.path.write_text("\t".join(["id", "predicted", *[f"p_{c}" for c in names]]) + "\n")
+    def header(self, pl_module) -> list[str]:
+        return ["id", "predicted", *[f"p_{c}" for c in pl_module.classifier.class_names]]
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         records = trainer.datamodule.predict_records
