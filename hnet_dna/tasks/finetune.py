@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from torchmetrics import MetricCollection
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import (
     BinaryAUROC,
     MulticlassAccuracy,
@@ -128,6 +129,8 @@ class FinetuneModule(pl.LightningModule):
         if hp.freeze_backbone:
             self.classifier.freeze_backbone()
         self.metrics = torch.nn.ModuleDict({split: classification_metrics(len(class_names)) for split in ("val", "test")})
+        # the mean loss over the split, summed over processes (see PretrainModule._log_outputs)
+        self.losses = torch.nn.ModuleDict({split: MeanMetric().set_dtype(torch.float64) for split in ("val", "test")})
         hp.class_names, hp.rc_conjoin = list(class_names), rc_conjoin  # stored in checkpoints
 
     def setup(self, stage: str) -> None:
@@ -161,7 +164,8 @@ class FinetuneModule(pl.LightningModule):
         for name, metric in metrics.items():
             metric.update(probs[:, 1] if isinstance(metric, BinaryAUROC) else probs, batch["labels"])
             self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "mcc")
-        self.log(f"{split}/loss", out.loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(batch["labels"]))
+        self.losses[split].update(out.loss.detach().double(), len(batch["labels"]))
+        self.log(f"{split}/loss", self.losses[split], on_step=False, on_epoch=True)
 
     def validation_step(self, batch: dict, batch_idx: int):
         self._evaluate("val", batch)
