@@ -138,9 +138,8 @@ def _kmer_run(datamodule, seed: int) -> dict:
 
 def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path) -> dict:
     """Run (or continue) the protocol; returns what ``results.json`` holds."""
-    out.mkdir(parents=True, exist_ok=True)
     cli_args = ["--config", config, *overrides]
-    probe = _build_cli(cli_args)  # validates config and data before anything runs
+    probe = _build_cli(cli_args)  # validates config and data before anything runs or is written
     dm = probe.datamodule
     if not hasattr(dm, "class_names"):
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
@@ -148,6 +147,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path)
     fingerprint = hashlib.sha256(json.dumps({
         "config": Path(config).read_text(), "overrides": overrides, "data": {f: _sha256(Path(f)) for f in files},
     }, sort_keys=True).encode()).hexdigest()[:16]
+    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else None
     if previous is not None and previous.get("fingerprint") != fingerprint:

@@ -183,6 +183,10 @@ def test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes(tmp_path, capsys)
     assert (out / "results.json").read_text() == before
     with pytest.raises(SystemExit, match="holds results of another config"):
         protocol(["--config", config, "--seeds", "2", "--out", str(out), "--trainer.max_epochs", "3"])
+    with pytest.raises(SystemExit) as stop:  # bad input: one message, nothing written
+        protocol(["--config", config, "--data.train", str(tmp_path / "missing.tsv"), "--out", str(tmp_path / "none")])
+    assert stop.value.code == 2 and "missing.tsv: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_backbone_that_is_not_ours_stops_with_a_clear_message(tmp_path):
