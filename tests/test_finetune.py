@@ -203,3 +203,15 @@ def test_a_backbone_that_is_not_ours_stops_with_a_clear_message(tmp_path):
             main(["fit", "--config", recipe(tmp_path), "--model.backbone", backbone, "--trainer.default_root_dir", str(tmp_path / "run")])
         assert stop.value.code == 2 and message in err.getvalue(), err.getvalue()
         assert not (tmp_path / "run").exists()
+
+
+def test_a_pretraining_checkpoint_is_a_backbone(tmp_path):
+    from hnet_dna.tasks.finetune import load_backbone
+
+    root = tmp_path / "pretrain"
+    main(["fit", "--config", str(DATA.parents[1] / "pipelines" / "pretrain" / "demo_cpu.yaml"), "--trainer.max_steps", "1",
+          "--trainer.limit_val_batches", "0", "--data.num_workers", "0", "--trainer.logger", "false",
+          "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(root)])
+    backbone = load_backbone(str(next(root.rglob("last.ckpt"))))
+    exported = HNetForCausalLM.from_pretrained(root / "pretrained")
+    assert all(torch.equal(v, exported.state_dict()[k]) for k, v in backbone.state_dict().items())
