@@ -72,7 +72,7 @@ class HNetCLI(LightningCLI):
                 raise CheckpointError(f"--ckpt_path {ckpt}: no such checkpoint file")
             config.ckpt_path = str(ckpt) if ckpt is not None else None
             if ckpt is not None and Path(ckpt).is_file():
-                read_checkpoint(ckpt)
+                self._checkpoint = read_checkpoint(ckpt)  # kept: fit checks its loader state later
         super()._parse_ckpt_path()
 
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
@@ -83,7 +83,8 @@ class HNetCLI(LightningCLI):
             check(subcommand, world)  # before the trainer writes anything
         ckpt = kwargs.get("ckpt_path")
         if subcommand == "fit" and ckpt not in (None, "best", "hpc", "registry"):
-            for loader_state in _train_loader_states(read_checkpoint(ckpt)):
+            state = getattr(self, "_checkpoint", None) or read_checkpoint(ckpt)
+            for loader_state in _train_loader_states(state):
                 check_resume_world_size(loader_state, world, checkpoint=f"--ckpt_path {ckpt}")
         return kwargs
 

@@ -158,7 +158,7 @@ MUTANTS = [
            "tests/test_finetune.py::test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes"),
     Mutant("broken_checkpoint_traceback", "a damaged checkpoint reaches Lightning's loader (raw traceback)",
            "hnet_dna/__main__.py",
-           [("            read_checkpoint(ckpt)\n        super()._parse_ckpt_path()", "            pass\n        super()._parse_ckpt_path()")],
+           [("                self._checkpoint = read_checkpoint(ckpt)", "                pass")],
            "tests/test_cli.py::test_a_broken_checkpoint_is_named_before_anything_is_written"),
 ]
 
