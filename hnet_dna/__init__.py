@@ -6,6 +6,14 @@ from .model.heads import HNetForSequenceClassification
 from .tokenizer import NucleotideTokenizer, SequenceError
 from .weights import CheckpointError, load_official_checkpoint
 
+
+def embed_sequences(*args, **kwargs):
+    """Embeddings of DNA sequences; see :func:`hnet_dna.embed.embed_sequences`."""
+    from .embed import embed_sequences as run
+
+    return run(*args, **kwargs)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -14,6 +22,7 @@ __all__ = [
     "AttnConfig",
     "HNetForCausalLM",
     "HNetForSequenceClassification",
+    "embed_sequences",
     "HNetOutput",
     "NucleotideTokenizer",
     "presets",

@@ -23,14 +23,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
-from .config import ConfigError
+from .commands import USER_ERRORS, exit_on_user_error  # noqa: F401  (USER_ERRORS: kept importable here)
 from .data.datamodule import check_resume_world_size
-from .data.genome import DataError
-from .model.hnet import InputError
-from .tokenizer import SequenceError
 from .weights import CheckpointError
-
-USER_ERRORS = (DataError, ConfigError, SequenceError, CheckpointError, InputError)
 
 
 TRAINER_DEFAULTS = {"gradient_clip_val": 1.0}
@@ -148,29 +143,6 @@ def _train_loader_states(checkpoint: dict) -> list[dict]:
     except (KeyError, TypeError):
         return []
     return [s for s in states if isinstance(s, dict) and "consumed_batches" in s]
-
-
-def _user_error(exc: BaseException) -> BaseException | None:
-    """Our input error, possibly wrapped by jsonargparse or Lightning."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, USER_ERRORS):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def exit_on_user_error(run, prog: str = "hnet_dna") -> None:
-    """Call ``run()``; an error in the user's inputs becomes one line on stderr and exit status 2."""
-    try:
-        run()
-    except Exception as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -124,9 +124,13 @@ def read_table(
     id_column: str | None = None,
     split_column: str | None = None,
     label_required: bool = True,
+    flag_prefix: str = "--data.",
+    id_default: str = "line",
 ) -> list[LabelledSequence]:
     """Read a CSV or TSV (plain or gzip) of labelled sequences (see the module docstring).
-    ``label_required=False`` reads sequences to classify (label ``""`` where there is none)."""
+    ``label_required=False`` reads sequences to classify (label ``""`` where there is none).
+    ``flag_prefix`` names the command-line flags in messages; without an id column the id is the
+    1-based ``line`` number in the file, or the 1-based data ``row`` number."""
     path = _check_path(path)
     try:
         with _open_text(path) as f:
@@ -142,10 +146,10 @@ def read_table(
         delimiter = "\t" if "\t" in lines[0] else ","
     rows = csv.reader(lines, delimiter=delimiter)
     header = [c.strip() for c in next(rows)]
-    seq_col = _pick(header, sequence_column, SEQUENCE_NAMES, "sequence", path, "--data.sequence_column")
-    label_col = _pick(header, label_column, LABEL_NAMES, "label", path, "--data.label_column", required=label_required)
-    id_col = _pick(header, id_column, ID_NAMES, "id", path, "--data.id_column", required=False)
-    split_col = _pick(header, split_column, SPLIT_NAMES, "split", path, "--data.split_column", required=False)
+    seq_col = _pick(header, sequence_column, SEQUENCE_NAMES, "sequence", path, f"{flag_prefix}sequence_column")
+    label_col = _pick(header, label_column, LABEL_NAMES, "label", path, f"{flag_prefix}label_column", required=label_required)
+    id_col = _pick(header, id_column, ID_NAMES, "id", path, f"{flag_prefix}id_column", required=False)
+    split_col = _pick(header, split_column, SPLIT_NAMES, "split", path, f"{flag_prefix}split_column", required=False)
     index = {c: i for i, c in enumerate(header)}
     out = []
     for lineno, row in enumerate(rows, start=2):
@@ -166,7 +170,10 @@ def read_table(
             if value not in SPLIT_VALUES:
                 raise DataError(f"{where}: unknown split {row[index[split_col]]!r}; use train, valid (val, validation, dev) or test")
             split = SPLIT_VALUES[value]
-        ident = row[index[id_col]].strip() if id_col is not None else str(lineno)
+        if id_col is not None:
+            ident = row[index[id_col]].strip()
+        else:
+            ident = str(lineno if id_default == "line" else len(out) + 1)
         out.append(LabelledSequence(ident, seq, label, split, where))
     if not out:
         raise DataError(f"{path}: no sequences after the header")

@@ -11,7 +11,6 @@ before the selected checkpoint is tested.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -28,42 +27,17 @@ from torchmetrics.classification import (
 from ..config import ConfigError
 from ..model import HNetForCausalLM
 from ..model.heads import HNetForSequenceClassification
+from ..model.loading import load_model
 from ..optim import param_groups
-from ..weights import CheckpointError
-from .pretrain import build_model, lr_factor
+from .pretrain import lr_factor
 
 __all__ = ["FinetuneModule", "load_backbone", "classification_metrics"]
 
 
 def load_backbone(spec: str | dict) -> HNetForCausalLM:
-    """What ``--model.backbone`` takes: everything ``build_model`` takes (preset, config JSON,
-    ``save_pretrained`` folder, inline fields) plus a Lightning ``.ckpt`` written by pretraining."""
-    if isinstance(spec, str) and spec.endswith(".ckpt"):
-        path = Path(spec)
-        if not path.is_file():
-            raise CheckpointError(f"--model.backbone {spec}: no such checkpoint file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
-            raise CheckpointError(f"--model.backbone {spec}: not a readable checkpoint ({type(e).__name__})") from None
-        hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
-        if "model" not in hparams or "state_dict" not in state:
-            raise CheckpointError(
-                f"--model.backbone {spec}: not a pretraining checkpoint of hnet_dna (no model spec in its "
-                "hyperparameters); give a .ckpt written by python -m hnet_dna fit with PretrainModule"
-            )
-        model = build_model(hparams["model"])
-        weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"--model.backbone {spec}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model
-    try:
-        return build_model(spec)
-    except CheckpointError:
-        raise
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("--model.model", "--model.backbone")) from None
+    """What ``--model.backbone`` takes: a preset, a config JSON, a ``save_pretrained`` folder,
+    inline fields, ``default`` (the shipped pretrained model) or a pretraining ``.ckpt``."""
+    return load_model(spec, "--model.backbone")
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:

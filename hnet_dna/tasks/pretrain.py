@@ -17,32 +17,11 @@ import lightning.pytorch as pl
 import torch
 from torchmetrics.aggregation import MeanMetric
 
-from ..config import ConfigError, HNetConfig, presets
-from ..model import HNetForCausalLM
+from ..config import ConfigError, HNetConfig
+from ..model.loading import build_model
 from ..optim import make_optimizer, stage_lr_multipliers
 
 __all__ = ["PretrainModule", "build_model", "lr_factor", "describe_learning_rates"]
-
-
-def build_model(spec: str | dict) -> HNetForCausalLM:
-    """A model from a preset name, a config JSON, a ``save_pretrained`` folder (weights loaded),
-    or inline config fields (a dict; ``{"preset": name, ...}`` overrides a preset's fields)."""
-    if isinstance(spec, dict):
-        fields = dict(spec)
-        base = fields.pop("preset", None)
-        config = HNetConfig.from_preset(base, **fields) if base else HNetConfig.from_dict(fields, source="model")
-        return HNetForCausalLM(config)
-    if spec in presets():
-        return HNetForCausalLM(HNetConfig.from_preset(spec))
-    path = Path(spec)
-    if path.is_dir():
-        return HNetForCausalLM.from_pretrained(path)
-    if path.is_file():
-        return HNetForCausalLM(HNetConfig.from_json(path))
-    raise ConfigError(
-        f"--model.model {spec!r} is neither a preset ({', '.join(presets())}), a config JSON, nor a "
-        "save_pretrained folder"
-    )
 
 
 DECAY_SHAPES = ("linear", "1-sqrt")

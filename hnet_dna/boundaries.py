@@ -1,0 +1,331 @@
+"""``python -m hnet_dna.boundaries``: where the model cuts a genomic region into chunks, as genome
+browser tracks, and whether the cuts fall at annotated feature edges.
+
+::
+
+    python -m hnet_dna.boundaries --fasta GRCh37_chr20.fa.gz --region 20:30,000,001-31,000,000 --out runs/b/chr20 \\
+        --annotation exons=hg19_chr20_refseq_exons.saf tss=hg19_chr20_refseq_tss.txt cpg=hg19_chr20_cpg_islands.bed
+
+Writes, per chunking level s (0 = outermost):
+
+* ``PREFIX.level<s>.prob.bw``: the routing module's boundary probability p in genome coordinates
+  (bigWig). Level 0 decides at every base; level s > 0 decides at the bases where level s-1's
+  chunks start, so its track has values only there.
+* ``PREFIX.level<s>.chunks.bed``: one interval per chunk (0-based, half-open; the first and last
+  are clipped to the region).
+
+The region is read in overlapping windows (``--window``, every ``--stride`` bases) after up to
+``window - stride`` bases of left context, and every base is taken from the earliest window that
+holds it: every decision is made with at least ``window - stride`` bases of left context (fewer
+only at the start of a chromosome), and the forced boundary at each window's first position never
+reaches the tracks. Chromosome names in the outputs are written as in ``--region``.
+
+With ``--annotation NAME=FILE ...`` (BED, 3+ columns, 0-based; SAF ``GeneID Chr Start End
+Strand``, 1-based inclusive, by the ``.saf`` suffix; or a ``chrom pos strand`` TSS list, 0-based),
+feature edges in the region are the first base of each feature and the base after it (a TSS list:
+the TSS). For each level and annotation, ``PREFIX.enrichment.tsv`` (also printed) counts the
+boundaries within ``--flank`` bases of an edge against a control that moves all boundaries by one
+random circular shift within the region (keeping their number and spacing), ``--shifts`` times:
+expected count, fold enrichment and the one-sided p-value (1 + #shifts with at least as many hits)
+/ (1 + shifts). ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
+first annotated edge in the region). Chromosome names match through aliases (``chr20`` = ``20``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .commands import Progress, atomic_path, choose_device, exit_on_user_error, parse_region, tiles
+from .config import ConfigError
+from .data.genome import DataError, chrom_aliases, open_fasta
+from .model.hnet import HNetForCausalLM
+from .model.loading import load_model
+
+__all__ = ["region_boundaries", "RegionBoundaries", "read_feature_edges", "boundary_enrichment", "main"]
+
+
+@dataclass
+class RegionBoundaries:
+    start: int  # the region, 0-based half-open
+    end: int
+    probs: list[tuple[np.ndarray, np.ndarray]]  # per level: (genome positions, p) in position order
+    starts: list[np.ndarray]  # per level: genome positions where chunks start, in [start, end)
+
+
+def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, end: int, *, window: int = 4096,
+                      stride: int | None = None, batch_size: int = 8, device=None,
+                      progress: bool = False) -> RegionBoundaries:
+    """Boundary probabilities and chunk starts of every level over ``record[start:end)``."""
+    stride = stride or window // 2
+    if not 0 < stride < window:
+        raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
+    if model.config.num_stages < 2:
+        raise ConfigError("the model is isotropic: it has no chunk boundaries (give an H-Net)")
+    device = device if isinstance(device, torch.device) else choose_device(device)
+    model = model.to(device).eval()
+    context = min(start, window - stride)
+    offset = start - context  # genome position of sequence position 0
+    letters = genome.fetch(record, offset, end)
+    ids = model.tokenizer.encode(letters, record=f"{record}:{offset + 1}-{end}")
+    levels = model.config.num_stages - 1
+    probs = [([], []) for _ in range(levels)]
+    starts = [[] for _ in range(levels)]
+    work = tiles(len(ids), window, stride)
+    bar = Progress(len(work), len(ids), "boundaries", enabled=progress)
+    pad = model.tokenizer.pad_id
+    with torch.inference_mode():
+        for k in range(0, len(work), batch_size):
+            chunk = work[k:k + batch_size]
+            longest = max(t.end - t.start for t in chunk)
+            input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+            mask = torch.zeros_like(input_ids, dtype=torch.bool)
+            for row, t in enumerate(chunk):
+                input_ids[row, :t.end - t.start] = ids[t.start:t.end]
+                mask[row, :t.end - t.start] = True
+            feats = model.features(input_ids.to(device), mask.to(device))
+            for row, t in enumerate(chunk):
+                lo = max(t.own_start, context) - t.start  # tile-local owned range, region only
+                hi = t.own_end - t.start
+                base_of = torch.arange(t.end - t.start)  # (L_s,) base of each position of this level
+                for s, level in enumerate(feats.levels):
+                    n_in = int(mask[row].sum()) if s == 0 else int(feats.levels[s - 1].mask[row].sum())
+                    where = base_of[:n_in]
+                    p = level.boundary_probs[row, :n_in].float().cpu()
+                    keep = (where >= lo) & (where < hi)
+                    probs[s][0].append((where[keep] + t.start + offset).numpy())
+                    probs[s][1].append(p[keep].numpy())
+                    pos = level.positions[row].cpu()
+                    pos = pos[level.mask[row].cpu()]
+                    chosen = pos[(pos >= lo) & (pos < hi)]
+                    starts[s].append((chosen + t.start + offset).numpy())
+                    base_of = pos  # the next level decides at this level's chunk starts
+            bar.update(len(chunk), sum(t.end - t.start for t in chunk))
+    bar.close()
+    return RegionBoundaries(
+        start, end,
+        [(np.concatenate(p).astype(np.int64), np.concatenate(v).astype(np.float32)) for p, v in probs],
+        [np.unique(np.concatenate(s)).astype(np.int64) for s in starts],
+    )
+
+
+# ------------------------------------------------------------------------------- annotation
+def read_feature_edges(path, record_names: set[str], start: int, end: int) -> tuple[np.ndarray, list]:
+    """Sorted unique feature edges of ``path`` within [start, end) on a chromosome named by one of
+    ``record_names``, and the features themselves (for plots) as (start, end) pairs."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such annotation file")
+    name = path.name.lower().removesuffix(".gz")
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    edges, features = [], []
+    kind = "saf" if name.endswith(".saf") else "bed" if name.endswith(".bed") else None
+    with opener(path, "rt") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields or fields[0].startswith(("#", "track", "browser")) or fields[0] == "GeneID":
+                continue
+            where = f"{path}, line {lineno}"
+            if kind is None:
+                kind = "tss" if len(fields) == 3 and fields[2] in "+-." else "bed"
+            try:
+                if kind == "saf":
+                    chrom, a, b = fields[1], int(fields[2]) - 1, int(fields[3])
+                elif kind == "bed":
+                    chrom, a, b = fields[0], int(fields[1]), int(fields[2])
+                else:
+                    chrom, a = fields[0], int(fields[1])
+                    b = a + 1
+            except (ValueError, IndexError):
+                raise DataError(f"{where}: not a {kind.upper()} line ({line.strip()[:60]!r})") from None
+            if chrom not in record_names:
+                continue
+            features.append((a, b))
+            for e in ((a,) if kind == "tss" else (a, b)):
+                if start <= e < end:
+                    edges.append(e)
+    return np.unique(np.asarray(edges, dtype=np.int64)), features
+
+
+def boundary_enrichment(boundaries: np.ndarray, edges: np.ndarray, start: int, end: int, *, flank: int = 2,
+                        shifts: int = 1000, seed: int = 0) -> dict:
+    """Boundaries within ``flank`` bases of an edge, observed vs circularly shifted (module docstring)."""
+    length = end - start
+    near = np.zeros(length, dtype=bool)
+    for e in edges - start:
+        near[max(0, e - flank):min(length, e + flank + 1)] = True
+    local = boundaries - start
+    observed = int(near[local].sum())
+    rng = np.random.default_rng(seed)
+    offsets = rng.integers(1, length, size=shifts)
+    control = near[(local[None, :] + offsets[:, None]) % length].sum(1)  # (shifts,)
+    expected = float(control.mean())
+    return {
+        "edges": int(len(edges)),
+        "boundaries": int(len(boundaries)),
+        "observed": observed,
+        "expected": expected,
+        "fold": observed / expected if expected > 0 else float("nan"),
+        "p_value": (1 + int((control >= observed).sum())) / (1 + shifts),
+    }
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _write_bigwig(path: Path, chrom: str, chrom_length: int, positions: np.ndarray, values: np.ndarray) -> None:
+    import pyBigWig
+
+    with atomic_path(path) as tmp:
+        bw = pyBigWig.open(str(tmp), "w")
+        bw.addHeader([(chrom, chrom_length)])
+        if len(positions):
+            bw.addEntries([chrom] * len(positions), positions.tolist(), ends=(positions + 1).tolist(),
+                          values=values.astype(np.float64).tolist())
+        bw.close()
+
+
+def _write_chunks(path: Path, chrom: str, start: int, end: int, starts: np.ndarray) -> None:
+    edges = np.unique(np.concatenate([[start], starts, [end]]))
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for k, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            f.write(f"{chrom}\t{a}\t{b}\tchunk{k}\n")
+
+
+def _plot(path: Path, chrom: str, result: RegionBoundaries, annotations: dict, lo: int, hi: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    levels = len(result.probs)
+    fig, axes = plt.subplots(levels + 1, 1, figsize=(11, 2.0 * (levels + 1)), sharex=True,
+                             gridspec_kw={"height_ratios": [3] * levels + [max(1, len(annotations))]})
+    for s in range(levels):
+        ax = axes[s]
+        pos, p = result.probs[s]
+        keep = (pos >= lo) & (pos < hi)
+        ax.plot(pos[keep], p[keep], lw=0.6 if s == 0 else 0, marker=None if s == 0 else ".", ms=3, color=f"C{s}")
+        b = result.starts[s][(result.starts[s] >= lo) & (result.starts[s] < hi)]
+        ax.vlines(b, 1.02, 1.12, color="k", lw=0.5)
+        ax.set_ylim(0, 1.15)
+        ax.set_ylabel(f"level {s}\np(boundary)")
+    ax = axes[-1]
+    for row, (name, (_, features)) in enumerate(annotations.items()):
+        for a, b in features:
+            if b > lo and a < hi:
+                ax.add_patch(plt.Rectangle((max(a, lo), row - 0.3), min(b, hi) - max(a, lo) + (b - a == 1), 0.6, color=f"C{row + 3}"))
+    ax.set_yticks(range(len(annotations)), list(annotations))
+    ax.set_ylim(-0.6, max(len(annotations), 1) - 0.4)
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{int(x):,}"))
+    ax.set_xlabel(f"{chrom} (0-based)")
+    fig.suptitle(f"hnet_dna boundaries, {chrom}:{lo + 1:,}-{hi:,} (ticks: chunk starts)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hnet_dna.boundaries", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fasta", required=True)
+    p.add_argument("--region", required=True, help="CHROM:START-END, 1-based inclusive")
+    p.add_argument("--out", required=True, help="output prefix (PREFIX.level0.prob.bw, ...)")
+    p.add_argument("--model", default=None,
+                   help="preset, save_pretrained folder, or pretraining .ckpt (default: the shipped tiny chr20 model)")
+    p.add_argument("--annotation", nargs="*", default=[], metavar="NAME=FILE")
+    p.add_argument("--flank", type=int, default=2, help="a boundary within this many bases of an edge is a hit")
+    p.add_argument("--shifts", type=int, default=1000, help="random circular shifts in the control")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot-region", default=None, help="CHROM:START-END for the PNG")
+    p.add_argument("--window", type=int, default=4096)
+    p.add_argument("--stride", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--index-dir", default=None)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def run(args) -> None:
+    prefix = Path(args.out)
+    if not prefix.parent.is_dir():
+        raise DataError(f"--out {prefix}: no such folder {prefix.parent}")
+    genome = open_fasta(args.fasta, index_dir=args.index_dir)
+    chrom, start, end = parse_region(args.region)
+    record = genome.resolve(chrom)
+    if record is None:
+        raise DataError(f"--region {args.region}: no chromosome {chrom!r} in {genome.path} ({genome.describe_names()})")
+    if end > genome.records[record]:
+        raise DataError(f"--region {args.region}: past the end of {record} ({genome.records[record]:,} bp in {genome.path})")
+    if args.flank < 0 or args.shifts < 1:
+        raise ConfigError("--flank must be >= 0 and --shifts >= 1")
+    names = set(chrom_aliases(record)) | set(chrom_aliases(chrom))
+    annotations = {}
+    for item in args.annotation:
+        if "=" not in item:
+            raise DataError(f"--annotation {item!r}: expected NAME=FILE")
+        name, file = item.split("=", 1)
+        annotations[name] = read_feature_edges(file, names, start, end)
+    plot = (start, min(end, start + 2000))
+    if args.plot_region:
+        pc, plo, phi = parse_region(args.plot_region)
+        if genome.resolve(pc) != record or plo < start or phi > end:
+            raise DataError(f"--plot-region {args.plot_region}: must lie inside --region {args.region}")
+        plot = (plo, phi)
+    else:
+        firsts = [e[0] for e, _ in annotations.values() if len(e)]
+        if firsts:
+            centre = min(firsts)
+            plot = (max(start, centre - 1000), min(end, centre + 1000))
+    model = load_model(args.model)
+    if model.config.num_stages < 2:
+        raise ConfigError(f"--model {args.model}: an isotropic model has no chunk boundaries; give an H-Net")
+    result = region_boundaries(model, genome, record, start, end, window=args.window, stride=args.stride,
+                               batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+    chrom_length = genome.records[record]
+    for s in range(len(result.probs)):
+        _write_bigwig(Path(f"{prefix}.level{s}.prob.bw"), chrom, chrom_length, *result.probs[s])
+        _write_chunks(Path(f"{prefix}.level{s}.chunks.bed"), chrom, start, end, result.starts[s])
+        print(f"hnet_dna.boundaries: level {s}: {len(result.starts[s]):,} chunks over {end - start:,} bases "
+              f"({(end - start) / max(len(result.starts[s]), 1):.2f} bases per chunk)")
+    if annotations:
+        rows = []
+        for s in range(len(result.starts)):
+            for name, (edges, _) in annotations.items():
+                rows.append({"level": s, "annotation": name, **boundary_enrichment(
+                    result.starts[s], edges, start, end, flank=args.flank, shifts=args.shifts, seed=args.seed)})
+        header = ["level", "annotation", "edges", "boundaries", "observed", "expected", "fold", "p_value"]
+        with atomic_path(Path(f"{prefix}.enrichment.tsv")) as tmp, open(tmp, "w") as f:
+            f.write("\t".join(header) + "\n")
+            for r in rows:
+                f.write("\t".join(_fmt(r[h]) for h in header) + "\n")
+        print(f"boundaries within {args.flank} bases of a feature edge, vs {args.shifts} circular shifts:")
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(_fmt(r[h]) for h in header) + " |")
+    _plot(Path(f"{prefix}.png"), chrom, result, annotations, *plot)
+    print(f"hnet_dna.boundaries: wrote {prefix}.level*.prob.bw, {prefix}.level*.chunks.bed"
+          + (f", {prefix}.enrichment.tsv" if annotations else "") + f", {prefix}.png")
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if abs(x) < 1e-2 else f"{x:.3f}"
+    return str(x)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    exit_on_user_error(lambda: run(args), prog="hnet_dna.boundaries")
+
+
+if __name__ == "__main__":
+    main()

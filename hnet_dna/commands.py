@@ -1,0 +1,373 @@
+"""What ``embed``, ``score`` and ``boundaries`` share: reading inputs, choosing a model and a
+device, batching by length, tiling long sequences, progress, resumable and atomic outputs, and the
+one-line error on bad input.
+
+Inputs (:func:`read_sequences`), by file name (``.gz`` allowed):
+
+* FASTA (``.fa``, ``.fasta``, ``.fna``, ``.fas``; plain, gzip or BGZF): one sequence per record,
+  id = the first word of the header;
+* CSV / TSV (``.csv``, ``.tsv``, ``.txt``): the fine-tuning readers (:mod:`hnet_dna.data.labelled`);
+  a sequence column (found by name, else ``--sequence-column``), id = the id column (found by name,
+  else ``--id-column``), else the 1-based row number;
+* BED (``.bed``; 3 or more columns) with ``--fasta``: one sequence per interval, the reverse
+  complement when column 6 (strand) is ``-``; id = ``chrom:start-end(strand)`` with 1-based,
+  inclusive coordinates (``20:1001-1200(+)`` is the BED line ``20 1000 1200 . 0 +``).
+
+Long sequences are cut into overlapping windows (:func:`tiles`): windows start every ``stride``
+bases and are ``window`` long; each base is read from the earliest window that holds it, so every
+base after the first window has at least ``window - stride`` bases of left context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+from .data.genome import PROTEIN_ONLY, DataError, FastaSource, open_fasta
+from .data.labelled import read_fasta_records, read_table
+from .model.hnet import InputError
+from .tokenizer import NucleotideTokenizer, SequenceError
+from .weights import CheckpointError
+
+__all__ = [
+    "InputSequence",
+    "Tile",
+    "read_sequences",
+    "encode_sequences",
+    "length_batches",
+    "tiles",
+    "choose_device",
+    "atomic_path",
+    "ResumableParts",
+    "Progress",
+    "USER_ERRORS",
+    "exit_on_user_error",
+    "parse_region",
+    "fingerprint",
+]
+
+USER_ERRORS = (DataError, ConfigError, SequenceError, CheckpointError, InputError)
+
+_TOKENIZER = NucleotideTokenizer()
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fsa")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+@dataclass(frozen=True)
+class InputSequence:
+    id: str
+    sequence: str
+    where: str  # "FILE, line 3" / "FILE, record 'x'": for error messages
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz").removesuffix(".bgz")
+    for suffixes, kind in ((FASTA_SUFFIXES, "fasta"), (TABLE_SUFFIXES, "table"), ((".bed",), "bed")):
+        if name.endswith(suffixes):
+            return kind
+    raise DataError(
+        f"{path}: cannot tell the format from the name; use a FASTA ({', '.join(FASTA_SUFFIXES)}), "
+        f"a CSV/TSV ({', '.join(TABLE_SUFFIXES)}) or a BED (.bed, with --fasta), optionally .gz"
+    )
+
+
+def read_sequences(
+    path,
+    *,
+    fasta=None,
+    sequence_column: str | None = None,
+    id_column: str | None = None,
+    index_dir=None,
+) -> list[InputSequence]:
+    """Every sequence of ``path`` in file order (see the module docstring for the formats)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such input file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    kind = _kind(path)
+    if kind == "fasta":
+        return [InputSequence(r.id, r.sequence, r.where) for r in read_fasta_records(path)]
+    if kind == "table":
+        rows = read_table(path, sequence_column=sequence_column, id_column=id_column, label_required=False,
+                          flag_prefix="--", id_default="row")
+        return [InputSequence(r.id, r.sequence, r.where) for r in rows]
+    if fasta is None:
+        raise DataError(f"{path}: a BED input needs --fasta GENOME to read the sequences from")
+    return read_bed_sequences(path, open_fasta(fasta, index_dir=index_dir))
+
+
+def read_bed_sequences(path: Path, genome: FastaSource) -> list[InputSequence]:
+    """Intervals of a BED (3+ columns; strand in column 6) as sequences of ``genome``."""
+    out = []
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            where = f"{path}, line {lineno}"
+            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if len(fields) < 3:
+                raise DataError(f"{where}: a BED line needs chrom, start and end; got {len(fields)} field(s)")
+            chrom, start, end = fields[0], fields[1], fields[2]
+            try:
+                start, end = int(start), int(end)
+            except ValueError:
+                raise DataError(f"{where}: start and end must be integers, got {fields[1]!r} and {fields[2]!r}") from None
+            strand = fields[5] if len(fields) >= 6 else "+"
+            if strand not in ("+", "-", "."):
+                raise DataError(f"{where}: strand (column 6) must be +, - or ., got {strand!r}")
+            record = genome.resolve(chrom)
+            if record is None:
+                raise DataError(
+                    f"{where}: chromosome {chrom!r} is not in {genome.path} (its records: {genome.describe_names()})"
+                )
+            if not 0 <= start < end:
+                raise DataError(f"{where}: need 0 <= start < end, got {start}-{end}")
+            if end > genome.records[record]:
+                raise DataError(
+                    f"{where}: {chrom}:{start}-{end} runs past the end of {record} ({genome.records[record]:,} bp in {genome.path})"
+                )
+            seq = genome.fetch(record, start, end)
+            if strand == "-":
+                seq = _TOKENIZER.reverse_complement(seq)
+            out.append(InputSequence(f"{chrom}:{start + 1}-{end}({'-' if strand == '-' else '+'})", seq, where))
+    if not out:
+        raise DataError(f"{path}: no intervals in the BED file")
+    return out
+
+
+def _open_text(path: Path):
+    import gzip
+
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt") if gz else open(path)
+
+
+def parse_region(text: str) -> tuple[str, int, int]:
+    """``chr:start-end`` (1-based, inclusive, commas allowed) -> (chrom, start0, end0) half-open."""
+    try:
+        chrom, span = text.rsplit(":", 1)
+        start, end = (int(x.replace(",", "")) for x in span.split("-"))
+    except ValueError:
+        raise DataError(f"--region {text!r}: expected CHROM:START-END (1-based, inclusive), e.g. 20:1,000,001-1,010,000") from None
+    if start < 1 or end < start:
+        raise DataError(f"--region {text!r}: need 1 <= START <= END")
+    return chrom, start - 1, end
+
+
+def encode_sequences(records: list[InputSequence], tokenizer: NucleotideTokenizer) -> list[torch.Tensor]:
+    """Ids of every record, checked before any output is made: a letter that is not DNA names the
+    file and the line or record."""
+    out = []
+    for record in records:
+        try:
+            out.append(tokenizer.encode(record.sequence))
+        except SequenceError as e:
+            message = record.where + str(e).removeprefix("sequence")
+            if any(c in PROTEIN_ONLY for c in set(record.sequence.upper())):
+                message += ". This looks like a protein (amino-acid) sequence, not DNA: hnet_dna models DNA only"
+            raise DataError(message) from None
+    return out
+
+
+# ---------------------------------------------------------------------------- batching
+def length_batches(lengths, max_bases: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early):
+    at most ``max_batch`` rows and about ``max_bases`` padded positions per batch."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= max_batch or longest * (len(current) + 1) > max_bases):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class Tile:
+    start: int  # the window [start, end) of the sequence the model reads
+    end: int
+    own_start: int  # the bases [own_start, own_end) taken from this window
+    own_end: int
+
+
+def tiles(length: int, window: int | None, stride: int | None) -> list[Tile]:
+    """Windows over a sequence of ``length`` bases (one window when ``window`` is None or the
+    sequence fits); see the module docstring."""
+    if window is None or length <= window:
+        return [Tile(0, length, 0, length)]
+    stride = stride or window // 2
+    if not 0 < stride <= window:
+        raise ConfigError(f"--stride must be in 1..--window ({window}), got {stride}")
+    out, start = [], 0
+    while True:
+        end = min(start + window, length)
+        own_start = 0 if start == 0 else out[-1].own_end
+        out.append(Tile(start, end, own_start, end))
+        if end == length:
+            return out
+        start += stride
+
+
+# ----------------------------------------------------------------------------- model & device
+def choose_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: not a device (cpu, cuda, cuda:1, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def fingerprint(*parts) -> str:
+    """A hash of files (by content) and values, to tell whether a rerun asks for the same work."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            h.update(str(part.resolve()).encode())
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        elif isinstance(part, torch.nn.Module):
+            for name, tensor in sorted(part.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ outputs
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path`` (same suffix); it becomes ``path`` only if the block
+    finishes, so a reader never sees half a file and a failed run leaves the old file as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{''.join(path.suffixes[-2:])}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--output") -> Path:
+    """Checks on an output path before any work: its suffix and its folder."""
+    path = Path(path)
+    if not path.name.lower().endswith(suffixes):
+        raise DataError(f"{flag} {path}: the name must end with {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise DataError(f"{flag} {path}: no such folder {path.parent}")
+    if path.is_dir():
+        raise DataError(f"{flag} {path}: is a folder")
+    return path
+
+
+class ResumableParts:
+    """Results kept in ``OUT.parts/`` as they come (one ``.npz`` per part, written atomically), so
+    a killed run continues where it stopped when rerun with the same arguments. A rerun with other
+    arguments (another fingerprint) starts over. The folder goes once the output is written."""
+
+    def __init__(self, output: Path, key: str):
+        self.folder = output.with_name(output.name + ".parts")
+        self.key = key
+        manifest = self.folder / "manifest.json"
+        if self.folder.exists():
+            try:
+                same = json.loads(manifest.read_text()).get("fingerprint") == key
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                shutil.rmtree(self.folder)
+        self.folder.mkdir(exist_ok=True)
+        if not manifest.exists():
+            manifest.write_text(json.dumps({"fingerprint": key}) + "\n")
+        self.done = {int(p.stem.split("-")[1]) for p in self.folder.glob("part-*.npz")}
+        self._kill_after = int(os.environ.get("HNET_DNA_KILL_AFTER_PARTS", "0"))  # tests: a SIGKILL
+        self._written = 0
+
+    def __contains__(self, part: int) -> bool:
+        return part in self.done
+
+    def save(self, part: int, arrays: dict[str, np.ndarray]) -> None:
+        target = self.folder / f"part-{part:06d}.npz"
+        with atomic_path(target) as tmp:
+            np.savez(tmp, **arrays)
+        self.done.add(part)
+        self._written += 1
+        if self._kill_after and self._written >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def load(self, part: int) -> dict[str, np.ndarray]:
+        with np.load(self.folder / f"part-{part:06d}.npz", allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Progress:
+    """A tqdm bar over sequences that also shows bases per second (on stderr; off with ``enabled=False``)."""
+
+    def __init__(self, total: int, total_bases: int, desc: str, enabled: bool = True):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="seq", disable=not enabled, file=sys.stderr, smoothing=0.1)
+        self.bases = 0
+        self.total_bases = total_bases
+        self.t0 = time.perf_counter()
+
+    def update(self, sequences: int, bases: int) -> None:
+        self.bases += bases
+        rate = self.bases / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.0f} bases/s", refresh=False)
+        self.bar.update(sequences)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def exit_on_user_error(run, prog: str = "hnet_dna") -> None:
+    """Call ``run()``; an error in the user's inputs becomes one line on stderr and exit status 2."""
+    try:
+        run()
+    except Exception as exc:
+        err = _user_error(exc)
+        if err is None:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """Our input error, possibly wrapped by jsonargparse or Lightning."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -1,0 +1,294 @@
+"""``python -m hnet_dna.embed``: embeddings of DNA sequences from a pretrained model.
+
+::
+
+    python -m hnet_dna.embed --input seqs.fa --output seqs.npz                  # the default model
+    python -m hnet_dna.embed --input peaks.bed --fasta hg19.fa --output peaks.npz --model runs/x/pretrained
+    python -m hnet_dna.embed --input set.tsv --output set.npz --pooling chunks --rc-average --boundaries
+
+Inputs: FASTA, CSV/TSV or BED + ``--fasta`` (see :mod:`hnet_dna.commands`). The output ``.npz``
+opens with ``numpy.load(path, allow_pickle=False)`` and holds, for N sequences in input order:
+
+* ``ids`` (N,) unicode; ``lengths`` (N,) bases;
+* pooled modes: ``embeddings`` (N, D) float32. ``mean``: the mean of the backbone's output over the
+  sequence's bases (D = the outer width); ``chunks``: the mean of the innermost chunking level's
+  chunk states, before dechunking (D = the inner width; H-Nets only);
+* ``--pooling none``: ``position_embeddings`` (sum of lengths, D) and ``position_offsets`` (N+1,):
+  sequence i is rows ``position_offsets[i]:position_offsets[i+1]``;
+* ``--boundaries``: per chunking level s (0 = outermost), ``boundaries_<s>`` (flat, int64) and
+  ``boundary_offsets_<s>`` (N+1,): the 0-based positions in the input sequence where the level's
+  chunks start (the first is always 0).
+
+Sequences longer than ``--window`` are read in windows every ``--stride`` bases (default half a
+window); each base's output, and each chunk (by its first base), is taken from the earliest window
+holding it, so pooling over a long sequence is pooling over its bases (or chunks) each counted
+once. ``--rc-average`` averages the pooled vectors (or, with ``none``, each position's vectors) of
+a sequence and of its reverse complement, so a sequence and its reverse complement get the same
+embedding; boundaries are always those of the sequence as given.
+
+A killed run continues where it stopped when rerun with the same arguments (finished parts are kept
+in ``OUTPUT.parts/``); the output appears only when complete. The Python function is
+:func:`embed_sequences`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .commands import (
+    InputSequence,
+    Progress,
+    ResumableParts,
+    atomic_path,
+    check_output,
+    choose_device,
+    encode_sequences,
+    exit_on_user_error,
+    fingerprint,
+    length_batches,
+    read_sequences,
+    tiles,
+)
+from .config import ConfigError
+from .model.hnet import HNetForCausalLM
+from .model.loading import load_model
+
+__all__ = ["embed_sequences", "POOLINGS", "main"]
+
+POOLINGS = ("mean", "chunks", "none")
+PART_BASES = 1 << 20  # bases per resumable part
+
+
+@dataclass
+class _Strand:
+    hidden: list = field(default_factory=list)  # owned (n, D) blocks, in order
+    chunks: list = field(default_factory=list)  # owned innermost chunk states (m, D_in)
+    boundaries: list = field(default_factory=list)  # per level: lists of owned start positions
+
+
+def _run_windows(model, jobs, batch_size: int, device, levels_wanted: bool):
+    """Forward each job (ids (n,), Tile) in batches of similar length; yields (job index, hidden
+    (n_own, D), innermost chunk states owned, [owned chunk starts per level])."""
+    order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
+    pad = model.tokenizer.pad_id
+    for k in range(0, len(order), batch_size):
+        chunk = order[k:k + batch_size]
+        longest = max(len(jobs[j][0]) for j in chunk)
+        input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), longest), dtype=torch.bool)
+        for row, j in enumerate(chunk):
+            input_ids[row, :len(jobs[j][0])] = jobs[j][0]
+            mask[row, :len(jobs[j][0])] = True
+        feats = model.features(input_ids.to(device), mask.to(device))
+        hidden = feats.hidden.float().cpu()
+        levels = [(lv.positions.cpu(), lv.states.float().cpu()) for lv in feats.levels]
+        for row, j in enumerate(chunk):
+            tile = jobs[j][1]
+            lo, hi = tile.own_start - tile.start, tile.own_end - tile.start  # owned, local
+            owned_hidden = hidden[row, lo:hi]
+            starts, inner = [], None
+            for s, (positions, states) in enumerate(levels):
+                pos = positions[row]
+                keep = (pos >= lo) & (pos < hi)
+                starts.append((pos[keep] + tile.start).numpy())
+                if s == len(levels) - 1:
+                    inner = states[row][keep]
+            yield j, owned_hidden, inner, starts
+
+
+def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, device, window, stride):
+    """Per sequence of the part: (pooled vector or per-position array, [boundary arrays])."""
+    tokenizer = model.tokenizer
+    strands = [(i, 0) for i in range(len(ids_list))] + ([(i, 1) for i in range(len(ids_list))] if rc_average else [])
+    jobs, owner = [], []
+    for i, strand in strands:
+        ids = ids_list[i] if strand == 0 else tokenizer.reverse_complement(ids_list[i])
+        for tile in tiles(len(ids), window, stride):
+            jobs.append((ids[tile.start:tile.end], tile))
+            owner.append((i, strand))
+    acc = {key: _Strand() for key in strands}
+    results = sorted(_run_windows(model, jobs, batch_size, device, boundaries),
+                     key=lambda r: r[0])  # tile order within each sequence
+    for j, hidden, inner, starts in results:
+        st = acc[owner[j]]
+        st.hidden.append(hidden)
+        if inner is not None:
+            st.chunks.append(inner)
+        if not st.boundaries:
+            st.boundaries = [[] for _ in starts]
+        for s, pos in enumerate(starts):
+            st.boundaries[s].append(pos)
+    out = []
+    for i in range(len(ids_list)):
+        def value(strand):
+            st = acc[(i, strand)]
+            if pooling == "mean":
+                return torch.cat(st.hidden).mean(0)
+            if pooling == "chunks":
+                return torch.cat(st.chunks).mean(0)
+            per_position = torch.cat(st.hidden)  # (L, D)
+            return per_position if strand == 0 else per_position.flip(0)  # back to forward positions
+
+        vec = value(0)
+        if rc_average:
+            vec = (vec + value(1)) / 2
+        bounds = [np.concatenate(b).astype(np.int64) for b in acc[(i, 0)].boundaries] if boundaries else []
+        out.append((vec.numpy().astype(np.float32), bounds))
+    return out
+
+
+def _check_options(model: HNetForCausalLM, pooling: str, boundaries: bool, window, stride, batch_size: int) -> None:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if pooling == "chunks" and model.config.num_stages < 2:
+        raise ConfigError("--pooling chunks needs an H-Net: an isotropic model has no chunks (use mean or none)")
+    if boundaries and model.config.num_stages < 2:
+        raise ConfigError("--boundaries needs an H-Net: an isotropic model does not cut its input into chunks")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if window is not None and window < 2:
+        raise ConfigError(f"--window must be >= 2, got {window}")
+    if window is not None and stride is not None and not 0 < stride < window:
+        raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
+    if window is None and stride is not None:
+        raise ConfigError("--stride needs --window")
+
+
+def _parts(lengths, batch_size: int) -> list[list[int]]:
+    return length_batches(lengths, max_bases=max(PART_BASES, max(lengths)), max_batch=batch_size * 4)
+
+
+def embed_sequences(
+    sequences,
+    model=None,
+    *,
+    pooling: str = "mean",
+    rc_average: bool = False,
+    boundaries: bool = False,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    progress: bool = False,
+    _resume: ResumableParts | None = None,
+) -> dict[str, np.ndarray]:
+    """Embeddings of ``sequences`` (strings, or :class:`~hnet_dna.commands.InputSequence`).
+
+    ``model``: an :class:`HNetForCausalLM`, or anything ``--model`` takes (None = the default
+    model). Returns the arrays of the ``.npz`` the command writes (module docstring), without
+    ``ids`` when plain strings are given.
+    """
+    records = [s if isinstance(s, InputSequence) else InputSequence(str(i), s, f"sequence {i}")
+               for i, s in enumerate(sequences)]
+    if not records:
+        raise ConfigError("embed_sequences got no sequences")
+    if not isinstance(model, HNetForCausalLM):
+        model = load_model(model)
+    _check_options(model, pooling, boundaries, window, stride, batch_size)
+    ids_list = encode_sequences(records, model.tokenizer)
+    device = choose_device(device) if not isinstance(device, torch.device) else device
+    model = model.to(device).eval()
+    lengths = [len(x) for x in ids_list]
+    parts = _parts(lengths, batch_size)
+    results: list = [None] * len(records)
+    bar = Progress(len(records), sum(lengths), "embed", enabled=progress)
+    with torch.inference_mode():
+        for p, members in enumerate(parts):
+            if _resume is not None and p in _resume:
+                part = _resume.load(p)
+                rows = _unpack_part(part, len(members), pooled=pooling != "none")
+            else:
+                rows = _embed_part(model, [ids_list[i] for i in members], pooling, rc_average, boundaries,
+                                   batch_size, device, window, stride)
+                if _resume is not None:
+                    _resume.save(p, _pack_part(rows))
+            for i, row in zip(members, rows):
+                results[i] = row
+            bar.update(len(members), sum(lengths[i] for i in members))
+    bar.close()
+    return _assemble(results, lengths, pooling, boundaries)
+
+
+def _pack_part(rows) -> dict[str, np.ndarray]:
+    out = {"values": np.concatenate([r[0].reshape(-1, r[0].shape[-1]) for r in rows]),
+           "value_rows": np.array([r[0].reshape(-1, r[0].shape[-1]).shape[0] for r in rows])}
+    for s in range(len(rows[0][1])):
+        out[f"b{s}"] = np.concatenate([r[1][s] for r in rows])
+        out[f"n{s}"] = np.array([len(r[1][s]) for r in rows])
+    return out
+
+
+def _unpack_part(part, n: int, pooled: bool):
+    values = np.split(part["values"], np.cumsum(part["value_rows"])[:-1])
+    levels = sorted(int(k[1:]) for k in part if k.startswith("b"))
+    bounds = [np.split(part[f"b{s}"], np.cumsum(part[f"n{s}"])[:-1]) for s in levels]
+    return [(values[i][0] if pooled else values[i], [bounds[s][i] for s in range(len(levels))]) for i in range(n)]
+
+
+def _assemble(results, lengths, pooling, boundaries) -> dict[str, np.ndarray]:
+    out = {"lengths": np.asarray(lengths, dtype=np.int64)}
+    if pooling == "none":
+        out["position_embeddings"] = np.concatenate([r[0] for r in results]).astype(np.float32)
+        out["position_offsets"] = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in results])]).astype(np.int64)
+    else:
+        out["embeddings"] = np.stack([r[0].reshape(-1) for r in results]).astype(np.float32)
+    if boundaries:
+        for s in range(len(results[0][1])):
+            out[f"boundaries_{s}"] = np.concatenate([r[1][s] for r in results]).astype(np.int64)
+            out[f"boundary_offsets_{s}"] = np.concatenate([[0], np.cumsum([len(r[1][s]) for r in results])]).astype(np.int64)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hnet_dna.embed", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, help="FASTA, CSV/TSV, or BED (with --fasta)")
+    p.add_argument("--output", required=True, help="the .npz to write")
+    p.add_argument("--model", default=None,
+                   help="preset, save_pretrained folder, or pretraining .ckpt (default: the shipped tiny chr20 model)")
+    p.add_argument("--pooling", default="mean", choices=POOLINGS)
+    p.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
+    p.add_argument("--boundaries", action="store_true", help="also write each level's chunk starts")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--window", type=int, default=None, help="read longer sequences in windows of this many bases")
+    p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
+    p.add_argument("--fasta", default=None, help="the genome a BED input is read from")
+    p.add_argument("--sequence-column", "--sequence_column", default=None)
+    p.add_argument("--id-column", "--id_column", default=None)
+    p.add_argument("--index-dir", default=None, help="where to keep a FASTA index if its folder is read-only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    output = check_output(args.output, (".npz",))
+    records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
+                             id_column=args.id_column, index_dir=args.index_dir)
+    model = load_model(args.model)
+    _check_options(model, args.pooling, args.boundaries, args.window, args.stride, args.batch_size)
+    encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
+    options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride")}
+    key = fingerprint([(r.id, r.sequence) for r in records], model, options)
+    resume = ResumableParts(output, key)
+    arrays = embed_sequences(records, model, device=args.device, progress=not args.quiet, _resume=resume, **options)
+    ids = np.array([r.id for r in records], dtype=f"<U{max(len(r.id) for r in records)}")
+    with atomic_path(output) as tmp:
+        np.savez(tmp, ids=ids, **arrays)
+    resume.remove()
+    shape = arrays.get("embeddings", arrays.get("position_embeddings")).shape
+    print(f"hnet_dna.embed: {len(records):,} sequences ({int(arrays['lengths'].sum()):,} bases) -> {output} "
+          f"({'embeddings' if 'embeddings' in arrays else 'position_embeddings'} {shape})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    exit_on_user_error(lambda: run(args), prog="hnet_dna.embed")
+
+
+if __name__ == "__main__":
+    main()

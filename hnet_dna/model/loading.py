@@ -1,0 +1,83 @@
+"""Models from what users name on the command line: a preset, a config JSON, a ``save_pretrained``
+folder, a pretraining ``.ckpt`` written by ``python -m hnet_dna fit``, or nothing (the small
+pretrained default shipped in ``hnet_dna/resources/default_model``)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, HNetConfig, presets
+from ..weights import CheckpointError
+from .hnet import HNetForCausalLM
+
+__all__ = ["build_model", "load_model", "default_model_path", "DEFAULT_MODEL"]
+
+DEFAULT_MODEL = "default"  # the name of the shipped model wherever a model is taken
+
+
+def default_model_path() -> Path:
+    """The folder of the shipped default model (see its README.md)."""
+    return Path(str(files("hnet_dna") / "resources" / "default_model"))
+
+
+def build_model(spec: str | dict, flag: str = "--model.model") -> HNetForCausalLM:
+    """A model from a preset name, a config JSON, a ``save_pretrained`` folder (weights loaded),
+    or inline config fields (a dict; ``{"preset": name, ...}`` overrides a preset's fields)."""
+    if isinstance(spec, dict):
+        fields = dict(spec)
+        base = fields.pop("preset", None)
+        config = HNetConfig.from_preset(base, **fields) if base else HNetConfig.from_dict(fields, source="model")
+        return HNetForCausalLM(config)
+    if spec in presets():
+        return HNetForCausalLM(HNetConfig.from_preset(spec))
+    if spec == DEFAULT_MODEL:
+        return HNetForCausalLM.from_pretrained(default_model_path())
+    path = Path(spec)
+    if path.is_dir():
+        return HNetForCausalLM.from_pretrained(path)
+    if path.is_file():
+        return HNetForCausalLM(HNetConfig.from_json(path))
+    raise ConfigError(
+        f"{flag} {spec!r} is neither a preset ({', '.join(presets())}), '{DEFAULT_MODEL}', a config "
+        "JSON, nor a save_pretrained folder"
+    )
+
+
+def load_model(spec: str | dict | None, flag: str = "--model") -> HNetForCausalLM:
+    """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model."""
+    if spec is None:
+        spec = DEFAULT_MODEL
+    if isinstance(spec, str) and spec.endswith(".ckpt"):
+        return _from_lightning_checkpoint(Path(spec), flag)
+    if isinstance(spec, str) and Path(spec).is_file() and not spec.endswith(".json"):
+        raise CheckpointError(
+            f"{flag} {spec}: not a model of hnet_dna; give a preset, a save_pretrained folder, a config "
+            "JSON or a .ckpt written by python -m hnet_dna fit"
+        )
+    return build_model(spec, flag)
+
+
+def _from_lightning_checkpoint(path: Path, flag: str) -> HNetForCausalLM:
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
+        raise CheckpointError(f"{flag} {path}: not a readable checkpoint ({type(e).__name__})") from None
+    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    if "model" not in hparams or "state_dict" not in state:
+        raise CheckpointError(
+            f"{flag} {path}: not a pretraining checkpoint of hnet_dna (no model spec in its "
+            "hyperparameters); give a .ckpt written by python -m hnet_dna fit with PretrainModule"
+        )
+    model = build_model(hparams["model"], flag)
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{flag} {path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model
