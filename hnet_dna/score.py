@@ -259,22 +259,21 @@ def _write_variants_tsv(path: Path, variants, results, both_strands: bool) -> No
                 f.write("\t".join(cells) + "\n")
 
 
-def _write_variants_vcf(path: Path, source: Path, results, both_strands: bool) -> None:
+def _write_variants_vcf(path: Path, source: Path, variants, results, both_strands: bool) -> None:
     import pysam
 
     vcf = _read_vcf(source)
     header = vcf.header.copy()
-    header.add_line('##INFO=<ID=HNET_LLR,Number=A,Type=Float,Description="hnet_dna: log2 P(alt window) - '
-                    'log2 P(ref window), bits (python -m hnet_dna.score)">')
+    header.info.add("HNET_LLR", "A", "Float",
+                    "hnet_dna: log2 P(alt window) - log2 P(ref window), bits (python -m hnet_dna.score)")
     if both_strands:
-        header.add_line('##INFO=<ID=HNET_LLR_RC,Number=A,Type=Float,Description="hnet_dna: HNET_LLR on the '
-                        'reverse-complement strand">')
+        header.info.add("HNET_LLR_RC", "A", "Float", "hnet_dna: HNET_LLR on the reverse-complement strand")
     name = path.name.lower()
     mode = "wb" if name.endswith(".bcf") else "wz" if name.endswith(".gz") else "w"
     with atomic_path(path) as tmp:
         with pysam.VariantFile(str(tmp), mode, header=header) as out:
             for rec, row in zip(vcf.fetch(), results):
-                rec.translate(header)
+                rec.translate(out.header)
                 if row is not None and any(x is not None for x in row):
                     rec.info["HNET_LLR"] = tuple(None if x is None else round(x[0], 6) for x in row)
                     if both_strands:
@@ -335,7 +334,7 @@ def run(args: argparse.Namespace) -> None:
         if output.name.lower().endswith(".tsv"):
             _write_variants_tsv(output, variants, results, args.both_strands)
         else:
-            _write_variants_vcf(output, Path(args.vcf), results, args.both_strands)
+            _write_variants_vcf(output, Path(args.vcf), variants, results, args.both_strands)
         alleles = sum(len(v.alts) for v in variants)
         skipped_text = "; ".join(f"{n} {why}" for why, n in skipped.items() if n) or "none"
         print(f"hnet_dna.score: {alleles:,} alleles of {len(variants):,} variants -> {output} (skipped: {skipped_text})")

@@ -13,7 +13,7 @@ from hnet_dna.commands import (
     read_sequences,
     tiles,
 )
-from hnet_dna.data.genome import DataError
+from hnet_dna.data.genome import DataError, open_fasta
 from hnet_dna.model.loading import default_model_path, load_model
 from hnet_dna.weights import CheckpointError
 
@@ -25,6 +25,7 @@ def genome_fixture(tmp_path, name="20", length=12_000):
     seq = read_fixture_fasta(DATA / "chr20_slices.fa")["chr20_train"][:length]
     path = tmp_path / "genome.fa"
     path.write_text(f">{name}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
+    open_fasta(path)  # its index, as a user's genome has one: outputs are what tests look for
     return path, seq
 
 

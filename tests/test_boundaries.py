@@ -1,0 +1,104 @@
+"""``python -m hnet_dna.boundaries``: bigWig / BED tracks in genome coordinates, enrichment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hnet_dna.boundaries import boundary_enrichment, read_feature_edges
+from hnet_dna.boundaries import main as boundaries_main
+from hnet_dna.model.loading import load_model
+
+from .test_commands import genome_fixture
+
+
+def read_bed(path):
+    return [(c, int(a), int(b)) for c, a, b, *_ in (line.split("\t") for line in path.read_text().splitlines())]
+
+
+def test_tracks_are_in_genome_coordinates_to_the_region_edges(tmp_path, capsys):
+    import pyBigWig
+
+    genome, seq = genome_fixture(tmp_path, name="20")
+    ann = tmp_path / "features.bed"
+    ann.write_text("chr20\t3100\t3200\nchr20\t4000\t4500\nchr7\t3100\t3200\n")  # chr20 = 20; chr7 ignored
+    prefix = tmp_path / "out" / "r"
+    prefix.parent.mkdir()
+    boundaries_main(["--fasta", str(genome), "--region", "20:3,001-6,000", "--out", str(prefix), "--window", "1024",
+                     "--annotation", f"feat={ann}", "--shifts", "200", "--quiet"])
+    bw = pyBigWig.open(f"{prefix}.level0.prob.bw")
+    assert bw.chroms() == {"20": 12_000}
+    intervals = bw.intervals("20")
+    assert intervals[0][0] == 3000 and intervals[-1][1] == 6000 and len(intervals) == 3000
+    # The first base of the region was decided with 512 bases of left context (window - stride).
+    model = load_model(None).eval()
+    with torch.no_grad():
+        f = model.features(model.tokenizer.encode(seq[2488:3512])[None])
+    assert intervals[0][2] == pytest.approx(float(f.levels[0].boundary_probs[0, 512]), abs=1e-5)
+    chunks = read_bed(prefix.parent / "r.level0.chunks.bed")
+    assert chunks[0][:2] == ("20", 3000) and chunks[-1][2] == 6000
+    assert all(a[2] == b[1] for a, b in zip(chunks, chunks[1:]))  # contiguous, no gap, no overlap
+    starts = {a for _, a, _ in chunks[1:]}
+    decided = {int(p) + 3000 - 512 for p in torch.nonzero(f.levels[0].boundaries[0]).flatten() if 512 < p < 1024}
+    assert decided == {s for s in starts if s < 3512}
+    table = (prefix.parent / "r.enrichment.tsv").read_text().splitlines()
+    assert table[0].split("\t")[:3] == ["level", "annotation", "edges"] and table[1].split("\t")[:3] == ["0", "feat", "4"]
+    assert (prefix.parent / "r.png").stat().st_size > 10_000
+    assert "| level | annotation |" in capsys.readouterr().out
+
+
+def test_inner_levels_are_mapped_back_to_bases(tmp_path):
+    import pyBigWig
+
+    genome, seq = genome_fixture(tmp_path, name="chr20")
+    torch.manual_seed(0)
+    prefix = tmp_path / "two"
+    boundaries_main(["--fasta", str(genome), "--region", "chr20:1-1500", "--out", str(prefix), "--model",
+                     "tiny-hnet-2stage", "--window", "512", "--quiet"])
+    outer = [a for _, a, _ in read_bed(tmp_path / "two.level0.chunks.bed")]
+    inner = [a for _, a, _ in read_bed(tmp_path / "two.level1.chunks.bed")]
+    assert outer[0] == inner[0] == 0  # the chromosome's first base starts a chunk at every level
+    assert set(inner) <= set(outer) and len(inner) < len(outer)
+    bw = pyBigWig.open(str(tmp_path / "two.level1.prob.bw"))
+    decided_at = [a for a, _, _ in bw.intervals("chr20")]
+    assert decided_at == outer  # level 1 decides exactly where level 0's chunks start
+
+
+def test_enrichment_finds_planted_boundaries_and_not_shuffled_ones():
+    rng = np.random.default_rng(1)
+    start, end = 1_000_000, 1_200_000
+    edges = np.sort(rng.choice(np.arange(start, end), 150, replace=False))
+    background = rng.choice(np.arange(start, end), 20_000, replace=False)
+    planted = np.unique(np.concatenate([background, edges]))
+    hit = boundary_enrichment(planted, edges, start, end, flank=2, shifts=500, seed=0)
+    assert hit["observed"] >= 150 and hit["fold"] > 2 and hit["p_value"] < 0.01
+    shuffled = np.unique(np.concatenate([background, rng.choice(np.arange(start, end), 150, replace=False)]))
+    null = boundary_enrichment(shuffled, edges, start, end, flank=2, shifts=500, seed=0)
+    assert 0.7 < null["fold"] < 1.3 and null["p_value"] > 0.05
+
+
+def test_annotation_formats_and_names(tmp_path):
+    saf = tmp_path / "exons.saf"
+    saf.write_text("GeneID\tChr\tStart\tEnd\tStrand\n1\tchr20\t101\t200\t+\n2\tchr20\t5000\t5100\t-\n")
+    tss = tmp_path / "tss.txt"
+    tss.write_text("chr20\t150\t+\n20\t170\t-\nchr3\t160\t+\n")
+    names = {"20", "chr20"}
+    edges, features = read_feature_edges(saf, names, 0, 1000)
+    assert list(edges) == [100, 200] and features[0] == (100, 200)  # 1-based inclusive -> 0-based edges
+    edges, _ = read_feature_edges(tss, names, 0, 1000)
+    assert list(edges) == [150, 170]
+
+
+def test_bad_region_stops_before_writing(tmp_path, capsys):
+    genome, _ = genome_fixture(tmp_path, name="20")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for region, message in (("20:11,000-12,500", "past the end of 20 (12,000 bp"), ("chr9:1-100", "no chromosome 'chr9'")):
+        with pytest.raises(SystemExit) as exc:
+            boundaries_main(["--fasta", str(genome), "--region", region, "--out", str(tmp_path / "x"), "--quiet"])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        boundaries_main(["--fasta", str(genome), "--region", "20:1-100", "--out", str(tmp_path / "x"), "--quiet",
+                         "--model", "tiny-transformer"])
+    assert "no chunk boundaries" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
