@@ -27,7 +27,6 @@ from .commands import USER_ERRORS, exit_on_user_error  # noqa: F401  (USER_ERROR
 from .data.datamodule import check_resume_world_size
 from .weights import CheckpointError
 
-
 TRAINER_DEFAULTS = {"gradient_clip_val": 1.0}
 
 

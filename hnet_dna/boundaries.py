@@ -40,7 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .commands import Progress, atomic_path, choose_device, exit_on_user_error, parse_region, tiles
+from .commands import (
+    Progress,
+    atomic_path,
+    choose_device,
+    exit_on_user_error,
+    parse_region,
+    tiles,
+)
 from .config import ConfigError
 from .data.genome import DataError, chrom_aliases, open_fasta
 from .model.hnet import HNetForCausalLM

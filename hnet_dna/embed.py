@@ -34,6 +34,7 @@ in ``OUTPUT.parts/``); the output appears only when complete. The Python functio
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,20 +123,21 @@ def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, de
             st.boundaries = [[] for _ in starts]
         for s, pos in enumerate(starts):
             st.boundaries[s].append(pos)
+
+    def value(i, strand):
+        st = acc[(i, strand)]
+        if pooling == "mean":
+            return torch.cat(st.hidden).mean(0)
+        if pooling == "chunks":
+            return torch.cat(st.chunks).mean(0)
+        per_position = torch.cat(st.hidden)  # (L, D)
+        return per_position if strand == 0 else per_position.flip(0)  # back to forward positions
+
     out = []
     for i in range(len(ids_list)):
-        def value(strand):
-            st = acc[(i, strand)]
-            if pooling == "mean":
-                return torch.cat(st.hidden).mean(0)
-            if pooling == "chunks":
-                return torch.cat(st.chunks).mean(0)
-            per_position = torch.cat(st.hidden)  # (L, D)
-            return per_position if strand == 0 else per_position.flip(0)  # back to forward positions
-
-        vec = value(0)
+        vec = value(i, 0)
         if rc_average:
-            vec = (vec + value(1)) / 2
+            vec = (vec + value(i, 1)) / 2
         bounds = [np.concatenate(b).astype(np.int64) for b in acc[(i, 0)].boundaries] if boundaries else []
         out.append((vec.numpy().astype(np.float32), bounds))
     return out
@@ -195,6 +197,9 @@ def embed_sequences(
     lengths = [len(x) for x in ids_list]
     parts = _parts(lengths, batch_size)
     results: list = [None] * len(records)
+    if _resume is not None and _resume.done:
+        done = len(_resume.done & set(range(len(parts))))
+        print(f"hnet_dna.embed: continuing: {done} of {len(parts)} parts already done", file=sys.stderr)
     bar = Progress(len(records), sum(lengths), "embed", enabled=progress)
     with torch.inference_mode():
         for p, members in enumerate(parts):

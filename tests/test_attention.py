@@ -2,10 +2,13 @@ import math
 
 import pytest
 import torch
-
 import torch.nn.functional as F
 
-from hnet_dna.model.attention import CausalSelfAttention, apply_rotary, sliding_window_attention
+from hnet_dna.model.attention import (
+    CausalSelfAttention,
+    apply_rotary,
+    sliding_window_attention,
+)
 
 
 def make(window=-1, rotary=8, seed=0, d=32, heads=2):

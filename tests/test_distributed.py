@@ -21,7 +21,6 @@ from hnet_dna.__main__ import main
 
 from .conftest import write_fasta
 
-
 RUN_ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 

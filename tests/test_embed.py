@@ -106,7 +106,9 @@ def test_kill_and_rerun_gives_the_same_file(tmp_path):
     assert killed.returncode == -9
     parts = tmp_path / "resumed.npz.parts"
     assert not (tmp_path / "resumed.npz").exists() and len(list(parts.glob("part-*.npz"))) == 2
-    subprocess.run(cmd + ["--output", str(tmp_path / "resumed.npz")], env=env, cwd=REPO, check=True)
+    rerun = subprocess.run(cmd + ["--output", str(tmp_path / "resumed.npz")], env=env, cwd=REPO, check=True,
+                           capture_output=True, text=True)
+    assert "continuing: 2 of 5 parts already done" in rerun.stderr
     whole, resumed = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "resumed.npz")
     assert whole.files == resumed.files
     for key in whole.files:

@@ -5,7 +5,6 @@ from hnet_dna.model.generation import sample_next
 
 from .conftest import make_model, padded_batch
 
-
 SMALL_WINDOWS = {"num_heads": [2, 2], "rotary_emb_dim": [16, 24], "window_size": [7, 5]}  # rings wrap
 
 

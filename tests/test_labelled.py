@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from hnet_dna.data import DataError, LabelledDataModule
-from hnet_dna.data.labelled import class_names, read_fasta_per_class, read_genomic_benchmarks, read_labelled, read_table
+from hnet_dna.data.labelled import (
+    class_names,
+    read_fasta_per_class,
+    read_genomic_benchmarks,
+    read_labelled,
+    read_table,
+)
 
 from .conftest import DATA
 

@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from hnet_dna.model.isotropic import Isotropic, layout_height
 from hnet_dna.config import SSMConfig
+from hnet_dna.model.isotropic import Isotropic, layout_height
 from hnet_dna.model.layers import RMSNorm, SwiGLU
 
 

@@ -5,7 +5,12 @@ import torch
 
 from hnet_dna import HNetConfig, HNetForCausalLM
 from hnet_dna.config import ConfigError
-from hnet_dna.optim import make_optimizer, param_groups, parameter_stages, stage_lr_multipliers
+from hnet_dna.optim import (
+    make_optimizer,
+    param_groups,
+    parameter_stages,
+    stage_lr_multipliers,
+)
 from hnet_dna.tasks.pretrain import describe_learning_rates, lr_factor
 
 from .conftest import make_model, padded_batch

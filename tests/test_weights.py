@@ -3,7 +3,13 @@ import json
 import pytest
 import torch
 
-from hnet_dna import CheckpointError, HNetConfig, HNetForCausalLM, NucleotideTokenizer, load_official_checkpoint
+from hnet_dna import (
+    CheckpointError,
+    HNetConfig,
+    HNetForCausalLM,
+    NucleotideTokenizer,
+    load_official_checkpoint,
+)
 
 from .conftest import DATA, make_model, padded_batch
 from .official_reference import official_logits

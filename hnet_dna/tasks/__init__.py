@@ -1,6 +1,12 @@
 """Lightning tasks: pretraining and fine-tuning modules and their callbacks."""
 
-from .callbacks import ClassPredictionWriter, HeldOutReport, PredictionWriter, TrainingCurves, TrainingWindowLog
+from .callbacks import (
+           ClassPredictionWriter,
+           HeldOutReport,
+           PredictionWriter,
+           TrainingCurves,
+           TrainingWindowLog,
+)
 from .finetune import FinetuneModule
 from .pretrain import PretrainModule, build_model
 
