@@ -171,7 +171,9 @@ def boundary_enrichment(boundaries: np.ndarray, edges: np.ndarray, start: int, e
     observed = int(near[local].sum())
     rng = np.random.default_rng(seed)
     offsets = rng.integers(1, length, size=shifts)
-    control = near[(local[None, :] + offsets[:, None]) % length].sum(1)  # (shifts,)
+    block = max(1, 20_000_000 // max(len(local), 1))  # shifts per step: memory stays ~ 160 MB on a chromosome
+    control = np.concatenate([near[(local[None, :] + offsets[k:k + block, None]) % length].sum(1)
+                              for k in range(0, shifts, block)])  # (shifts,)
     expected = float(control.mean())
     return {
         "edges": int(len(edges)),
@@ -190,9 +192,14 @@ def _write_bigwig(path: Path, chrom: str, chrom_length: int, positions: np.ndarr
     with atomic_path(path) as tmp:
         bw = pyBigWig.open(str(tmp), "w")
         bw.addHeader([(chrom, chrom_length)])
-        if len(positions):
-            bw.addEntries([chrom] * len(positions), positions.tolist(), ends=(positions + 1).tolist(),
-                          values=values.astype(np.float64).tolist())
+        contiguous = len(positions) > 0 and positions[-1] - positions[0] == len(positions) - 1
+        step = 1 << 20  # entries per call: a chromosome's worth never sits in one Python list
+        for k in range(0, len(positions), step):
+            pos, val = positions[k:k + step], values[k:k + step].astype(np.float64)
+            if contiguous:  # level 0: one value per base, as a fixed-step block
+                bw.addEntries(chrom, int(pos[0]), values=val, span=1, step=1)
+            else:
+                bw.addEntries([chrom] * len(pos), pos, ends=pos + 1, values=val)
         bw.close()
 
 

@@ -19,8 +19,8 @@ opens with ``numpy.load(path, allow_pickle=False)`` and holds, for N sequences i
   ``boundary_offsets_<s>`` (N+1,): the 0-based positions in the input sequence where the level's
   chunks start (the first is always 0).
 
-Sequences longer than ``--window`` are read in windows every ``--stride`` bases (default half a
-window); each base's output, and each chunk (by its first base), is taken from the earliest window
+Sequences longer than ``--window`` (default 4,096; ``None`` in Python reads every sequence whole)
+are read in windows every ``--stride`` bases (default half a window); each base's output, and each chunk (by its first base), is taken from the earliest window
 holding it, so pooling over a long sequence is pooling over its bases (or chunks) each counted
 once. ``--rc-average`` averages the pooled vectors (or, with ``none``, each position's vectors) of
 a sequence and of its reverse complement, so a sequence and its reverse complement get the same
@@ -62,6 +62,7 @@ __all__ = ["embed_sequences", "POOLINGS", "main"]
 
 POOLINGS = ("mean", "chunks", "none")
 PART_BASES = 1 << 20  # bases per resumable part
+DEFAULT_WINDOW = 4096  # long inputs (a chromosome) never reach the model whole
 
 
 @dataclass
@@ -71,7 +72,7 @@ class _Strand:
     boundaries: list = field(default_factory=list)  # per level: lists of owned start positions
 
 
-def _run_windows(model, jobs, batch_size: int, device, levels_wanted: bool):
+def _run_windows(model, jobs, batch_size: int, device):
     """Forward each job (ids (n,), Tile) in batches of similar length; yields (job index, hidden
     (n_own, D), innermost chunk states owned, [owned chunk starts per level])."""
     order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
@@ -112,7 +113,7 @@ def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, de
             jobs.append((ids[tile.start:tile.end], tile))
             owner.append((i, strand))
     acc = {key: _Strand() for key in strands}
-    results = sorted(_run_windows(model, jobs, batch_size, device, boundaries),
+    results = sorted(_run_windows(model, jobs, batch_size, device),
                      key=lambda r: r[0])  # tile order within each sequence
     for j, hidden, inner, starts in results:
         st = acc[owner[j]]
@@ -173,7 +174,7 @@ def embed_sequences(
     boundaries: bool = False,
     batch_size: int = 32,
     device: str | torch.device | None = None,
-    window: int | None = None,
+    window: int | None = DEFAULT_WINDOW,
     stride: int | None = None,
     progress: bool = False,
     _resume: ResumableParts | None = None,
@@ -260,7 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boundaries", action="store_true", help="also write each level's chunk starts")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--window", type=int, default=None, help="read longer sequences in windows of this many bases")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"read longer sequences in windows of this many bases (default {DEFAULT_WINDOW})")
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--fasta", default=None, help="the genome a BED input is read from")
     p.add_argument("--sequence-column", "--sequence_column", default=None)

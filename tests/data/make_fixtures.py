@@ -12,6 +12,11 @@ Writes, next to this script:
   official_state_dict_shapes.json
                    keys and shapes of the official hnet_1stage_L / hnet_2stage_L state dicts
                    (copied from ../shared).
+  chr20_example_variants.vcf
+                   six ILLUSTRATIVE variants at real GRCh37 chr20 positions (REF read from the
+                   genome; ALT chosen here, not from a call set), named chr20 (UCSC style) as
+                   users' VCFs often are: SNVs at the first bases of RefSeq TSSs, one 2-base
+                   deletion, one 3-base insertion. For the README's score example.
   labelled/        a few rows of four shared labelled sets, in their own formats (column names
                    and order, CSV vs TSV, case, IUPAC letters, split column kept), for the readers:
                    promoter_tss_chr20_300bp.tsv (16 train, 8 valid, 8 test rows, both classes),
@@ -75,6 +80,26 @@ def cut_labelled(source: Path, dest: Path) -> None:
         (dest / name).write_text("\n".join([header, *kept]) + "\n")
 
 
+def write_example_vcf(genome, annotation: Path, dest: Path) -> None:
+    tss = [int(line.split()[1]) for line in annotation.read_text().splitlines()[:40:10]]  # 0-based
+    rows = []
+    for pos0 in tss:
+        ref = str(genome["20"][pos0:pos0 + 1]).upper()
+        rows.append((pos0 + 1, ref, {"A": "G", "C": "T", "G": "A", "T": "C"}[ref]))
+    pos0 = tss[0] + 100
+    ref = str(genome["20"][pos0:pos0 + 3]).upper()
+    rows.append((pos0 + 1, ref, ref[0]))  # deletes two bases
+    pos0 = tss[1] + 100
+    ref = str(genome["20"][pos0:pos0 + 1]).upper()
+    rows.append((pos0 + 1, ref, ref + "GCG"))  # inserts three
+    lines = ["##fileformat=VCFv4.2", "##reference=GRCh37", "##contig=<ID=chr20,length=63025520>",
+             "##source=hnet_dna tests/data/make_fixtures.py (illustrative variants, not a call set)",
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for k, (pos, ref, alt) in enumerate(sorted(rows)):
+        lines.append(f"chr20\t{pos}\tex{k + 1}\t{ref}\t{alt}\t.\t.\t.")
+    dest.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "data")
@@ -94,6 +119,7 @@ def main() -> None:
     write_fasta(demo, [("chr20_demo 20:10,000,001-11,000,000 GRCh37 (hnet_dna demo genome)", seq)])
     Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
     cut_labelled(args.shared / "classification", HERE / "labelled")
+    write_example_vcf(genome, args.shared / "annotation" / "hg19_chr20_refseq_tss.txt", HERE / "chr20_example_variants.vcf")
     manifest = "official_state_dict_shapes.json"
     shutil.copyfile(args.shared.parent / manifest, HERE / manifest)
     print("wrote chr20_slices.fa, hg38_chrM.fa and", manifest, "in", HERE)
