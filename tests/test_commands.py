@@ -124,3 +124,25 @@ def test_load_model_refuses_files_that_are_not_ours(tmp_path):
     ckpt.write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_model(str(ckpt))
+
+
+def test_bgzf_fasta_and_named_columns(tmp_path):
+    from Bio import bgzf
+
+    path = tmp_path / "x.fa.gz"
+    with bgzf.BgzfWriter(str(path), "wb") as f:
+        f.write(b">r1\nACGTAC\n>r2\nGGGT\n")
+    assert [(r.id, r.sequence) for r in read_sequences(path)] == [("r1", "ACGTAC"), ("r2", "GGGT")]
+    csv = tmp_path / "x.csv"
+    csv.write_text("name,dna,label\nfirst,ACGT,1\nsecond,TTTT,0\n")
+    with pytest.raises(DataError, match=r"no sequence column .* the columns are 'name', 'dna', 'label'. Name it with --sequence_column"):
+        read_sequences(csv)
+    rows = read_sequences(csv, sequence_column="dna")
+    assert [(r.id, r.sequence) for r in rows] == [("first", "ACGT"), ("second", "TTTT")]  # id from 'name'
+    with pytest.raises(DataError, match="cannot tell the format"):
+        read_sequences(_touch(tmp_path / "x.dat"))
+
+
+def _touch(path):
+    path.write_text("ACGT\n")
+    return path

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hnet_dna import embed_sequences
+from hnet_dna.data.genome import open_fasta
 from hnet_dna.embed import main as embed_main
 from hnet_dna.model.loading import load_model
 
@@ -140,3 +141,8 @@ def test_bad_input_stops_before_writing(tmp_path, capsys):
     assert "must end with .npz" in bad_run(tmp_path, capsys, ["--input", str(fa), "--output", str(tmp_path / "o.txt")])
     err = bad_run(tmp_path, capsys, ["--input", str(fa), "--output", out, "--model", "tiny-transformer", "--pooling", "chunks"])
     assert "needs an H-Net" in err
+    bed = tmp_path / "peaks.bed"
+    bed.write_text("chr20\t1\t5\nchrUn_gl000220\t1\t5\n")
+    open_fasta(fa)  # a genome comes with its .fai; the check is on our outputs
+    err = bad_run(tmp_path, capsys, ["--input", str(bed), "--fasta", str(fa), "--output", out])
+    assert "peaks.bed, line 1: chromosome 'chr20' is not in" in err and "(its records: seq0)" in err
