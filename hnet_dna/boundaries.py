@@ -46,6 +46,7 @@ from .commands import (
     choose_device,
     exit_on_user_error,
     parse_region,
+    read_text_lines,
     tiles,
 )
 from .config import ConfigError
@@ -128,35 +129,31 @@ def read_feature_edges(path, record_names: set[str], start: int, end: int) -> tu
     if not path.is_file():
         raise DataError(f"{path}: no such annotation file")
     name = path.name.lower().removesuffix(".gz")
-    import gzip
-
-    opener = gzip.open if path.name.endswith(".gz") else open
     edges, features = [], []
     kind = "saf" if name.endswith(".saf") else "bed" if name.endswith(".bed") else None
-    with opener(path, "rt") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0].startswith(("#", "track", "browser")) or fields[0] == "GeneID":
-                continue
-            where = f"{path}, line {lineno}"
-            if kind is None:
-                kind = "tss" if len(fields) == 3 and fields[2] in "+-." else "bed"
-            try:
-                if kind == "saf":
-                    chrom, a, b = fields[1], int(fields[2]) - 1, int(fields[3])
-                elif kind == "bed":
-                    chrom, a, b = fields[0], int(fields[1]), int(fields[2])
-                else:
-                    chrom, a = fields[0], int(fields[1])
-                    b = a + 1
-            except (ValueError, IndexError):
-                raise DataError(f"{where}: not a {kind.upper()} line ({line.strip()[:60]!r})") from None
-            if chrom not in record_names:
-                continue
-            features.append((a, b))
-            for e in ((a,) if kind == "tss" else (a, b)):
-                if start <= e < end:
-                    edges.append(e)
+    for lineno, line in read_text_lines(path):
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", "track", "browser")) or fields[0] == "GeneID":
+            continue
+        where = f"{path}, line {lineno}"
+        if kind is None:
+            kind = "tss" if len(fields) == 3 and fields[2] in ("+", "-", ".") else "bed"
+        try:
+            if kind == "saf":
+                chrom, a, b = fields[1], int(fields[2]) - 1, int(fields[3])
+            elif kind == "bed":
+                chrom, a, b = fields[0], int(fields[1]), int(fields[2])
+            else:
+                chrom, a = fields[0], int(fields[1])
+                b = a + 1
+        except (ValueError, IndexError):
+            raise DataError(f"{where}: not a {kind.upper()} line ({line.strip()[:60]!r})") from None
+        if chrom not in record_names:
+            continue
+        features.append((a, b))
+        for e in ((a,) if kind == "tss" else (a, b)):
+            if start <= e < end:
+                edges.append(e)
     return np.unique(np.asarray(edges, dtype=np.int64)), features
 
 
@@ -170,7 +167,7 @@ def boundary_enrichment(boundaries: np.ndarray, edges: np.ndarray, start: int, e
     local = boundaries - start
     observed = int(near[local].sum())
     rng = np.random.default_rng(seed)
-    offsets = rng.integers(1, length, size=shifts)
+    offsets = rng.integers(1, max(length, 2), size=shifts)
     block = max(1, 20_000_000 // max(len(local), 1))  # shifts per step: memory stays ~ 160 MB on a chromosome
     control = np.concatenate([near[(local[None, :] + offsets[k:k + block, None]) % length].sum(1)
                               for k in range(0, shifts, block)])  # (shifts,)
@@ -281,6 +278,10 @@ def run(args) -> None:
         raise DataError(f"--region {args.region}: past the end of {record} ({genome.records[record]:,} bp in {genome.path})")
     if args.flank < 0 or args.shifts < 1:
         raise ConfigError("--flank must be >= 0 and --shifts >= 1")
+    if args.window < 2 or args.batch_size < 1:
+        raise ConfigError(f"--window must be >= 2 and --batch-size >= 1, got {args.window} and {args.batch_size}")
+    if args.stride is not None and not 0 < args.stride < args.window:
+        raise ConfigError(f"--stride must be in 1..{args.window - 1} (below --window), got {args.stride}")
     names = set(chrom_aliases(record)) | set(chrom_aliases(chrom))
     annotations = {}
     for item in args.annotation:
@@ -299,7 +300,7 @@ def run(args) -> None:
         if firsts:
             centre = min(firsts)
             plot = (max(start, centre - 1000), min(end, centre + 1000))
-    model = load_model(args.model)
+    model = load_model(args.model, warn_untrained=True)
     if model.config.num_stages < 2:
         raise ConfigError(f"--model {args.model}: an isotropic model has no chunk boundaries; give an H-Net")
     result = region_boundaries(model, genome, record, start, end, window=args.window, stride=args.stride,

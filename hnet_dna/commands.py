@@ -55,6 +55,7 @@ __all__ = [
     "USER_ERRORS",
     "exit_on_user_error",
     "parse_region",
+    "read_text_lines",
     "fingerprint",
 ]
 
@@ -113,48 +114,54 @@ def read_sequences(
 def read_bed_sequences(path: Path, genome: FastaSource) -> list[InputSequence]:
     """Intervals of a BED (3+ columns; strand in column 6) as sequences of ``genome``."""
     out = []
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            where = f"{path}, line {lineno}"
-            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if len(fields) < 3:
-                raise DataError(f"{where}: a BED line needs chrom, start and end; got {len(fields)} field(s)")
-            chrom, start, end = fields[0], fields[1], fields[2]
-            try:
-                start, end = int(start), int(end)
-            except ValueError:
-                raise DataError(f"{where}: start and end must be integers, got {fields[1]!r} and {fields[2]!r}") from None
-            strand = fields[5] if len(fields) >= 6 else "+"
-            if strand not in ("+", "-", "."):
-                raise DataError(f"{where}: strand (column 6) must be +, - or ., got {strand!r}")
-            record = genome.resolve(chrom)
-            if record is None:
-                raise DataError(
-                    f"{where}: chromosome {chrom!r} is not in {genome.path} (its records: {genome.describe_names()})"
-                )
-            if not 0 <= start < end:
-                raise DataError(f"{where}: need 0 <= start < end, got {start}-{end}")
-            if end > genome.records[record]:
-                raise DataError(
-                    f"{where}: {chrom}:{start}-{end} runs past the end of {record} ({genome.records[record]:,} bp in {genome.path})"
-                )
-            seq = genome.fetch(record, start, end)
-            if strand == "-":
-                seq = _TOKENIZER.reverse_complement(seq)
-            out.append(InputSequence(f"{chrom}:{start + 1}-{end}({'-' if strand == '-' else '+'})", seq, where))
+    for lineno, line in read_text_lines(path):
+        if not line.strip() or line.startswith(("#", "track", "browser")):
+            continue
+        where = f"{path}, line {lineno}"
+        fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+        if len(fields) < 3:
+            raise DataError(f"{where}: a BED line needs chrom, start and end; got {len(fields)} field(s)")
+        chrom, start, end = fields[0], fields[1], fields[2]
+        try:
+            start, end = int(start), int(end)
+        except ValueError:
+            raise DataError(f"{where}: start and end must be integers, got {fields[1]!r} and {fields[2]!r}") from None
+        strand = fields[5] if len(fields) >= 6 else "+"
+        if strand not in ("+", "-", "."):
+            raise DataError(f"{where}: strand (column 6) must be +, - or ., got {strand!r}")
+        record = genome.resolve(chrom)
+        if record is None:
+            raise DataError(
+                f"{where}: chromosome {chrom!r} is not in {genome.path} (its records: {genome.describe_names()})"
+            )
+        if not 0 <= start < end:
+            raise DataError(f"{where}: need 0 <= start < end, got {start}-{end}")
+        if end > genome.records[record]:
+            raise DataError(
+                f"{where}: {chrom}:{start}-{end} runs past the end of {record} ({genome.records[record]:,} bp in {genome.path})"
+            )
+        seq = genome.fetch(record, start, end)
+        if strand == "-":
+            seq = _TOKENIZER.reverse_complement(seq)
+        out.append(InputSequence(f"{chrom}:{start + 1}-{end}({'-' if strand == '-' else '+'})", seq, where))
     if not out:
         raise DataError(f"{path}: no intervals in the BED file")
     return out
 
 
-def _open_text(path: Path):
+def read_text_lines(path: Path):
+    """(1-based line number, line) of a text file, plain or gzip (by its magic bytes); a file that
+    is not readable text is a :class:`DataError` naming it."""
     import gzip
 
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gz else open(path)
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rt") if gz else open(path)) as f:
+            lines = f.readlines()
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable text file ({type(e).__name__}: {e})") from None
+    return list(enumerate(lines, start=1))
 
 
 def parse_region(text: str) -> tuple[str, int, int]:
@@ -252,7 +259,7 @@ def fingerprint(*parts) -> str:
         elif isinstance(part, torch.nn.Module):
             for name, tensor in sorted(part.state_dict().items()):
                 h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
@@ -314,8 +321,8 @@ class ResumableParts:
 
     def save(self, part: int, arrays: dict[str, np.ndarray]) -> None:
         target = self.folder / f"part-{part:06d}.npz"
-        with atomic_path(target) as tmp:
-            np.savez(tmp, **arrays)
+        with atomic_path(target) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         self.done.add(part)
         self._written += 1
         if self._kill_after and self._written >= self._kill_after:

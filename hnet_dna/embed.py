@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".npz",))
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
-    model = load_model(args.model)
+    model = load_model(args.model, warn_untrained=True)
     _check_options(model, args.pooling, args.boundaries, args.window, args.stride, args.batch_size)
     encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
     options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride")}
@@ -284,8 +284,8 @@ def run(args: argparse.Namespace) -> None:
     resume = ResumableParts(output, key)
     arrays = embed_sequences(records, model, device=args.device, progress=not args.quiet, _resume=resume, **options)
     ids = np.array([r.id for r in records], dtype=f"<U{max(len(r.id) for r in records)}")
-    with atomic_path(output) as tmp:
-        np.savez(tmp, ids=ids, **arrays)
+    with atomic_path(output) as tmp, open(tmp, "wb") as f:  # a handle: np.savez adds no suffix
+        np.savez(f, ids=ids, **arrays)
     resume.remove()
     shape = arrays.get("embeddings", arrays.get("position_embeddings")).shape
     print(f"hnet_dna.embed: {len(records):,} sequences ({int(arrays['lengths'].sum()):,} bases) -> {output} "

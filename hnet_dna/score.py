@@ -326,7 +326,13 @@ def run(args: argparse.Namespace) -> None:
             raise DataError("--vcf needs --fasta, the reference the variants are called on")
         genome = open_fasta(args.fasta, index_dir=args.index_dir)
         variants = load_variants(Path(args.vcf))
-        model = load_model(args.model)
+        if not output.name.lower().endswith(".tsv"):
+            with _read_vcf(Path(args.vcf)) as vcf:
+                taken = [f for f in ("HNET_LLR", "HNET_LLR_RC") if f in vcf.header.info]
+            if taken:
+                raise DataError(f"{args.vcf}: the header already has INFO {', '.join(taken)} (written by an earlier "
+                                "run?); annotate the original VCF, or write a .tsv")
+        model = load_model(args.model, warn_untrained=True)
         choose_device(args.device)
         results, skipped = score_variants(model, genome, variants, flank=args.flank, both_strands=args.both_strands,
                                           skip_ref_mismatch=args.skip_ref_mismatch, batch_size=args.batch_size,
@@ -340,7 +346,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"hnet_dna.score: {alleles:,} alleles of {len(variants):,} variants -> {output} (skipped: {skipped_text})")
         return
     if args.region is not None:
-        output = check_output(args.output, (".bedgraph", ".bedgraph.gz", ".bg"))
+        output = check_output(args.output, (".bedgraph", ".bg"))
         if args.fasta is None:
             raise DataError("--region needs --fasta")
         genome = open_fasta(args.fasta, index_dir=args.index_dir)
@@ -352,7 +358,7 @@ def run(args: argparse.Namespace) -> None:
             raise DataError(f"--region {args.region}: past the end of {record} ({genome.records[record]:,} bp)")
         stride = args.stride or args.window // 2
         context = min(start, args.window - stride)
-        model = load_model(args.model)
+        model = load_model(args.model, warn_untrained=True)
         letters = genome.fetch(record, start - context, end)
         ids = encode_sequences([InputSequence(f"{record}:{start - context + 1}-{end}", letters,
                                          f"{genome.path}, {record}")], model.tokenizer)
@@ -369,7 +375,7 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".tsv",))
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
-    model = load_model(args.model)
+    model = load_model(args.model, warn_untrained=True)
     ids = encode_sequences(records, model.tokenizer)
     common = {"batch_size": args.batch_size, "device": args.device, "window": args.window, "stride": args.stride}
     scores = sequence_bits(model, ids, progress=progress, **common)

@@ -79,7 +79,7 @@ def write_vcf(path, rows):
     return path
 
 
-def test_variant_effects_equal_a_difference_of_two_log_likelihoods(tmp_path, model):
+def test_variant_effects_equal_a_difference_of_two_log_likelihoods(tmp_path, model, capsys):
     import pysam
 
     genome, seq = genome_fixture(tmp_path, name="20")  # the VCF says chr20: names match through aliases
@@ -116,6 +116,10 @@ def test_variant_effects_equal_a_difference_of_two_log_likelihoods(tmp_path, mod
     assert records[0].info["HNET_LLR"][0] == pytest.approx(float(table[1][5]), abs=1e-5)
     assert records[0].info["HNET_LLR"][1] is None
     assert records[2].info["HNET_LLR"][0] == pytest.approx(float(table[4][5]), abs=1e-5)
+    again = tmp_path / "again.vcf"
+    with pytest.raises(SystemExit):  # annotating an annotated VCF stops before scoring
+        score_main(["--fasta", str(genome), "--vcf", str(annotated), "--output", str(again), "--quiet"])
+    assert "already has INFO HNET_LLR" in capsys.readouterr().err and not again.exists()
 
 
 def test_region_bedgraph_coordinates(tmp_path, model):

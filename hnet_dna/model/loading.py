@@ -4,6 +4,7 @@ pretrained default shipped in ``hnet_dna/resources/default_model``)."""
 
 from __future__ import annotations
 
+import sys
 from importlib.resources import files
 from pathlib import Path
 
@@ -46,10 +47,16 @@ def build_model(spec: str | dict, flag: str = "--model.model") -> HNetForCausalL
     )
 
 
-def load_model(spec: str | dict | None, flag: str = "--model") -> HNetForCausalLM:
-    """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model."""
+def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: bool = False) -> HNetForCausalLM:
+    """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model.
+    ``warn_untrained``: say on stderr when the spec gives random weights (a preset, a config)."""
     if spec is None:
         spec = DEFAULT_MODEL
+    untrained = isinstance(spec, dict) or spec in presets() or (spec.endswith(".json") and Path(spec).is_file())
+    if warn_untrained and untrained:
+        print(f"hnet_dna: warning: {flag} {spec} has random weights (a preset or a config, not a trained model): "
+              "its outputs mean nothing beyond testing; give a save_pretrained folder or a .ckpt, or omit "
+              f"{flag} for the default model", file=sys.stderr)
     if isinstance(spec, str) and spec.endswith(".ckpt"):
         return _from_lightning_checkpoint(Path(spec), flag)
     if isinstance(spec, str) and Path(spec).is_file() and not spec.endswith(".json"):
