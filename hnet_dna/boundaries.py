@@ -27,7 +27,7 @@ the TSS). For each level and annotation, ``PREFIX.enrichment.tsv`` (also printed
 boundaries within ``--flank`` bases of an edge against a control that moves all boundaries by one
 random circular shift within the region (keeping their number and spacing), ``--shifts`` times:
 expected count, fold enrichment and the one-sided p-value (1 + #shifts with at least as many hits)
-/ (1 + shifts). ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
+/ (1 + shifts), and its mirror for depletion (``p_depletion``: shifts with at most as many). ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
 first annotated edge in the region). Chromosome names match through aliases (``chr20`` = ``20``).
 """
 
@@ -179,6 +179,7 @@ def boundary_enrichment(boundaries: np.ndarray, edges: np.ndarray, start: int, e
         "expected": expected,
         "fold": observed / expected if expected > 0 else float("nan"),
         "p_value": (1 + int((control >= observed).sum())) / (1 + shifts),
+        "p_depletion": (1 + int((control <= observed).sum())) / (1 + shifts),
     }
 
 
@@ -317,7 +318,7 @@ def run(args) -> None:
             for name, (edges, _) in annotations.items():
                 rows.append({"level": s, "annotation": name, **boundary_enrichment(
                     result.starts[s], edges, start, end, flank=args.flank, shifts=args.shifts, seed=args.seed)})
-        header = ["level", "annotation", "edges", "boundaries", "observed", "expected", "fold", "p_value"]
+        header = ["level", "annotation", "edges", "boundaries", "observed", "expected", "fold", "p_value", "p_depletion"]
         with atomic_path(Path(f"{prefix}.enrichment.tsv")) as tmp, open(tmp, "w") as f:
             f.write("\t".join(header) + "\n")
             for r in rows:

@@ -72,10 +72,12 @@ def test_enrichment_finds_planted_boundaries_and_not_shuffled_ones():
     background = rng.choice(np.arange(start, end), 20_000, replace=False)
     planted = np.unique(np.concatenate([background, edges]))
     hit = boundary_enrichment(planted, edges, start, end, flank=2, shifts=500, seed=0)
-    assert hit["observed"] >= 150 and hit["fold"] > 2 and hit["p_value"] < 0.01
+    assert hit["observed"] >= 150 and hit["fold"] > 2 and hit["p_value"] < 0.01 and hit["p_depletion"] > 0.99
     shuffled = np.unique(np.concatenate([background, rng.choice(np.arange(start, end), 150, replace=False)]))
     null = boundary_enrichment(shuffled, edges, start, end, flank=2, shifts=500, seed=0)
-    assert 0.7 < null["fold"] < 1.3 and null["p_value"] > 0.05
+    assert 0.7 < null["fold"] < 1.3 and null["p_value"] > 0.05 and null["p_depletion"] > 0.05
+    avoided = np.setdiff1d(background, np.concatenate([edges + d for d in range(-2, 3)]))  # none near an edge
+    assert boundary_enrichment(avoided, edges, start, end, flank=2, shifts=500)["p_depletion"] < 0.01
 
 
 def test_annotation_formats_and_names(tmp_path):
