@@ -197,7 +197,7 @@ MUTANTS = [
            "tests/test_boundaries.py::test_inner_levels_are_mapped_back_to_bases"),
     Mutant("enrichment_no_shift", "the control does not move the boundaries",
            "hnet_dna/boundaries.py",
-           [("offsets = rng.integers(1, length, size=shifts)", "offsets = np.zeros(shifts, dtype=np.int64)")],
+           [("offsets = rng.integers(1, max(length, 2), size=shifts)", "offsets = np.zeros(shifts, dtype=np.int64)")],
            "tests/test_boundaries.py::test_enrichment_finds_planted_boundaries_and_not_shuffled_ones"),
 ]
 
