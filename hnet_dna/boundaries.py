@@ -43,10 +43,12 @@ import torch
 from .commands import (
     Progress,
     atomic_path,
+    check_windows,
     choose_device,
     exit_on_user_error,
     parse_region,
     read_text_lines,
+    resolve_region,
     tiles,
 )
 from .config import ConfigError
@@ -69,9 +71,8 @@ def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, e
                       stride: int | None = None, batch_size: int = 8, device=None,
                       progress: bool = False) -> RegionBoundaries:
     """Boundary probabilities and chunk starts of every level over ``record[start:end)``."""
+    check_windows(window, stride, batch_size)
     stride = stride or window // 2
-    if not 0 < stride < window:
-        raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
     if model.config.num_stages < 2:
         raise ConfigError("the model is isotropic: it has no chunk boundaries (give an H-Net)")
     device = device if isinstance(device, torch.device) else choose_device(device)
@@ -84,31 +85,24 @@ def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, e
     probs = [([], []) for _ in range(levels)]
     starts = [[] for _ in range(levels)]
     work = tiles(len(ids), window, stride)
-    bar = Progress(len(work), len(ids), "boundaries", enabled=progress)
-    pad = model.tokenizer.pad_id
+    bar = Progress(len(work), len(ids), "boundaries", enabled=progress, unit="window")
     with torch.inference_mode():
         for k in range(0, len(work), batch_size):
             chunk = work[k:k + batch_size]
-            longest = max(t.end - t.start for t in chunk)
-            input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-            mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row, t in enumerate(chunk):
-                input_ids[row, :t.end - t.start] = ids[t.start:t.end]
-                mask[row, :t.end - t.start] = True
-            feats = model.features(input_ids.to(device), mask.to(device))
+            batch = model.tokenizer.pad_ids([ids[t.start:t.end] for t in chunk])
+            feats = model.features(batch["input_ids"].to(device), batch["mask"].to(device))
+            # One transfer per level and batch: (probabilities, chunk starts, real chunks).
+            levels = [(lv.boundary_probs.float().cpu(), lv.positions.cpu(), lv.mask.cpu()) for lv in feats.levels]
             for row, t in enumerate(chunk):
                 lo = max(t.own_start, context) - t.start  # tile-local owned range, region only
                 hi = t.own_end - t.start
                 base_of = torch.arange(t.end - t.start)  # (L_s,) base of each position of this level
-                for s, level in enumerate(feats.levels):
-                    n_in = int(mask[row].sum()) if s == 0 else int(feats.levels[s - 1].mask[row].sum())
-                    where = base_of[:n_in]
-                    p = level.boundary_probs[row, :n_in].float().cpu()
-                    keep = (where >= lo) & (where < hi)
-                    probs[s][0].append((where[keep] + t.start + offset).numpy())
+                for s, (level_probs, level_positions, level_mask) in enumerate(levels):
+                    p = level_probs[row, :len(base_of)]  # the level decides at each of its inputs
+                    keep = (base_of >= lo) & (base_of < hi)
+                    probs[s][0].append((base_of[keep] + t.start + offset).numpy())
                     probs[s][1].append(p[keep].numpy())
-                    pos = level.positions[row].cpu()
-                    pos = pos[level.mask[row].cpu()]
+                    pos = level_positions[row][level_mask[row]]
                     chosen = pos[(pos >= lo) & (pos < hi)]
                     starts[s].append((chosen + t.start + offset).numpy())
                     base_of = pos  # the next level decides at this level's chunk starts
@@ -271,18 +265,10 @@ def run(args) -> None:
     if not prefix.parent.is_dir():
         raise DataError(f"--out {prefix}: no such folder {prefix.parent}")
     genome = open_fasta(args.fasta, index_dir=args.index_dir)
-    chrom, start, end = parse_region(args.region)
-    record = genome.resolve(chrom)
-    if record is None:
-        raise DataError(f"--region {args.region}: no chromosome {chrom!r} in {genome.path} ({genome.describe_names()})")
-    if end > genome.records[record]:
-        raise DataError(f"--region {args.region}: past the end of {record} ({genome.records[record]:,} bp in {genome.path})")
+    chrom, record, start, end = resolve_region(genome, args.region)
     if args.flank < 0 or args.shifts < 1:
         raise ConfigError("--flank must be >= 0 and --shifts >= 1")
-    if args.window < 2 or args.batch_size < 1:
-        raise ConfigError(f"--window must be >= 2 and --batch-size >= 1, got {args.window} and {args.batch_size}")
-    if args.stride is not None and not 0 < args.stride < args.window:
-        raise ConfigError(f"--stride must be in 1..{args.window - 1} (below --window), got {args.stride}")
+    check_windows(args.window, args.stride, args.batch_size)
     names = set(chrom_aliases(record)) | set(chrom_aliases(chrom))
     annotations = {}
     for item in args.annotation:

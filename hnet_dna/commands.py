@@ -55,6 +55,8 @@ __all__ = [
     "USER_ERRORS",
     "exit_on_user_error",
     "parse_region",
+    "resolve_region",
+    "check_windows",
     "read_text_lines",
     "fingerprint",
 ]
@@ -174,6 +176,33 @@ def parse_region(text: str) -> tuple[str, int, int]:
     if start < 1 or end < start:
         raise DataError(f"--region {text!r}: need 1 <= START <= END")
     return chrom, start - 1, end
+
+
+def resolve_region(genome: FastaSource, text: str, flag: str = "--region") -> tuple[str, str, int, int]:
+    """``CHROM:START-END`` of ``genome`` -> (chrom as written, record name, start0, end0); a chromosome
+    the FASTA lacks (after aliases) or an end past the chromosome is a :class:`DataError`."""
+    chrom, start, end = parse_region(text)
+    record = genome.resolve(chrom)
+    if record is None:
+        raise DataError(f"{flag} {text}: no chromosome {chrom!r} in {genome.path} ({genome.describe_names()})")
+    if end > genome.records[record]:
+        raise DataError(f"{flag} {text}: past the end of {record} ({genome.records[record]:,} bp in {genome.path})")
+    return chrom, record, start, end
+
+
+def check_windows(window: int | None, stride: int | None, batch_size: int) -> None:
+    """The window options every command takes: ``window`` >= 2 (or None: whole sequences),
+    ``stride`` below it, ``batch_size`` >= 1."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if window is None:
+        if stride is not None:
+            raise ConfigError("--stride needs --window")
+        return
+    if window < 2:
+        raise ConfigError(f"--window must be >= 2, got {window}")
+    if stride is not None and not 0 < stride < window:
+        raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
 
 
 def encode_sequences(records: list[InputSequence], tokenizer: NucleotideTokenizer) -> list[torch.Tensor]:
@@ -299,7 +328,7 @@ class ResumableParts:
     arguments (another fingerprint) starts over. The folder goes once the output is written."""
 
     def __init__(self, output: Path, key: str):
-        self.folder = output.with_name(output.name + ".parts")
+        self.folder = self.folder_for(output)
         self.key = key
         manifest = self.folder / "manifest.json"
         if self.folder.exists():
@@ -332,17 +361,23 @@ class ResumableParts:
         with np.load(self.folder / f"part-{part:06d}.npz", allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    @staticmethod
+    def folder_for(output: Path) -> Path:
+        return output.with_name(output.name + ".parts")
+
+    @classmethod
+    def discard(cls, output: Path) -> None:
+        """Remove the parts of ``output`` (once it is written)."""
+        shutil.rmtree(cls.folder_for(output), ignore_errors=True)
 
 
 class Progress:
-    """A tqdm bar over sequences that also shows bases per second (on stderr; off with ``enabled=False``)."""
+    """A tqdm bar over sequences (or windows) that also shows bases per second (on stderr; off with ``enabled=False``)."""
 
-    def __init__(self, total: int, total_bases: int, desc: str, enabled: bool = True):
+    def __init__(self, total: int, total_bases: int, desc: str, enabled: bool = True, unit: str = "seq"):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="seq", disable=not enabled, file=sys.stderr, smoothing=0.1)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, smoothing=0.1)
         self.bases = 0
         self.total_bases = total_bases
         self.t0 = time.perf_counter()

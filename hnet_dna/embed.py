@@ -46,6 +46,7 @@ from .commands import (
     ResumableParts,
     atomic_path,
     check_output,
+    check_windows,
     choose_device,
     encode_sequences,
     exit_on_user_error,
@@ -76,16 +77,10 @@ def _run_windows(model, jobs, batch_size: int, device):
     """Forward each job (ids (n,), Tile) in batches of similar length; yields (job index, hidden
     (n_own, D), innermost chunk states owned, [owned chunk starts per level])."""
     order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][0]))
-    pad = model.tokenizer.pad_id
     for k in range(0, len(order), batch_size):
         chunk = order[k:k + batch_size]
-        longest = max(len(jobs[j][0]) for j in chunk)
-        input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), longest), dtype=torch.bool)
-        for row, j in enumerate(chunk):
-            input_ids[row, :len(jobs[j][0])] = jobs[j][0]
-            mask[row, :len(jobs[j][0])] = True
-        feats = model.features(input_ids.to(device), mask.to(device))
+        batch = model.tokenizer.pad_ids([jobs[j][0] for j in chunk])
+        feats = model.features(batch["input_ids"].to(device), batch["mask"].to(device))
         hidden = feats.hidden.float().cpu()
         levels = [(lv.positions.cpu(), lv.states.float().cpu()) for lv in feats.levels]
         for row, j in enumerate(chunk):
@@ -151,14 +146,7 @@ def _check_options(model: HNetForCausalLM, pooling: str, boundaries: bool, windo
         raise ConfigError("--pooling chunks needs an H-Net: an isotropic model has no chunks (use mean or none)")
     if boundaries and model.config.num_stages < 2:
         raise ConfigError("--boundaries needs an H-Net: an isotropic model does not cut its input into chunks")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
-    if window is not None and window < 2:
-        raise ConfigError(f"--window must be >= 2, got {window}")
-    if window is not None and stride is not None and not 0 < stride < window:
-        raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
-    if window is None and stride is not None:
-        raise ConfigError("--stride needs --window")
+    check_windows(window, stride, batch_size)
 
 
 def _parts(lengths, batch_size: int) -> list[list[int]]:
@@ -177,7 +165,7 @@ def embed_sequences(
     window: int | None = DEFAULT_WINDOW,
     stride: int | None = None,
     progress: bool = False,
-    _resume: ResumableParts | None = None,
+    _resume_at: tuple | None = None,
 ) -> dict[str, np.ndarray]:
     """Embeddings of ``sequences`` (strings, or :class:`~hnet_dna.commands.InputSequence`).
 
@@ -192,7 +180,8 @@ def embed_sequences(
     if not isinstance(model, HNetForCausalLM):
         model = load_model(model)
     _check_options(model, pooling, boundaries, window, stride, batch_size)
-    ids_list = encode_sequences(records, model.tokenizer)
+    ids_list = encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
+    _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)
     device = choose_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
     lengths = [len(x) for x in ids_list]
@@ -277,16 +266,14 @@ def run(args: argparse.Namespace) -> None:
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
     model = load_model(args.model, warn_untrained=True)
-    _check_options(model, args.pooling, args.boundaries, args.window, args.stride, args.batch_size)
-    encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
     options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride")}
     key = fingerprint([(r.id, r.sequence) for r in records], model, options)
-    resume = ResumableParts(output, key)
-    arrays = embed_sequences(records, model, device=args.device, progress=not args.quiet, _resume=resume, **options)
+    arrays = embed_sequences(records, model, device=args.device, progress=not args.quiet, _resume_at=(output, key),
+                             **options)
     ids = np.array([r.id for r in records], dtype=f"<U{max(len(r.id) for r in records)}")
     with atomic_path(output) as tmp, open(tmp, "wb") as f:  # a handle: np.savez adds no suffix
         np.savez(f, ids=ids, **arrays)
-    resume.remove()
+    ResumableParts.discard(output)
     shape = arrays.get("embeddings", arrays.get("position_embeddings")).shape
     print(f"hnet_dna.embed: {len(records):,} sequences ({int(arrays['lengths'].sum()):,} bases) -> {output} "
           f"({'embeddings' if 'embeddings' in arrays else 'position_embeddings'} {shape})")

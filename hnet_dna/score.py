@@ -49,11 +49,12 @@ from .commands import (
     Progress,
     atomic_path,
     check_output,
+    check_windows,
     choose_device,
     encode_sequences,
     exit_on_user_error,
-    parse_region,
     read_sequences,
+    resolve_region,
     tiles,
 )
 from .config import ConfigError
@@ -100,21 +101,16 @@ def sequence_bits(
             jobs.append((i, tile))
     per_seq = [torch.full((len(ids),), math.nan, dtype=torch.float64) for ids in ids_list]
     order = sorted(range(len(jobs)), key=lambda j: -(jobs[j][1].end - jobs[j][1].start))
-    pad = model.tokenizer.pad_id
-    bar = Progress(len(jobs), sum(t.end - t.start for _, t in jobs), "score", enabled=progress)
+    bar = Progress(len(jobs), sum(t.end - t.start for _, t in jobs), "score", enabled=progress, unit="window")
     with torch.inference_mode():
         for k in range(0, len(order), batch_size):
             chunk = [jobs[j] for j in order[k:k + batch_size]]
-            longest = max(t.end - t.start for _, t in chunk)
-            input_ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-            mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for row, (i, t) in enumerate(chunk):
-                input_ids[row, :t.end - t.start] = ids_list[i][t.start:t.end]
-                mask[row, :t.end - t.start] = True
-            logits = model(input_ids.to(device), mask.to(device)).logits.float()
+            batch = model.tokenizer.pad_ids([ids_list[i][t.start:t.end] for i, t in chunk])
+            input_ids = batch["input_ids"]
+            logits = model(input_ids.to(device), batch["mask"].to(device)).logits.float()
             logp = F.log_softmax(logits[:, :-1], dim=-1).cpu()  # predicts positions 1..
-            targets = input_ids[:, 1:]
-            bits = -logp.gather(-1, targets.clamp(max=logp.shape[-1] - 1)[..., None])[..., 0].double() / math.log(2)
+            targets = input_ids[:, 1:]  # padding ids are in the vocabulary: gathered, then dropped below
+            bits = -logp.gather(-1, targets[..., None])[..., 0].double() / math.log(2)
             for row, (i, t) in enumerate(chunk):
                 lo, hi = max(t.own_start - t.start, 1), t.own_end - t.start  # tile-local owned targets
                 tgt = targets[row, lo - 1:hi - 1]
@@ -308,17 +304,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_window(args) -> None:
-    if args.window < 2:
-        raise ConfigError(f"--window must be >= 2, got {args.window}")
-    if args.stride is not None and not 0 < args.stride < args.window:
-        raise ConfigError(f"--stride must be in 1..{args.window - 1} (below --window), got {args.stride}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-
-
 def run(args: argparse.Namespace) -> None:
-    _check_window(args)
+    check_windows(args.window, args.stride, args.batch_size)
     progress = not args.quiet
     if args.vcf is not None:
         output = check_output(args.output, (".tsv", ".vcf", ".vcf.gz", ".bcf"))
@@ -350,12 +337,7 @@ def run(args: argparse.Namespace) -> None:
         if args.fasta is None:
             raise DataError("--region needs --fasta")
         genome = open_fasta(args.fasta, index_dir=args.index_dir)
-        chrom, start, end = parse_region(args.region)
-        record = genome.resolve(chrom)
-        if record is None:
-            raise DataError(f"--region {args.region}: no chromosome {chrom!r} in {genome.path} ({genome.describe_names()})")
-        if end > genome.records[record]:
-            raise DataError(f"--region {args.region}: past the end of {record} ({genome.records[record]:,} bp)")
+        chrom, record, start, end = resolve_region(genome, args.region)
         stride = args.stride or args.window // 2
         context = min(start, args.window - stride)
         model = load_model(args.model, warn_untrained=True)

@@ -217,18 +217,24 @@ class NucleotideTokenizer:
             self.encode(s, add_bos=add_bos, add_eos=add_eos, return_soft_mask=True, record=n)
             for s, n in zip(seqs, names)
         ]
-        length = max(len(ids) for ids, _ in encoded)
-        input_ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), length), dtype=torch.bool)
-        soft_mask = torch.zeros((len(seqs), length), dtype=torch.bool)
-        for row, (ids, soft) in enumerate(encoded):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = True
-            soft_mask[row, : len(ids)] = soft
-        out = {"input_ids": input_ids, "mask": mask}
+        out = self.pad_ids([ids for ids, _ in encoded])
         if return_soft_mask:
+            soft_mask = torch.zeros_like(out["mask"])
+            for row, (_, soft) in enumerate(encoded):
+                soft_mask[row, : len(soft)] = soft
             out["soft_mask"] = soft_mask
         return out
+
+    def pad_ids(self, ids_list: Sequence[torch.Tensor]) -> dict:
+        """Right-pad 1-D id tensors into ``input_ids`` (B, L) padded with ``pad_id`` and ``mask``
+        (B, L), True on real tokens."""
+        length = max(len(ids) for ids in ids_list)
+        input_ids = torch.full((len(ids_list), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids_list), length), dtype=torch.bool)
+        for row, ids in enumerate(ids_list):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = True
+        return {"input_ids": input_ids, "mask": mask}
 
     def decode(self, ids, *, skip_special: bool = True) -> str | list[str]:
         """Ids back to letters. A 2-D tensor gives one string per row (padding dropped)."""

@@ -146,3 +146,16 @@ def test_bgzf_fasta_and_named_columns(tmp_path):
 def _touch(path):
     path.write_text("ACGT\n")
     return path
+
+
+def test_window_options_are_checked_once_for_every_command():
+    from hnet_dna.commands import check_windows
+    from hnet_dna.config import ConfigError
+
+    check_windows(None, None, 1)
+    check_windows(256, 255, 8)
+    for window, stride, batch, message in ((256, 256, 8, "below --window"), (256, 0, 8, "--stride must be"),
+                                           (1, None, 8, "--window must be >= 2"), (None, 5, 8, "needs --window"),
+                                           (256, None, 0, "--batch-size")):
+        with pytest.raises(ConfigError, match=message):
+            check_windows(window, stride, batch)
