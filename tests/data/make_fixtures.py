@@ -17,6 +17,8 @@ Writes, next to this script:
                    genome; ALT chosen here, not from a call set), named chr20 (UCSC style) as
                    users' VCFs often are: SNVs at the first bases of RefSeq TSSs, one 2-base
                    deletion, one 3-base insertion. For the README's score example.
+  ecoli_slice.fa   E. coli K-12 MG1655 1,000,001-1,016,384 (16,384 bp, no N): the cross-species
+                   held-out set of the data-efficiency smoke benchmark (pipelines/benchmarks/cpu_smoke.yaml).
   labelled/        a few rows of four shared labelled sets, in their own formats (column names
                    and order, CSV vs TSV, case, IUPAC letters, split column kept), for the readers:
                    promoter_tss_chr20_300bp.tsv (16 train, 8 valid, 8 test rows, both classes),
@@ -100,6 +102,20 @@ def write_example_vcf(genome, annotation: Path, dest: Path) -> None:
     dest.write_text("\n".join(lines) + "\n")
 
 
+def write_ecoli_slice(source: Path, dest: Path, start: int = 1_000_001, length: int = 16_384) -> None:
+    """A slice of the E. coli genome (plain gzip: read with Biopython, not indexed)."""
+    import gzip
+
+    from Bio import SeqIO
+
+    with gzip.open(source, "rt") as f:
+        record = next(SeqIO.parse(f, "fasta"))
+    seq = str(record.seq[start - 1 : start - 1 + length]).upper()
+    if set(seq) - set("ACGT"):
+        raise SystemExit(f"{source}: the E. coli slice holds letters other than ACGT; choose another")
+    write_fasta(dest, [(f"ecoli_slice {record.id}:{start}-{start + length - 1} E. coli K-12 MG1655", seq)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "data")
@@ -120,6 +136,7 @@ def main() -> None:
     Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
     cut_labelled(args.shared / "classification", HERE / "labelled")
     write_example_vcf(genome, args.shared / "annotation" / "hg19_chr20_refseq_tss.txt", HERE / "chr20_example_variants.vcf")
+    write_ecoli_slice(args.shared / "genomes" / "Ecoli_K12_MG1655.fasta.gz", HERE / "ecoli_slice.fa")
     manifest = "official_state_dict_shapes.json"
     shutil.copyfile(args.shared.parent / manifest, HERE / manifest)
     print("wrote chr20_slices.fa, hg38_chrM.fa and", manifest, "in", HERE)

@@ -1,0 +1,219 @@
+"""The data-efficiency pipeline: the multiplier on hand-made curves, the smoke config end to end
+(killed once and resumed), the same training windows for every model of a seed, and the gpu
+config's paper models for a few steps on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hnet_dna.config import ConfigError
+from hnet_dna.data_efficiency import (
+    data_multiplier,
+    eval_schedule,
+    load_config,
+    main,
+    multiplier_summary,
+)
+
+from .conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "pipelines" / "benchmarks" / "cpu_smoke.yaml"
+GPU = ROOT / "pipelines" / "benchmarks" / "gpu.yaml"
+ECOLI = f"--heldout.ecoli.fasta={DATA / 'ecoli_slice.fa'}"
+
+
+def run(out: Path, *args: str, config: Path = SMOKE, env: dict | None = None) -> tuple[int, str]:
+    """The command in this process (its fits run in forked children): (exit status, stderr)."""
+    err, saved, cwd = io.StringIO(), dict(os.environ), os.getcwd()
+    os.environ.update(env or {})
+    os.chdir(ROOT)  # the configs' paths are relative to the repository root
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main(["--config", str(config), "--out", str(out), *args])
+        return 0, err.getvalue()
+    except SystemExit as e:
+        return e.code, err.getvalue()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        os.chdir(cwd)
+
+
+def read_curves(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------ multiplier
+def test_multiplier_interpolates_the_first_crossing_in_log_bases():
+    baseline = [(1e3, 2.1), (1e4, 1.9), (1e5, 1.7)]  # final: 1.7 bits after 1e5 bases
+    # Crosses 1.7 halfway (in bits) between 1e4 (1.8) and 1e5 (1.6): 10^4.5 bases, 1e5 / 10^4.5 = sqrt(10).
+    assert data_multiplier([(1e3, 2.0), (1e4, 1.8), (1e5, 1.6)], baseline) == pytest.approx(math.sqrt(10))
+    # Exactly on a point: 2e4 bases needed -> 5x.
+    assert data_multiplier([(1e3, 2.0), (2e4, 1.7), (1e5, 1.6)], baseline) == pytest.approx(5.0)
+    # The FIRST crossing counts, even if the curve later goes back up: (2.0 - 1.7) / (2.0 - 1.65) of
+    # the way from 1e3 to 1e4 in log10 -> 10^(3 + 6/7) bases.
+    assert data_multiplier([(1e3, 2.0), (1e4, 1.65), (1e5, 1.75)], baseline) == pytest.approx(1e5 / 10 ** (3 + 6 / 7))
+    # Already below at the first point: that point's bases (a lower bound; never extrapolated).
+    assert data_multiplier([(1e3, 1.69), (1e4, 1.6)], baseline) == pytest.approx(100.0)
+    # Points given out of order are sorted first.
+    assert data_multiplier([(1e5, 1.6), (1e3, 2.0), (1e4, 1.8)], baseline[::-1]) == pytest.approx(math.sqrt(10))
+
+
+def test_multiplier_is_none_when_never_reached():
+    assert data_multiplier([(1e3, 2.0), (1e4, 1.8), (1e5, 1.71)], [(1e3, 2.1), (1e5, 1.7)]) is None
+
+
+def test_multiplier_summary_over_seeds():
+    s = multiplier_summary({0: 2.0, 1: 4.0})
+    assert s["reached"] and s["mean"] == pytest.approx(3.0) and s["sd"] == pytest.approx(math.sqrt(2))
+    s = multiplier_summary({0: 2.0, 1: None})
+    assert s == {"per_seed": {"0": 2.0, "1": None}, "mean": None, "sd": None, "reached": False, "seeds_reached": 1}
+
+
+def test_eval_points_are_log_spaced_after_warmup():
+    steps = eval_schedule(400, 40, 8, 0.125)
+    assert steps[0] == 50 and steps[-1] == 400 and len(steps) == 8
+    ratios = [b / a for a, b in zip(steps, steps[1:])]
+    assert max(ratios) / min(ratios) < 1.05  # even steps in log space (up to rounding)
+    assert eval_schedule(100, 30, 4, 0.1)[0] == 31  # never inside the warmup
+
+
+# ---------------------------------------------------------------------------------- config
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="reference 'nope' is not one of the models"):
+        load_config(SMOKE, [("reference", "nope")])
+    with pytest.raises(ConfigError, match="trainer.max_steps: max_steps set by the benchmark"):
+        load_config(SMOKE, [("trainer.max_steps", "10")])
+    with pytest.raises(ConfigError, match="data.windw: not a GenomeDataModule argument"):
+        load_config(SMOKE, [("data.windw", "10")])
+    with pytest.raises(ConfigError, match="heldout.ecoli: give either split"):
+        load_config(SMOKE, [("heldout.ecoli.split", "val")])
+
+
+def test_bad_input_exits_2_before_writing(tmp_path):
+    protein = tmp_path / "protein.fa"
+    protein.write_text(">p\nMKVLQEERWLLPAFGHIKSTWYV\n" * 20)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "hnet_dna.data_efficiency", "--config", str(SMOKE), "--out", str(out),
+           f"--heldout.ecoli.fasta={protein}"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "protein.fa" in r.stderr and "not DNA" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The smoke config, killed after its first fit's second curve point, then rerun to the end."""
+    out = tmp_path_factory.mktemp("de") / "smoke"
+    code, err = run(out, ECOLI, env={"HNET_DNA_KILL_AFTER_POINTS": "2"})
+    assert code == 1, err
+    assert "failed" in err and "Rerun the same command" in err
+    first = out / "runs" / "hnet" / "seed0"
+    assert (first / "last.ckpt").exists() and not (first / "result.json").exists()
+    assert len({r["step"] for r in read_curves(first / "points.csv")}) == 2
+    code, err = run(out, ECOLI)
+    assert code == 0, err
+    assert "hnet seed 0: fitting (resuming)" in err
+    return out
+
+
+def test_smoke_end_to_end(smoke):
+    plan = json.loads((smoke / "plan.json").read_text())
+    summary = json.loads((smoke / "summary.json").read_text())
+    with (smoke / "curves.csv").open() as f:
+        assert f.readline().strip() == "model,seed,bases_seen,heldout,bits_per_base,compression,wall_s"
+    rows = read_curves(smoke / "curves.csv")
+    models, seeds, heldout = ["hnet", "transformer"], [0, 1], ["chr20_demo_last_100kb", "ecoli"]
+    assert len(rows) == len(models) * len(seeds) * len(plan["eval_steps"]) * len(heldout)
+    for m in models:
+        for s in seeds:
+            mine = [r for r in rows if r["model"] == m and r["seed"] == str(s) and r["heldout"] == "ecoli"]
+            assert [int(r["bases_seen"]) for r in mine] == [st * 1024 for st in plan["eval_steps"]]
+            walls = [float(r["wall_s"]) for r in mine]
+            assert walls == sorted(walls) and walls[0] > 0
+            assert all((r["compression"] != "") == (m == "hnet") for r in mine)
+            assert all(1.0 < float(r["bits_per_base"]) < 2.6 for r in mine)
+    # The summary's multipliers are the ones the curves give.
+    for b in ["transformer"]:
+        for h in heldout:
+            curve = lambda m, s: [(int(r["bases_seen"]), float(r["bits_per_base"])) for r in rows  # noqa: E731
+                                  if r["model"] == m and r["seed"] == str(s) and r["heldout"] == h]
+            expect = {str(s): data_multiplier(curve("hnet", s), curve(b, s)) for s in seeds}
+            got = summary["multipliers"][b][h]
+            assert got["per_seed"] == pytest.approx(expect)
+            assert got["reached"] == all(v is not None for v in expect.values())
+            for m in models:
+                finals = [curve(m, s)[-1][1] for s in seeds]
+                assert summary["models"][m]["final_bits_per_base"][h] == pytest.approx(sum(finals) / 2)
+    for m in models:
+        info = summary["models"][m]
+        assert info["params"] == plan["params"][m]
+        assert info["flops_per_base"] > 6 * 0.5 * info["params"] / 10  # a real count, not a placeholder
+        assert info["train_bases_per_s"] > 0 and info["peak_memory_mb"] > 0
+        assert set(info["decayed_bits_per_base"]) == set(heldout)
+    assert summary["models"]["hnet"]["final_compression"] > 1
+    assert (smoke / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["provenance"]["started"]["command"].startswith("python -m hnet_dna.data_efficiency")
+
+
+def test_models_of_a_seed_saw_the_same_windows(smoke):
+    def windows(model, seed):
+        return (smoke / "runs" / model / f"seed{seed}" / "training_windows.rank0.tsv").read_text().splitlines()
+
+    hnet, transformer = windows("hnet", 0), windows("transformer", 0)
+    total = 32 + 8  # constant phase + decay steps, 4 windows each
+    assert len(hnet) == total * 4  # the resumed fit logged each window once
+    assert hnet == transformer
+    assert windows("hnet", 1) == windows("transformer", 1) != hnet  # another seed, another stream
+
+
+def test_a_finished_run_is_kept_and_a_resumed_fit_matches_an_uninterrupted_one(smoke, tmp_path):
+    code, err = run(smoke, ECOLI)
+    assert code == 0 and err.count("done earlier, kept") == 4
+    code, err = run(tmp_path / "fresh", ECOLI, "--seeds", "[0]", "--models", "{hnet: tiny-hnet}")
+    assert code == 0, err
+    resumed = read_curves(smoke / "runs" / "hnet" / "seed0" / "points.csv")
+    uninterrupted = read_curves(tmp_path / "fresh" / "runs" / "hnet" / "seed0" / "points.csv")
+    assert [(r["step"], r["heldout"]) for r in resumed] == [(r["step"], r["heldout"]) for r in uninterrupted]
+    for a, b in zip(resumed, uninterrupted):  # same process setup (threads) for both
+        assert float(a["bits_per_base"]) == pytest.approx(float(b["bits_per_base"]), abs=1e-5)
+
+
+def test_other_config_in_the_same_folder_is_refused(smoke):
+    code, err = run(smoke, ECOLI, "--lr", "0.03")
+    assert code == 2 and "holds a run of another config" in err
+
+
+def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
+    """The paper-sized models of the gpu config, shrunk in data only: config validity, shapes, the
+    bf16 autocast path and the FLOPs count."""
+    config = load_config(GPU)
+    assert config.trainer["precision"] == "bf16-mixed" and config.reference == "hnet"
+    code, err = run(
+        tmp_path / "gpu", config=GPU, *[
+            "--trainer.accelerator=cpu", "--data.fasta=builtin:demo_chr20.fa", "--data.bed=null",
+            "--data.val_regions=[chr20_demo:900001-1000000]", "--data.window=64", "--data.batch_size=2",
+            "--data.num_workers=0", "--budget_bases=512", "--eval_points=2", "--first_eval_fraction=0.5",
+            "--warmup_fraction=0.25", "--heldout.chr20_48_50mb.windows=2", f"--heldout.ecoli.fasta={DATA / 'ecoli_slice.fa'}",
+            "--heldout.ecoli.windows=2", "--export_models=false",
+        ],
+    )
+    assert code == 0, err[-3000:]
+    summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
+    assert set(summary["models"]) == {"hnet", "transformer", "mamba2"}
+    params = {m: v["params"] for m, v in summary["models"].items()}
+    assert 60e6 < params["hnet"] < 70e6 and 27e6 < params["transformer"] < 31e6 and 31e6 < params["mamba2"] < 35e6
