@@ -11,9 +11,12 @@
 #       -d .whl jsonargparse docstring-parser typeshed-client pyfaidx biopython   # not in the GPU image
 # For the chr20 runs also carry the genome (18 MB; ../shared does not travel):
 #   echo /.data/ >> .git/info/exclude; mkdir -p .data; cp ../shared/data/genomes/GRCh37_chr20.fa.gz* .data/
+#   cp ../shared/data/genomes/Ecoli_K12_MG1655.fasta.gz .data/      # data_efficiency's second held-out set
 # Then run it through the device tool with carry [".whl", ".data"]:
 #   bash benchmarks/gpu_check.sh                     GPU tests + model_speed (~8 min)
 #   bash benchmarks/gpu_check.sh chr20 MODEL [STEPS]  one chr20.yaml run (~200 s + start-up)
+#   bash benchmarks/gpu_check.sh data_efficiency      pipelines/benchmarks/gpu.yaml (<= 8 min; also carry
+#       .data/Ecoli_K12_MG1655.fasta.gz, and matplotlib in .whl if the image lacks it)
 # The GPU image has torch 2.11+cu130, Triton 3.6 and Lightning, but not mamba-ssm.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,5 +56,22 @@ elif [ "$what" = chr20 ]; then
       --trainer.enable_progress_bar false "${extra[@]}" > "$OUT/chr20_$model.log" 2>&1
   echo "chr20 $model rc=$?" >> "$OUT/chr20_$model.log"
   find "$OUT" -name "*.ckpt" -delete  # checkpoints are too big to bring back
+elif [ "$what" = data_efficiency ]; then
+  # 4. the data-efficiency pipeline's gpu config: H-Net vs T9 vs M10 on chr20, bf16 (<= 8 min).
+  #    Needs .data/GRCh37_chr20.fa.gz* and .data/Ecoli_K12_MG1655.fasta.gz carried.
+  mkdir -p /tmp/de_data && cp .data/GRCh37_chr20.fa.gz* .data/Ecoli_K12_MG1655.fasta.gz /tmp/de_data/
+  timeout 480 python3 -m hnet_dna.data_efficiency --config pipelines/benchmarks/gpu.yaml --out /tmp/de_gpu \
+      --data.fasta /tmp/de_data/GRCh37_chr20.fa.gz --heldout.ecoli.fasta /tmp/de_data/Ecoli_K12_MG1655.fasta.gz \
+      --export_models false > "$OUT/data_efficiency.log" 2>&1
+  echo "data_efficiency rc=$?" >> "$OUT/data_efficiency.log"
+  # what exists, even after a timeout: the finished summary, else each fit's points so far
+  mkdir -p "$OUT/data_efficiency"
+  cp /tmp/de_gpu/curves.csv /tmp/de_gpu/curves.png /tmp/de_gpu/summary.json /tmp/de_gpu/plan.json "$OUT/data_efficiency/" 2>/dev/null
+  for run in /tmp/de_gpu/runs/*/seed*; do
+    name="$(basename "$(dirname "$run")")_$(basename "$run")"
+    cp "$run/points.csv" "$OUT/data_efficiency/${name}_points.csv" 2>/dev/null
+    cp "$run/result.json" "$OUT/data_efficiency/${name}_result.json" 2>/dev/null
+    tail -40 "$run/fit.log" > "$OUT/data_efficiency/${name}_fit.log" 2>/dev/null
+  done
 fi
 cat "$OUT"/*.txt 2>/dev/null; tail -20 "$OUT"/*.log
