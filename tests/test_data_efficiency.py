@@ -79,7 +79,9 @@ def test_multiplier_summary_over_seeds():
     s = multiplier_summary({0: 2.0, 1: 4.0})
     assert s["reached"] and s["mean"] == pytest.approx(3.0) and s["sd"] == pytest.approx(math.sqrt(2))
     s = multiplier_summary({0: 2.0, 1: None})
-    assert s == {"per_seed": {"0": 2.0, "1": None}, "mean": None, "sd": None, "reached": False, "seeds_reached": 1}
+    assert s == {"per_seed": {"0": 2.0, "1": None}, "mean": None, "sd": None, "reached": False, "seeds_reached": 1,
+                 "lower_bound": False}
+    assert multiplier_summary({0: 2.0, 1: 4.0}, {0: False, 1: True})["lower_bound"]
 
 
 def test_eval_points_are_log_spaced_after_warmup():
@@ -217,3 +219,26 @@ def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
     assert set(summary["models"]) == {"hnet", "transformer", "mamba2"}
     params = {m: v["params"] for m, v in summary["models"].items()}
     assert 60e6 < params["hnet"] < 70e6 and 27e6 < params["transformer"] < 31e6 and 31e6 < params["mamba2"] < 35e6
+
+
+def test_flops_per_base_count_attention_scores_on_cpu():
+    """torch's counter knows only the CUDA attention kernels: on CPU the scores must still count.
+    A Transformer's matmul FLOPs per base do not depend on the window; its attention grows with it,
+    by exactly torch's SDPA formulas (forward + backward, per layer)."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    from hnet_dna.data_efficiency import training_flops_per_base
+    from hnet_dna.model.loading import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"preset": "tiny-transformer", "arch_layout": ["T2"]})
+    heads, d = model.config.attn_cfg.num_heads[0], model.config.d_model[0]
+
+    def attention(length):  # per base, both layers, batch 2
+        shape = (2, heads, length, d // heads)
+        return 2 * (sdpa_flop_count(shape, shape, shape) + sdpa_backward_flop_count(shape, shape, shape, shape)) / (2 * length)
+
+    short, long = (training_flops_per_base(model, torch.randint(0, 4, (2, n))) for n in (64, 256))
+    assert long - short == pytest.approx(attention(256) - attention(64), rel=1e-6)
+    assert long > 1.2 * short
