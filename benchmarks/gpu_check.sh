@@ -15,6 +15,8 @@
 # Then run it through the device tool with carry [".whl", ".data"]:
 #   bash benchmarks/gpu_check.sh                     GPU tests + model_speed (~8 min)
 #   bash benchmarks/gpu_check.sh chr20 MODEL [STEPS]  one chr20.yaml run (~200 s + start-up)
+#   bash benchmarks/gpu_check.sh kernels              Triton chunking kernels: their tests compiled, then
+#                                                     benchmarks/kernels.py (<= 7.5 min; DEVELOPERS.md)
 #   bash benchmarks/gpu_check.sh data_efficiency      pipelines/benchmarks/gpu.yaml (<= 8 min; also carry
 #       .data/Ecoli_K12_MG1655.fasta.gz, and matplotlib in .whl if the image lacks it)
 # The GPU image has torch 2.11+cu130, Triton 3.6 and Lightning, but not mamba-ssm.
@@ -73,5 +75,12 @@ elif [ "$what" = data_efficiency ]; then
     cp "$run/result.json" "$OUT/data_efficiency/${name}_result.json" 2>/dev/null
     tail -40 "$run/fit.log" > "$OUT/data_efficiency/${name}_fit.log" 2>/dev/null
   done
+elif [ "$what" = kernels ]; then
+  # 5. the Triton chunking kernels (issue #11): their tests on the compiled kernels (the CPU suite
+  #    runs them under the interpreter), then the benchmark, each row appended as it is measured
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -rs > "$OUT/kernel_tests.txt" 2>&1
+  echo "kernel tests rc=$?" >> "$OUT/kernel_tests.txt"
+  timeout 300 python3 benchmarks/kernels.py --cap 50 --sweep-cap 60 --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
+  echo "kernels rc=$?" >> "$OUT/kernels.log"
 fi
 cat "$OUT"/*.txt 2>/dev/null; tail -20 "$OUT"/*.log

@@ -1,7 +1,9 @@
 """Which implementation runs: fast GPU kernels or the plain PyTorch reference.
 
 On CUDA tensors the model uses mamba_ssm's kernels for Mamba-2 when mamba_ssm is installed (the
-optional ``cuda`` extra). Everything else, and every CPU tensor, runs the PyTorch reference.
+optional ``cuda`` extra), and the Triton chunking kernels (:mod:`hnet_dna.kernels`: fused routing
+and fused dechunk) when Triton is installed (the ``triton`` extra). Everything else, and every CPU
+tensor, runs the PyTorch reference.
 The reference can be forced everywhere, for debugging or for comparing the two::
 
     with hnet_dna.backends.force_reference():
@@ -20,7 +22,7 @@ import warnings
 
 import torch
 
-__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops"]
+__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels"]
 
 _forced = [os.environ.get("HNET_DNA_FORCE_REFERENCE", "0") not in ("", "0")]
 
@@ -58,3 +60,33 @@ def mamba_ssm_ops():
             )
         return None
     return module.mamba_chunk_scan_combined
+
+
+@functools.lru_cache(maxsize=None)
+def triton_kernels():
+    """The :mod:`hnet_dna.kernels` package, or None when Triton is not importable.
+
+    Imported lazily and only from here, so that ``import hnet_dna`` never imports Triton.
+    """
+    try:
+        return importlib.import_module("hnet_dna.kernels")
+    except Exception as e:  # ImportError, or a Triton that does not match this torch
+        if torch.cuda.is_available():
+            warnings.warn(
+                f"Triton is not usable ({type(e).__name__}: {e}); routing and dechunking run the "
+                "PyTorch reference on the GPU. Install the triton extra: pip install 'hnet_dna[triton]'",
+                stacklevel=2,
+            )
+        return None
+
+
+def chunking_kernels(*tensors: torch.Tensor):
+    """The Triton chunking kernels if they may run on these tensors, else None (the reference).
+
+    They run on CUDA tensors of fp32, bf16 or fp16 (fp64, which the tests use to check the model
+    end to end, stays on the reference: the kernels accumulate in fp32), unless the reference is
+    forced. CPU tensors never take them: on CPU they run only under Triton's interpreter, in tests.
+    """
+    if not all(use_fast_path(t) and t.dtype in (torch.float32, torch.bfloat16, torch.float16) for t in tensors):
+        return None
+    return triton_kernels()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from hnet_dna import HNetConfig, HNetForCausalLM
+
+# Without a GPU the Triton kernels' tests (tests/test_kernels.py) run under Triton's CPU
+# interpreter. Triton reads this when a kernel is defined, i.e. when hnet_dna.kernels is imported
+# (``import hnet_dna`` never does), so it is set here, before any test module runs; with a GPU the
+# compiled kernels are tested instead. Nothing else in the suite runs Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DATA = Path(__file__).parent / "data"
 SHARED_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "official_state_dict_shapes.json"

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from .. import backends
 from .layers import HI_DTYPE, hi
 from .ssd import ssd_scan
 
@@ -60,6 +61,8 @@ class RoutingOutput:
     chunk_index: torch.Tensor | None = None  # (B, M) long: where each chunk starts (positions of this level)
     chunk_mask: torch.Tensor | None = None  # (B, M) bool: real chunks
     chunk_states: torch.Tensor | None = None  # (B, M, D) the inner network's output, before dechunking
+    # c_t, when the fused routing kernel computed it with p and b (else the stage computes it)
+    confidence: torch.Tensor | None = None  # (B, L) fp32
 
 
 @dataclass
@@ -90,14 +93,19 @@ class RoutingModule(nn.Module):
             self.k_proj_layer.weight.copy_(torch.eye(d_model))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: RoutingCache | None = None) -> RoutingOutput:
-        with torch.autocast(x.device.type, enabled=False):
-            p = routing_probs(x, self.q_proj_layer.weight, self.k_proj_layer.weight)
-        b = (p > 0.5) & mask
+        kernels = backends.chunking_kernels(x, self.q_proj_layer.weight)
+        c = None
+        if kernels is not None:  # CUDA + Triton: one kernel after the projections (kernels/routing.py)
+            p, b, c = kernels.fused_routing(x, self.q_proj_layer.weight, self.k_proj_layer.weight, mask)
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                p = routing_probs(x, self.q_proj_layer.weight, self.k_proj_layer.weight)
+            b = (p > 0.5) & mask
         if cache is not None:
             last = (mask.sum(-1) - 1).clamp(min=0)
             cache.last_hidden = hi(x[torch.arange(x.shape[0], device=x.device), last])
             cache.has_seen = mask.any(-1)
-        return RoutingOutput(boundary_prob=p, boundary_mask=b, mask=mask)
+        return RoutingOutput(boundary_prob=p, boundary_mask=b, mask=mask, confidence=c)
 
     def allocate_cache(self, batch: int) -> RoutingCache:
         w = self.q_proj_layer.weight

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import backends
 from ..config import HNetConfig
 from ..tokenizer import NucleotideTokenizer
 from .chunking import (
@@ -122,7 +123,12 @@ class HNetStage(nn.Module):
         )  # (B, M, D)
         route.chunk_index, route.chunk_mask, route.chunk_states = index, inner_mask, z
         P = downsample(p, index).clamp(P_CLAMP, 1 - P_CLAMP)  # (B, M)
-        y = dechunk(z, P, b, confidence(p, b), residual)  # (B, L, D) fp32
+        c = confidence(p, b) if route.confidence is None else route.confidence  # (B, L)
+        kernels = backends.chunking_kernels(z, residual)
+        if kernels is None:
+            y = dechunk(z, P, b, c, residual)  # (B, L, D) fp32
+        else:  # CUDA + Triton: one fused pass (kernels/dechunk.py), written in the decoder's dtype
+            y = kernels.fused_dechunk(z, P, b, c, residual, out_dtype=h.dtype)
         if cache is not None:
             last_chunk = (inner_mask.sum(-1) - 1).clamp(min=0)
             zbar = ema(z, P)
