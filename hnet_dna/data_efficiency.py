@@ -610,6 +610,8 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
     # The config and the held-out bases decide the work (the rest of the plan follows from them).
     key = fingerprint(plan.config, {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in heldout.items()})
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder (created if missing)")
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = json.loads(plan_path.read_text())
