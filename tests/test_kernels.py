@@ -149,6 +149,35 @@ def test_fused_dechunk_matches_reference_forward_and_backward(L, D, dtype, out_d
         assert (grads[0][row, counts[row] :] == 0).all() and (grads[1][row, counts[row] :] == 0).all()
 
 
+def test_fused_dechunk_and_routing_at_the_default_blocks_with_several_channel_blocks():
+    """The defaults (what the model uses): two channel blocks (64 + 8), a short last tile; two rows
+    (random and padded) to keep the interpreter quick."""
+    rows = [0, 3]
+    z, P, b, c, residual = (t[rows].to(DEVICE) for t in dechunk_inputs(40, 72, torch.float32, seed=3))
+    weight = torch.randn(2, 40, 72, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(DEVICE)
+    ref_out, ref_grads = grads_of(chunking.dechunk, [z.double(), P.double(), b, c.double(), residual.double()], weight)
+    with references_raise():
+        out, grads = grads_of(kdechunk.dechunk, [z, P, b, c, residual], weight)
+    torch.testing.assert_close(out.double(), ref_out, **FP32)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, **FP32)
+    x, w_q, w_k, mask = (t.to(DEVICE) for t in routing_inputs(40, 72, torch.float32, False, seed=4))
+    with references_raise():
+        p, _, _ = krouting.routing(x, w_q, w_k, mask)
+    p_ref, _, _ = reference_routing(x.double(), w_q.double(), w_k.double(), mask)
+    torch.testing.assert_close(p.double(), p_ref, **FP32)
+
+
+def test_fused_routing_passes_nan_on_like_the_reference():
+    """A diverged model must not look like one that never cuts: NaN in, NaN p out."""
+    x, w_q, w_k, mask = (t.to(DEVICE) for t in routing_inputs(21, 12, torch.float32, False, seed=6))
+    x[0, 7, 3] = float("nan")
+    with references_raise():
+        p, _, _ = krouting.routing(x, w_q, w_k, mask, **SMALL_ROUTING)
+    p_ref, _, _ = reference_routing(x, w_q, w_k, mask)
+    assert torch.equal(p.isnan(), p_ref.isnan()) and p.isnan().sum() == 2  # positions 7 and 8 of row 0
+
+
 def test_fused_dechunk_first_output_is_P0_z0_and_chunks_repeat():
     # A hand-checkable case: one row, chunks starting at 0, 2, 3; the state starts at zero.
     z = torch.tensor([[[2.0], [4.0], [8.0]]], device=DEVICE)
@@ -268,6 +297,9 @@ def test_the_model_dispatches_to_both_kernels_and_matches_the_reference(monkeypa
         fused_routing=counted("routing", krouting.routing, **SMALL_ROUTING),
     )
     monkeypatch.setattr(backends, "chunking_kernels", lambda *tensors: stand_in)
+    # Only the chunking differs between the two runs: on a GPU with mamba_ssm, its Mamba-2 kernel
+    # (TF32 matmuls) would otherwise run here and not in the forced reference.
+    monkeypatch.setattr(backends, "mamba_ssm_ops", lambda: None)
     import hnet_dna.model.hnet as hnet_module
 
     monkeypatch.setattr(hnet_module, "dechunk", _raise)

@@ -65,6 +65,8 @@ summaries as in the forward, plus reading the forward's saved tile-end states on
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -244,6 +246,15 @@ def _grid_sizes(L: int, D: int, block_l: int, block_d: int):
     return triton.cdiv(L, block_l), triton.cdiv(D, block_d)
 
 
+def on_device(t: torch.Tensor):
+    """Launch on ``t``'s GPU: Triton takes the device (and stream) from the current CUDA device,
+    which need not be the tensors' (a model on cuda:1)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+MAX_GRID_Y = 65535  # CUDA's limit on the second grid dimension (the tiles of a row here)
+
+
 class DechunkFunction(torch.autograd.Function):
     """Autograd wrapper of the kernels; use :func:`dechunk`."""
 
@@ -258,9 +269,10 @@ class DechunkFunction(torch.autograd.Function):
         A = torch.empty(Bn, T, device=z.device, dtype=torch.float32)
         S = torch.empty(Bn, T, D, device=z.device, dtype=torch.float32)
         out = torch.empty(Bn, L, D, device=z.device, dtype=out_dtype)
-        _tile_kernel[(Bn, T, ND)](z, P, idx, A, S, L, M, D, T, REVERSE=False, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
-        _carry_kernel[(Bn, ND)](A, S, T, D, REVERSE=False, BLOCK_C=bc, BLOCK_D=bd, num_warps=nw)
-        _fwd_kernel[(Bn, T, ND)](z, P, idx, S, residual, out, L, M, D, T, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+        with on_device(z):
+            _tile_kernel[(Bn, T, ND)](z, P, idx, A, S, L, M, D, T, REVERSE=False, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            _carry_kernel[(Bn, ND)](A, S, T, D, REVERSE=False, BLOCK_C=bc, BLOCK_D=bd, num_warps=nw)
+            _fwd_kernel[(Bn, T, ND)](z, P, idx, S, residual, out, L, M, D, T, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
         ctx.save_for_backward(z, P, idx, S)
         ctx.blocks = blocks
         ctx.dtypes = (c.dtype, residual.dtype)
@@ -278,18 +290,20 @@ class DechunkFunction(torch.autograd.Function):
         g = grad_out.contiguous()
         A = torch.empty(Bn, T, device=z.device, dtype=torch.float32)
         R = torch.empty(Bn, T, D, device=z.device, dtype=torch.float32)
-        _tile_kernel[(Bn, T, ND)](g, P, idx, A, R, L, M, D, T, REVERSE=True, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
-        _carry_kernel[(Bn, ND)](A, R, T, D, REVERSE=True, BLOCK_C=bc, BLOCK_D=bd, num_warps=nw)
+        with on_device(z):
+            _tile_kernel[(Bn, T, ND)](g, P, idx, A, R, L, M, D, T, REVERSE=True, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw)
+            _carry_kernel[(Bn, ND)](A, R, T, D, REVERSE=True, BLOCK_C=bc, BLOCK_D=bd, num_warps=nw)
         # Chunks no position starts (padding of the inner sequence) get no gradient: zeros.
         dz = torch.zeros_like(z)
         dP = torch.zeros(Bn, M, ND, device=z.device, dtype=torch.float32)
         dc = torch.empty(Bn, L, ND, device=z.device, dtype=torch.float32)
         write_dres = ctx.needs_input_grad[4] and g.dtype != res_dtype
         dres = torch.empty(Bn, L, D, device=z.device, dtype=res_dtype) if write_dres else g
-        _bwd_kernel[(Bn, T, ND)](
-            g, z, P, idx, S, R, dz, dP, dc, dres, L, M, D, T, ND,
-            WRITE_DRES=write_dres, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw,
-        )
+        with on_device(z):
+            _bwd_kernel[(Bn, T, ND)](
+                g, z, P, idx, S, R, dz, dP, dc, dres, L, M, D, T, ND,
+                WRITE_DRES=write_dres, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw,
+            )
         grad_res = dres if ctx.needs_input_grad[4] else None
         return dz, dP.sum(-1).to(P.dtype), None, dc.sum(-1).to(c_dtype), grad_res, None, None
 
@@ -326,6 +340,9 @@ def dechunk(
         raise ValueError("dechunk: no chunks (M = 0); every row needs at least one boundary")
     if max(L, M) * D >= 2**31:
         raise ValueError(f"dechunk: a row of {max(L, M)} x {D} values is too long for int32 offsets")
+    if triton.cdiv(L, block_l) > MAX_GRID_Y:
+        raise ValueError(f"dechunk: {L:,} positions make more than {MAX_GRID_Y} tiles of {block_l}; "
+                         "raise block_l or cut the sequence into windows")
     if boundary_mask.dtype != torch.bool:
         raise ValueError(f"dechunk: boundary_mask must be bool, got {boundary_mask.dtype}")
     blocks = {"block_l": block_l, "block_d": block_d, "block_c": block_c, "num_warps": num_warps}

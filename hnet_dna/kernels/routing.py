@@ -36,6 +36,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from .dechunk import MAX_GRID_Y, on_device
+
 __all__ = ["routing", "RoutingFunction", "DEFAULT_BLOCKS"]
 
 EPS = 1e-12  # F.normalize's default
@@ -68,8 +70,12 @@ def _routing_fwd_kernel(
         kk += tl.sum(k * k, 1)
     nq = tl.sqrt(qq)
     nk = tl.sqrt(kk)
-    cos = dot / (tl.maximum(nq, EPS) * tl.maximum(nk, EPS))
-    p = tl.minimum(tl.maximum((1.0 - cos) * 0.5, 0.0), 1.0)
+    # NaN propagates as in the reference's torch.clamp (tl.maximum alone drops it): a diverged
+    # model must not look like one with p = 0 everywhere.
+    cos = dot / (tl.maximum(nq, EPS, propagate_nan=tl.PropagateNan.ALL)
+                 * tl.maximum(nk, EPS, propagate_nan=tl.PropagateNan.ALL))
+    p = tl.maximum((1.0 - cos) * 0.5, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    p = tl.minimum(p, 1.0, propagate_nan=tl.PropagateNan.ALL)
     p = tl.where(t == 0, 1.0, p)
     real = tl.load(mask_ptr + row * L + t, mask=tm, other=0) != 0
     b = (p > 0.5) & real
@@ -146,10 +152,11 @@ class RoutingFunction(torch.autograd.Function):
         p, c, cos, nq, nk = (torch.empty(Bn, L, **f32) for _ in range(5))
         b = torch.empty(Bn, L, device=qk.device, dtype=torch.bool)
         grid = (Bn, triton.cdiv(L, blocks["block_l"]))
-        _routing_fwd_kernel[grid](
-            qk, mask.contiguous().view(torch.uint8), p, b.view(torch.uint8), c, cos, nq, nk, L, D,
-            EPS=EPS, BLOCK_L=blocks["block_l"], BLOCK_D=blocks["block_d"], num_warps=blocks["num_warps"],
-        )
+        with on_device(qk):
+            _routing_fwd_kernel[grid](
+                qk, mask.contiguous().view(torch.uint8), p, b.view(torch.uint8), c, cos, nq, nk, L, D,
+                EPS=EPS, BLOCK_L=blocks["block_l"], BLOCK_D=blocks["block_d"], num_warps=blocks["num_warps"],
+            )
         ctx.save_for_backward(qk, b, cos, nq, nk)
         ctx.blocks = blocks
         ctx.mark_non_differentiable(b)
@@ -162,10 +169,11 @@ class RoutingFunction(torch.autograd.Function):
         Bn, L, D2 = qk.shape
         dqk = torch.empty_like(qk)
         grid = (Bn, triton.cdiv(L, blocks["block_l"]))
-        _routing_bwd_kernel[grid](
-            qk, grad_p.float().contiguous(), grad_c.float().contiguous(), b.view(torch.uint8), cos, nq, nk, dqk,
-            L, D2 // 2, EPS=EPS, BLOCK_L=blocks["block_l"], BLOCK_D=blocks["block_d"], num_warps=blocks["num_warps"],
-        )
+        with on_device(qk):
+            _routing_bwd_kernel[grid](
+                qk, grad_p.float().contiguous(), grad_c.float().contiguous(), b.view(torch.uint8), cos, nq, nk, dqk,
+                L, D2 // 2, EPS=EPS, BLOCK_L=blocks["block_l"], BLOCK_D=blocks["block_d"], num_warps=blocks["num_warps"],
+            )
         return dqk, None, None
 
 
@@ -189,6 +197,12 @@ def routing(
             f"routing: shapes x {tuple(x.shape)}, w_q {tuple(w_q.shape)}, w_k {tuple(w_k.shape)}, "
             f"mask {tuple(mask.shape)} do not agree"
         )
+    L, D = x.shape[1], x.shape[2]
+    if 2 * L * D >= 2**31:
+        raise ValueError(f"routing: a row of {L} x {2 * D} projections is too long for int32 offsets")
+    if triton.cdiv(L, block_l) > MAX_GRID_Y:
+        raise ValueError(f"routing: {L:,} positions make more than {MAX_GRID_Y} blocks of {block_l}; "
+                         "raise block_l or cut the sequence into windows")
     with torch.autocast(x.device.type, enabled=False):
         qk = F.linear(x.float(), torch.cat([w_q, w_k]).float())  # (B, L, 2D) fp32: one matmul
     blocks = {"block_l": block_l, "block_d": block_d, "num_warps": num_warps}
