@@ -261,6 +261,10 @@ MUTANTS = [
            "hnet_dna/data_efficiency.py",
            [("FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops())", "FlopCounterMode(display=False)")],
            "tests/test_data_efficiency.py::test_flops_per_base_count_attention_scores_on_cpu"),
+    Mutant("routing_drops_nan", "the fused routing turns a NaN cosine into p = 0 (tl.maximum without NaN propagation)",
+           "hnet_dna/kernels/routing.py",
+           [("p = tl.maximum((1.0 - cos) * 0.5, 0.0, propagate_nan=tl.PropagateNan.ALL)", "p = tl.maximum((1.0 - cos) * 0.5, 0.0)")],
+           "tests/test_kernels.py::test_fused_routing_passes_nan_on_like_the_reference"),
 ]
 
 
