@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hnet_dna.config import ConfigError
 from hnet_dna.data_efficiency import (
@@ -121,6 +122,12 @@ def test_bad_input_exits_2_before_writing(tmp_path):
 def smoke(tmp_path_factory) -> Path:
     """The smoke config, killed after its first fit's second curve point, then rerun to the end."""
     out = tmp_path_factory.mktemp("de") / "smoke"
+    # Parallel torch work in this process first, as the rest of the suite does: a fit forked from a
+    # process with a live OpenMP pool can hang (the fits must come from a clean fork server).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.randn(256, 256) @ torch.randn(256, 256)
+    torch.set_num_threads(threads)
     code, err = run(out, ECOLI, env={"HNET_DNA_KILL_AFTER_POINTS": "2"})
     assert code == 1, err
     assert "failed" in err and "Rerun the same command" in err
