@@ -795,7 +795,11 @@ def write_results(plan: Plan, config: BenchmarkConfig, out: Path, provenance: di
     }
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(rows, summary, out / "curves.png")
+    try:
+        plot_curves(rows, summary, out / "curves.png")
+    except ImportError as e:  # matplotlib is a dependency; a bare GPU image may lack it
+        print(f"hnet_dna.data_efficiency: no curves.png ({e}); curves.csv and summary.json are written",
+              file=sys.stderr)
     return summary
 
 
