@@ -33,6 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when loaded by path (tests)
+
+from model_speed import Report, git_commit  # noqa: E402  (the same table writer and provenance)
 
 SHAPES = [(8, 8192, 512), (32, 8192, 512), (8, 65536, 512), (8, 8192, 1024)]
 SMOKE_SHAPES = [(2, 64, 24), (3, 100, 16)]
@@ -63,33 +66,6 @@ def routing_bytes(B: int, L: int, D: int, backward: bool) -> int:
     if not backward:
         return fwd
     return fwd + B * L * (2 * D * 4 + 8 + 1 + 12 + 2 * D * 4)
-
-
-# ---------------------------------------------------------------------------------- output
-class Report:
-    def __init__(self, out: Path | None):
-        self.out = out
-
-    def write(self, text: str = "") -> None:
-        print(text, flush=True)
-        if self.out is not None:
-            with self.out.open("a") as f:
-                f.write(text + "\n")
-
-    def table(self, header: list[str]) -> None:
-        self.write("")
-        self.write("| " + " | ".join(header) + " |")
-        self.write("|" + "---|" * len(header))
-
-    def row(self, cells: list) -> None:
-        self.write("| " + " | ".join(str(c) for c in cells) + " |")
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def bench(fn, device: str, grad_to_none=None) -> float:
@@ -310,38 +286,27 @@ def section_sweep(report, device, shape, copy_bw, cap, smoke):
         report.row(["routing", bl, bd, "", nw, f"{fwd:.4f}", f"{pct:.0f} %", f"{both:.4f}"])
 
 
-@contextlib.contextmanager
-def chunking_kernels_off():
-    """The reference for routing and dechunking only (mamba_ssm, if present, stays on)."""
+def chunking_kernels_as(value):
+    """Within the block the model's dispatch returns ``value``: None = the reference for routing
+    and dechunking only (mamba_ssm, if present, stays on); a stand-in = the kernels even on CPU."""
+    from unittest import mock
+
     from hnet_dna import backends
 
-    saved = backends.chunking_kernels
-    backends.chunking_kernels = lambda *tensors: None
-    try:
-        yield
-    finally:
-        backends.chunking_kernels = saved
+    return mock.patch.object(backends, "chunking_kernels", lambda *tensors: value)
 
 
-@contextlib.contextmanager
-def chunking_kernels_on_cpu(blocks):
-    """Smoke mode: let CPU tensors take the kernels (under the interpreter), with small tiles."""
+def kernels_on_cpu(blocks):
+    """Smoke mode: the kernels for CPU tensors (under the interpreter), with small tiles."""
     import functools
     import types
 
-    from hnet_dna import backends
     from hnet_dna.kernels.dechunk import dechunk
     from hnet_dna.kernels.routing import routing
 
-    stand_in = types.SimpleNamespace(
+    return types.SimpleNamespace(
         fused_dechunk=functools.partial(dechunk, **blocks[0]), fused_routing=functools.partial(routing, **blocks[1])
     )
-    saved = backends.chunking_kernels
-    backends.chunking_kernels = lambda *tensors: stand_in
-    try:
-        yield
-    finally:
-        backends.chunking_kernels = saved
 
 
 def section_model(report, device, smoke, steps):
@@ -377,9 +342,9 @@ def section_model(report, device, smoke, steps):
             times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
 
-    with chunking_kernels_off():
+    with chunking_kernels_as(None):
         ref = timed()
-    with chunking_kernels_on_cpu(SMOKE_BLOCKS) if smoke else contextlib.nullcontext():
+    with chunking_kernels_as(kernels_on_cpu(SMOKE_BLOCKS)) if smoke else contextlib.nullcontext():
         fast = timed()
     report.row(["PyTorch reference (routing, EMA, gather)", f"{ref:.1f}", ""])
     report.row(["Triton kernels (fused routing, fused dechunk)", f"{fast:.1f}", f"{ref / fast:.2f}x faster"])

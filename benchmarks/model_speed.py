@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hnet_dna import HNetConfig, HNetForCausalLM  # noqa: E402
+from hnet_dna import HNetConfig, HNetForCausalLM, backends  # noqa: E402
 from hnet_dna.model.ssd import ssd_scan, ssd_sequential_ref  # noqa: E402
 
 TRAIN_ROWS = {
@@ -81,15 +80,7 @@ class Report:
 def machine(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    return f"{backends.cpu_name()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def git_commit() -> str:

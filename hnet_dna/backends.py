@@ -18,11 +18,13 @@ import contextlib
 import functools
 import importlib
 import os
+import platform
 import warnings
+from pathlib import Path
 
 import torch
 
-__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels"]
+__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels", "cpu_name"]
 
 _forced = [os.environ.get("HNET_DNA_FORCE_REFERENCE", "0") not in ("", "0")]
 
@@ -90,3 +92,14 @@ def chunking_kernels(*tensors: torch.Tensor):
     if not all(use_fast_path(t) and t.dtype in (torch.float32, torch.bfloat16, torch.float16) for t in tensors):
         return None
     return triton_kernels()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (for result provenance), e.g. ``AMD EPYC``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"

@@ -45,7 +45,6 @@ import inspect
 import json
 import math
 import os
-import platform
 import re
 import resource
 import signal
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 import yaml
 
+from . import backends
 from .commands import (
     atomic_path,
     encode_sequences,
@@ -366,7 +366,7 @@ def data_multiplier(hnet: list[tuple[float, float]], baseline: list[tuple[float,
     final_bases, target = sorted(baseline)[-1]
     for i, (bases, bits) in enumerate(hnet):
         if bits <= target:
-            if i == 0 or bits == target:
+            if i == 0:
                 needed = bases
             else:
                 b0, y0 = hnet[i - 1]
@@ -406,10 +406,8 @@ def _fit_one(spec_path: Path) -> None:
         model=spec["model"], lr=spec["lr"], weight_decay=spec["weight_decay"],
         schedule="wsd" if spec["decay_steps"] else "constant",
         warmup_fraction=spec["warmup_steps"] / total, decay_fraction=spec["decay_steps"] / total,
-        min_lr_fraction=0.0, export_dir=str(run_dir / "model"),
+        min_lr_fraction=0.0, export_dir=str(run_dir / "model"), export=spec["export_models"],
     )
-    if not spec["export_models"]:
-        task.on_fit_end = lambda: None  # PretrainModule exports with save_pretrained when fitting ends
     heldout = {name: torch.from_numpy(np.load(path).astype(np.int64)) for name, path in spec["heldout"].items()}
     points = CurvePoints(spec, heldout, run_dir)
     trainer = pl.Trainer(
@@ -469,8 +467,6 @@ def training_flops_per_base(model, ids: torch.Tensor) -> float:
     (the chunked SSD scan of Mamba-2 included). Attention counts the full L x L scores as torch does."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from . import backends
-
     was_training = model.training
     model.train()
     counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops())
@@ -485,17 +481,7 @@ def training_flops_per_base(model, ids: torch.Tensor) -> float:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{_cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return f"{backends.cpu_name()}, {torch.get_num_threads()} threads"
 
 
 class CurvePoints(pl.Callback):
@@ -562,29 +548,15 @@ class CurvePoints(pl.Callback):
             self.decayed = {k: v[0] for k, v in self.score(trainer, pl_module).items()}
         self._mark = time.perf_counter()  # held-out scoring is not training time
 
-    @torch.no_grad()
     def score(self, trainer, pl_module) -> dict[str, tuple[float, float | None]]:
         """{held-out set: (bits per base over its A/C/G/T targets, outer-level bases per chunk)}."""
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        base_ids = torch.tensor(model.tokenizer.base_ids, device=pl_module.device)
+        from .tasks.callbacks import score_windows
+
         batch_size = self.spec["data"].get("batch_size", 8)
         out = {}
         for name, windows in self.heldout.items():
-            bits, bases, real, chunks = 0.0, 0, 0.0, 0.0
-            for i in range(0, len(windows), batch_size):
-                ids = windows[i : i + batch_size].to(pl_module.device)
-                with trainer.precision_plugin.forward_context():
-                    res = model(ids, labels=ids)
-                n = int(torch.isin(ids[:, 1:], base_ids).sum())
-                bits += float(res.bits_per_base) * n
-                bases += n
-                if res.boundaries:
-                    real += float(res.masks[0].sum())
-                    chunks += float((res.boundaries[0] & res.masks[0]).sum())
-            out[name] = (bits / max(bases, 1), real / chunks if chunks else None)
-        model.train(was_training)
+            bits, _, compression = score_windows(pl_module.model, windows, batch_size, trainer.precision_plugin.forward_context)
+            out[name] = (bits, compression)
         return out
 
     def _append(self, step: int, scores: dict) -> None:
@@ -810,7 +782,7 @@ def _provenance(command: str) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit,
-            "command": command, "machine": f"{_cpu_name()} ({os.cpu_count()} cores)",
+            "command": command, "machine": f"{backends.cpu_name()} ({os.cpu_count()} cores)",
             "torch": torch.__version__}
 
 

@@ -176,6 +176,7 @@ def test_smoke_end_to_end(smoke):
         assert set(info["decayed_bits_per_base"]) == set(heldout)
     assert summary["models"]["hnet"]["final_compression"] > 1
     assert (smoke / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (smoke / "runs" / "hnet" / "seed0" / "model" / "model.safetensors").is_file()  # exported
     assert summary["provenance"]["started"]["command"].startswith("python -m hnet_dna.data_efficiency")
 
 
@@ -224,6 +225,7 @@ def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
     assert code == 0, err[-3000:]
     summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
     assert set(summary["models"]) == {"hnet", "transformer", "mamba2"}
+    assert not (tmp_path / "gpu" / "runs" / "hnet" / "seed0" / "model").exists()  # --export_models=false
     params = {m: v["params"] for m, v in summary["models"].items()}
     assert 60e6 < params["hnet"] < 70e6 and 27e6 < params["transformer"] < 31e6 and 31e6 < params["mamba2"] < 35e6
 

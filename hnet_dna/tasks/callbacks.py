@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -12,12 +13,41 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..baselines import MarkovModel
 
-__all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves"]
+__all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves", "score_windows"]
 
 
 def _log_dir(trainer: pl.Trainer) -> Path:
     """The run's log folder. Call it on every rank: under DDP ``trainer.log_dir`` is a collective."""
     return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+@torch.no_grad()
+def score_windows(model, windows: torch.Tensor, batch_size: int, forward_context=contextlib.nullcontext):
+    """Score equal-length windows (N, L) of ids with ``model`` in eval mode, ``batch_size`` at a
+    time on the model's device: (bits per base over every A/C/G/T target, the number of those
+    targets, outer-level bases per chunk or None for an isotropic model). Sums stay on the device
+    until the end (one host sync). ``forward_context``: e.g. the trainer's autocast."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    base_ids = torch.tensor(model.tokenizer.base_ids, device=device)
+    bits = torch.zeros((), dtype=torch.float64, device=device)
+    bases = torch.zeros((), dtype=torch.long, device=device)
+    real = torch.zeros((), dtype=torch.long, device=device)
+    chunks = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(windows), batch_size):
+        ids = windows[i : i + batch_size].to(device)
+        with forward_context():
+            out = model(ids, labels=ids)
+        n = torch.isin(ids[:, 1:], base_ids).sum()
+        bits += out.bits_per_base.double() * n
+        bases += n
+        if out.boundaries:
+            real += out.masks[0].sum()
+            chunks += (out.boundaries[0] & out.masks[0]).sum()
+    model.train(was_training)
+    bases, chunks = int(bases), int(chunks)
+    return float(bits) / max(bases, 1), bases, (int(real) / chunks if chunks else None)
 
 
 class HeldOutReport(pl.Callback):
@@ -49,17 +79,7 @@ class HeldOutReport(pl.Callback):
         if not held:
             return
         model = pl_module.model
-        was_training = model.training
-        model.eval()
-        bits, bases = 0.0, 0
-        base_ids = torch.tensor(model.tokenizer.base_ids, device=pl_module.device)
-        for i in range(0, len(held), dm.hparams.batch_size):
-            ids = torch.stack(held[i : i + dm.hparams.batch_size]).to(pl_module.device)
-            out = model(ids, labels=ids)
-            n = int(torch.isin(ids[:, 1:], base_ids).sum())
-            bits += float(out.bits_per_base) * n
-            bases += n
-        model.train(was_training)
+        bits, bases, _ = score_windows(model, torch.stack(held), dm.hparams.batch_size)
         markov = [MarkovModel(k, base_ids=model.tokenizer.base_ids) for k in self.markov_orders]
         for seq in dm.split_sequences("train", self.max_windows):  # one window in memory at a time
             for m in markov:

@@ -87,6 +87,7 @@ class PretrainModule(pl.LightningModule):
         min_lr_fraction: the schedule's final learning rate as a fraction of ``lr``.
         export_dir: where ``save_pretrained`` writes the model when fitting ends (default:
             ``<log dir>/pretrained``).
+        export: False = no export when fitting ends (the checkpoints still hold the weights).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class PretrainModule(pl.LightningModule):
         min_lr_fraction: float = 0.0,
         export_dir: str | None = None,
         decay_shape: str = "linear",
+        export: bool = True,
     ):
         super().__init__()
         if schedule not in ("wsd", "cosine", "constant"):
@@ -206,6 +208,8 @@ class PretrainModule(pl.LightningModule):
         return Path(root) / "pretrained"
 
     def on_fit_end(self) -> None:
+        if not self.hparams.export:
+            return
         path = self.export_path()  # on every rank: trainer.log_dir is a collective under DDP
         if self.trainer.is_global_zero:
             self.model.save_pretrained(path)
