@@ -110,6 +110,9 @@ class NucleotideTokenizer:
             ia, ib = self.token_to_id(a), self.token_to_id(b)
             comp[ia], comp[ib] = ib, ia
         self._complement_ids = comp
+        # The id of every nucleotide-table id (0..7) in this mode: the data modules and the
+        # benchmark's held-out windows are stored in the nucleotide table.
+        self._from_nucleotide = torch.tensor([self.token_to_id(t) for t in NUCLEOTIDE_VOCAB])
 
     # ----------------------------------------------------------------------------- settings
     @property
@@ -235,6 +238,14 @@ class NucleotideTokenizer:
             input_ids[row, : len(ids)] = ids
             mask[row, : len(ids)] = True
         return {"input_ids": input_ids, "mask": mask}
+
+    def from_nucleotide_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids of the nucleotide table (what the data modules make) as this tokenizer's ids: the
+        same tensor in nucleotide mode; ASCII codes, pad 0, BOS 254, EOS 255 in byte mode. Without
+        it a byte-level model would read A (0) as its padding and never score an A."""
+        if self.mode == "nucleotide":
+            return ids
+        return self._from_nucleotide.to(ids.device)[ids.long()]
 
     def decode(self, ids, *, skip_special: bool = True) -> str | list[str]:
         """Ids back to letters. A 2-D tensor gives one string per row (padding dropped)."""

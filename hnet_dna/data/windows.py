@@ -247,8 +247,8 @@ def build_windows(
     tables["train"].problem = _training_problem(tables["train"], regions["train"], window, sources, bed, longest_train, inset)
     if not allow_leakage:
         for split in ("val", "test"):
-            _check_leakage(tables["train"], tables[split], split, random_shift)
-        _check_leakage(tables["val"], tables["test"], "test", 0, against="validation")
+            check_leakage(tables["train"], tables[split], split, random_shift)
+        check_leakage(tables["val"], tables["test"], "test", 0, against="validation")
     return tables
 
 
@@ -288,7 +288,10 @@ def _check_held_out_not_empty(tables, regions, window) -> None:
             raise DataError(f"the {split} regions give no window: {cause}")
 
 
-def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int, against: str = "training") -> None:
+def check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int, against: str = "training",
+                  hint: str = "Fix the splits, or pass --data.allow_leakage true if this is intended.") -> None:
+    """Raise a :class:`DataError` naming the first ``held`` window that overlaps the span of a
+    ``train`` window (extended by ``shift`` either way); records are matched by index."""
     if not len(held) or not len(train):
         return
     for rid in range(len(train.records)):
@@ -312,6 +315,5 @@ def _check_leakage(train: WindowTable, held: WindowTable, split: str, shift: int
             extended = f" (training windows extended by random_shift={shift})" if shift else ""
             raise DataError(
                 f"leakage: {split} window {held.describe(i)} overlaps the span of {against} window "
-                f"{train.describe(j)}{extended}; they come from {held.origin(i)} and {train.origin(j)}. "
-                "Fix the splits, or pass --data.allow_leakage true if this is intended."
+                f"{train.describe(j)}{extended}; they come from {held.origin(i)} and {train.origin(j)}. {hint}"
             )

@@ -75,15 +75,16 @@ class HeldOutReport(pl.Callback):
         if not trainer.is_global_zero:
             return
         dm = trainer.datamodule
-        held = list(dm.split_sequences(self.split, self.max_windows))
+        model = pl_module.model
+        to_model = model.tokenizer.from_nucleotide_ids  # the data module's ids -> the model's (byte mode)
+        held = [to_model(ids) for ids in dm.split_sequences(self.split, self.max_windows)]
         if not held:
             return
-        model = pl_module.model
         bits, bases, _ = score_windows(model, torch.stack(held), dm.hparams.batch_size)
         markov = [MarkovModel(k, base_ids=model.tokenizer.base_ids) for k in self.markov_orders]
         for seq in dm.split_sequences("train", self.max_windows):  # one window in memory at a time
             for m in markov:
-                m.update(seq)
+                m.update(to_model(seq))
         kind = "H-Net" if model.config.num_stages > 1 else "isotropic model"
         layout = json.dumps(model.config.arch_layout)
         rows = [(f"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits / max(bases, 1))]

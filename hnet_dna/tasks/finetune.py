@@ -123,8 +123,13 @@ class FinetuneModule(pl.LightningModule):
                 raise ConfigError(f"the data's classes {list(names)} differ from the model's {self.classifier.class_names}")
 
     # ------------------------------------------------------------------------------- steps
+    def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # The labelled data module encodes with the nucleotide table; a byte-level backbone (the
+        # official checkpoints) takes ASCII codes.
+        return self.classifier.backbone.tokenizer.from_nucleotide_ids(input_ids)
+
     def forward(self, batch: dict):
-        return self.classifier(batch["input_ids"], mask=batch["mask"], labels=batch.get("labels"))
+        return self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"], labels=batch.get("labels"))
 
     def training_step(self, batch: dict, batch_idx: int):
         out = self(batch)
@@ -148,7 +153,7 @@ class FinetuneModule(pl.LightningModule):
         self._evaluate("test", batch)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        logits = self.classifier(batch["input_ids"], mask=batch["mask"]).logits
+        logits = self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"]).logits
         return {"index": batch["index"], "probs": logits.float().softmax(-1)}
 
     # ---------------------------------------------------------------------------- optimizer

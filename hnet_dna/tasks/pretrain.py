@@ -122,6 +122,12 @@ class PretrainModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------------------- steps
+    def _model_ids(self, batch: dict) -> dict:
+        # The genome data module encodes with the nucleotide table; a byte-level model (the
+        # official checkpoints) takes ASCII codes.
+        tok = self.model.tokenizer
+        return {**batch, **{k: tok.from_nucleotide_ids(batch[k]) for k in ("input_ids", "labels") if k in batch}}
+
     def forward(self, batch: dict, weighted: bool = True):
         return self.model(
             batch["input_ids"], mask=batch.get("mask"), labels=batch["labels"],
@@ -151,18 +157,22 @@ class PretrainModule(pl.LightningModule):
             self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in bar)
 
     def training_step(self, batch: dict, batch_idx: int):
+        batch = self._model_ids(batch)
         out = self(batch)
         self._log_outputs("train", out, batch, on_step=True)
         return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int):
+        batch = self._model_ids(batch)
         self._log_outputs("val", self(batch, weighted=False), batch, on_step=False)
 
     def test_step(self, batch: dict, batch_idx: int):
+        batch = self._model_ids(batch)
         self._log_outputs("test", self(batch, weighted=False), batch, on_step=False)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Per window: coordinates, bits per base and the outer level's boundary positions."""
+        batch = self._model_ids(batch)
         out = self.model(batch["input_ids"], mask=batch.get("mask"))
         logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
         targets = batch["input_ids"][:, 1:]
