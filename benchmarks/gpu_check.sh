@@ -59,7 +59,8 @@ elif [ "$what" = chr20 ]; then
   echo "chr20 $model rc=$?" >> "$OUT/chr20_$model.log"
   find "$OUT" -name "*.ckpt" -delete  # checkpoints are too big to bring back
 elif [ "$what" = data_efficiency ]; then
-  # 4. the data-efficiency pipeline's gpu config: H-Net vs T9 vs M10 on chr20, bf16 (<= 8 min).
+  # 4. the data-efficiency pipeline's gpu config: the two paper H-Nets vs T9 vs M10 on chr20, bf16
+  #    (750 steps each, <= 8 min: an estimate, never measured yet).
   #    Needs .data/GRCh37_chr20.fa.gz* and .data/Ecoli_K12_MG1655.fasta.gz carried.
   mkdir -p /tmp/de_data && cp .data/GRCh37_chr20.fa.gz* .data/Ecoli_K12_MG1655.fasta.gz /tmp/de_data/
   timeout 480 python3 -m hnet_dna.data_efficiency --config pipelines/benchmarks/gpu.yaml --out /tmp/de_gpu \

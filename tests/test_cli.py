@@ -242,3 +242,24 @@ def test_chr20_recipe_builds_on_the_real_chromosome(tmp_path):
     val = data.tables["val"]
     assert val.describe(0).startswith("20:60025521-") and len(val) > 1300
     assert model.model.config.arch_layout == ["m3T1", ["T15"], "m4"]
+
+
+def test_a_byte_level_model_trains_on_its_own_ids(tmp_path):
+    """The genome data module encodes with the nucleotide table (A = 0); a byte-level model (the
+    official checkpoints' vocabulary) has pad 0: fed those ids it would ignore every A and report
+    near 0 bits per base. Translated, an untrained byte model scores its ~8 bits on every base."""
+    import torch
+
+    from hnet_dna.data.datamodule import GenomeDataModule
+    from hnet_dna.tasks.pretrain import PretrainModule
+
+    torch.manual_seed(0)
+    dm = GenomeDataModule(fasta="builtin:demo_chr20.fa", val_regions=["chr20_demo:900001-1000000"], window=64,
+                          batch_size=4)
+    task = PretrainModule(model={"preset": "tiny-hnet", "vocab_size": 256}, export=False)
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=2, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(task, datamodule=dm)
+    assert trainer.callback_metrics["train/bits_per_base"] > 6
+    assert trainer.validate(task, datamodule=dm, verbose=False)[0]["val/bits_per_base"] > 6

@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from hnet_dna.config import ConfigError
+from hnet_dna.data.genome import DataError
 from hnet_dna.data_efficiency import (
+    cut_heldout,
     data_multiplier,
     eval_schedule,
     load_config,
@@ -88,6 +90,20 @@ def test_multiplier_of_a_curve_that_dips_then_rises_is_the_sustained_crossing():
         data_multiplier(curve, baseline, "best")
 
 
+def test_multiplier_of_nan_curves_and_the_lower_bound_flag():
+    from hnet_dna.data_efficiency.multiplier import at_target_from_the_start
+
+    baseline = [(1e3, 2.1), (1e5, 1.7)]
+    assert data_multiplier([(1e3, 2.0), (1e5, 1.6)], [(1e3, 2.1), (1e5, float("nan"))]) is None  # diverged baseline
+    assert data_multiplier([(1e3, 1.6), (1e5, float("nan"))], baseline) is None  # the H-Net diverged at the end
+    # Below the target at the first point, above it later, below at the end: the sustained crossing
+    # is interpolated (not a lower bound); the first crossing is at the first point (a lower bound).
+    curve = [(1e3, 1.6), (1e4, 1.8), (1e5, 1.65)]
+    assert not at_target_from_the_start(curve, baseline, "sustained")
+    assert at_target_from_the_start(curve, baseline, "first")
+    assert at_target_from_the_start([(1e3, 1.6), (1e5, 1.5)], baseline, "sustained")
+
+
 def test_multiplier_is_none_when_never_reached():
     for rule in ("sustained", "first"):
         assert data_multiplier([(1e3, 2.0), (1e4, 1.8), (1e5, 1.71)], [(1e3, 2.1), (1e5, 1.7)], rule) is None
@@ -132,6 +148,63 @@ def test_bad_input_exits_2_before_writing(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "protein.fa" in r.stderr and "not DNA" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ held out
+DEMO = ROOT / "hnet_dna" / "resources" / "demo_chr20.fa"
+
+
+def demo_sequence() -> str:
+    return "".join(DEMO.read_text().splitlines()[1:])
+
+
+def heldout_config(fasta: Path, **fields):
+    """The smoke config with one FASTA held-out set named ``x`` (windows of 256 bases)."""
+    spec = json.dumps({"fasta": str(fasta), "windows": 1000, **fields})
+    return load_config(SMOKE, [("heldout", "{chr20_demo_last_100kb: {split: val, windows: 2}, x: " + spec + "}")])
+
+
+def test_heldout_fasta_region_is_one_based_inclusive_and_a_bare_record_is_all_of_it(tmp_path):
+    from hnet_dna.tokenizer import NucleotideTokenizer
+
+    seq = "ACGT" * 64 + "GGCC" * 64 + "TTAA" * 64  # 768 bases, three windows of 256
+    fasta = tmp_path / "other.fa"
+    fasta.write_text(f">other\n{seq}\n")
+    tok = NucleotideTokenizer()
+
+    def windows(region):
+        return [tok.decode(torch.from_numpy(w.astype("int64"))) for w in cut_heldout(heldout_config(fasta, region=region))["x"]]
+
+    assert windows("other:257-768") == [seq[256:512], seq[512:768]]  # bases 257.. are 0-based 256..
+    assert windows("other:3-258") == [seq[2:258]]  # one window, starting at base 3
+    assert windows("other:1-256") == [seq[:256]]  # a region starting at 1 is not empty
+    assert windows("other") == [seq[:256], seq[256:512], seq[512:]]  # a bare record name: all of it
+    hla = tmp_path / "hla.fa"  # a record name with a colon (HLA alleles) is still a bare name
+    hla.write_text(f">HLA-A*01:01\n{seq}\n")
+    fasta = hla
+    assert windows("HLA-A*01:01") == [seq[:256], seq[256:512], seq[512:]]
+    assert windows("HLA-A*01:01:257-512") == [seq[256:512]]
+    fasta = tmp_path / "other.fa"
+    with pytest.raises(DataError, match="no record 'nope'"):
+        windows("nope:1-300")
+
+
+def test_heldout_fasta_overlapping_the_training_data_is_refused(tmp_path):
+    seq = demo_sequence()
+    # The training genome's record under an alias (chr20_demo = 20_demo), in another file.
+    alias = tmp_path / "copy.fa"
+    alias.write_text(f">20_demo\n{seq[:2048]}\n")
+    with pytest.raises(DataError, match=r"leakage: heldout.x window 20_demo:1-256 overlaps the span of training "
+                                         r"window chr20_demo:1-256.*copy.fa.*heldout.x.allow_leakage: true"):
+        cut_heldout(heldout_config(alias))
+    with pytest.raises(DataError, match="leakage: heldout.x"):  # the training FASTA itself
+        cut_heldout(heldout_config(DEMO, region="chr20_demo:400001-402000"))
+    assert len(cut_heldout(heldout_config(alias, allow_leakage=True))["x"]) == 8  # asked for: kept
+    # The smoke config's validation region (900,001-1,000,000) is not training data.
+    assert len(cut_heldout(heldout_config(DEMO, region="chr20_demo:900001-902000"))["x"]) == 7
+    other = tmp_path / "other.fa"  # another record name: not the training data
+    other.write_text(f">plasmid\n{seq[:2048]}\n")
+    assert len(cut_heldout(heldout_config(other))["x"]) == 8
 
 
 # --------------------------------------------------------------------------- end to end
@@ -179,8 +252,11 @@ def test_smoke_end_to_end(smoke):
             curve = lambda m, s: [(int(r["bases_seen"]), float(r["bits_per_base"])) for r in rows  # noqa: E731
                                   if r["model"] == m and r["seed"] == str(s) and r["heldout"] == h]
             expect = {str(s): data_multiplier(curve("hnet", s), curve(b, s)) for s in seeds}
+            first = {str(s): data_multiplier(curve("hnet", s), curve(b, s), "first") for s in seeds}
             got = summary["multipliers"][b][h]
             assert got["per_seed"] == pytest.approx(expect)
+            assert got["first_crossing_per_seed"] == pytest.approx(first)
+            assert summary["multipliers_by_hnet"]["hnet"][b][h] == got
             assert got["reached"] == all(v is not None for v in expect.values())
             for m in models:
                 finals = [curve(m, s)[-1][1] for s in seeds]
@@ -189,6 +265,8 @@ def test_smoke_end_to_end(smoke):
         info = summary["models"][m]
         assert info["params"] == plan["params"][m]
         assert info["flops_per_base"] > 6 * 0.5 * info["params"] / 10  # a real count, not a placeholder
+        # both models attend causally: the causal count is below torch's, by the masked pairs only
+        assert 0.5 * info["flops_per_base"] < info["flops_per_base_causal"] < info["flops_per_base"]
         assert info["train_bases_per_s"] > 0 and info["peak_memory_mb"] > 0
         assert set(info["decayed_bits_per_base"]) == set(heldout)
     assert summary["models"]["hnet"]["final_compression"] > 1
@@ -220,31 +298,55 @@ def test_a_finished_run_is_kept_and_a_resumed_fit_matches_an_uninterrupted_one(s
         assert float(a["bits_per_base"]) == pytest.approx(float(b["bits_per_base"]), abs=1e-5)
 
 
+def test_the_command_prints_no_warning(tmp_path):
+    """``python -m hnet_dna.data_efficiency`` with a fit: stderr holds progress lines only (runpy
+    warned on every fit when the fork server imported the module that ``-m`` was running)."""
+    cmd = [sys.executable, "-m", "hnet_dna.data_efficiency", "--config", str(SMOKE), "--out", str(tmp_path / "out"),
+           ECOLI, "--seeds", "[0]", "--models", "{hnet: tiny-hnet}", "--budget_bases", "8192", "--eval_points", "2",
+           "--decay_fraction", "0", "--first_eval_fraction", "0.5"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "hnet seed 0: done" in r.stderr
+    assert "Warning" not in r.stderr and "warn" not in r.stderr.lower(), r.stderr
+
+
 def test_other_config_in_the_same_folder_is_refused(smoke):
     code, err = run(smoke, ECOLI, "--lr", "0.03")
     assert code == 2 and "holds a run of another config" in err
 
 
 def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
-    """The paper-sized models of the gpu config, shrunk in data only: config validity, shapes, the
-    bf16 autocast path and the FLOPs count."""
+    """The paper-sized models of the gpu config: all four counted (on the meta device), and two
+    of them (the Mamba-main H-Net and the Transformer) fitted for two steps, shrunk in data only:
+    config validity, shapes, the bf16 autocast path and the FLOPs count. (bf16 on a CPU without
+    bf16 units is slow: two models, two steps.)"""
+    from hnet_dna.data_efficiency import make_plan
+
     config = load_config(GPU)
     assert config.trainer["precision"] == "bf16-mixed" and config.reference == "hnet"
+    plan = make_plan(config)
+    assert plan.kinds == {"hnet": "H-Net", "hnet_m15": "H-Net", "transformer": "isotropic", "mamba2": "isotropic"}
+    assert plan.baselines == ["transformer", "mamba2"]  # both H-Nets get multipliers against both
+    p = plan.params
+    assert 60e6 < p["hnet"] < 70e6 and 62e6 < p["hnet_m15"] < 70e6 and 27e6 < p["transformer"] < 31e6
+    assert 31e6 < p["mamba2"] < 35e6
     code, err = run(
         tmp_path / "gpu", config=GPU, *[
+            "--models={hnet: dna-hnet-m3t1-m15-m4, transformer: dna-transformer-t9}",
             "--trainer.accelerator=cpu", "--data.fasta=builtin:demo_chr20.fa", "--data.bed=null",
             "--data.val_regions=[chr20_demo:900001-1000000]", "--data.window=64", "--data.batch_size=2",
-            "--data.num_workers=0", "--budget_bases=512", "--eval_points=2", "--first_eval_fraction=0.5",
+            "--data.num_workers=0", "--budget_bases=256", "--eval_points=2", "--first_eval_fraction=0.5",
             "--warmup_fraction=0.25", "--heldout.chr20_48_50mb.windows=2", f"--heldout.ecoli.fasta={DATA / 'ecoli_slice.fa'}",
             "--heldout.ecoli.windows=2", "--export_models=false",
         ],
     )
     assert code == 0, err[-3000:]
     summary = json.loads((tmp_path / "gpu" / "summary.json").read_text())
-    assert set(summary["models"]) == {"hnet", "transformer", "mamba2"}
+    assert set(summary["models"]) == {"hnet", "transformer"}
     assert not (tmp_path / "gpu" / "runs" / "hnet" / "seed0" / "model").exists()  # --export_models=false
-    params = {m: v["params"] for m, v in summary["models"].items()}
-    assert 60e6 < params["hnet"] < 70e6 and 27e6 < params["transformer"] < 31e6 and 31e6 < params["mamba2"] < 35e6
+    assert {m: v["params"] for m, v in summary["models"].items()} == {"hnet": p["hnet_m15"], "transformer": p["transformer"]}
+    for m in summary["models"].values():
+        assert 0 < m["flops_per_base_causal"] <= m["flops_per_base"]
 
 
 def test_flops_per_base_count_attention_scores_on_cpu():
@@ -268,3 +370,88 @@ def test_flops_per_base_count_attention_scores_on_cpu():
     short, long = (training_flops_per_base(model, torch.randint(0, 4, (2, n))) for n in (64, 256))
     assert long - short == pytest.approx(attention(256) - attention(64), rel=1e-6)
     assert long > 1.2 * short
+
+
+@pytest.mark.parametrize("window, pairs", [(-1, 1 + 2 + 3 + 4 + 5 + 6), (2, 1 + 2 + 3 + 3 + 3 + 3)])
+def test_causal_flops_of_a_hand_sized_attention_layer(window, pairs):
+    """One attention layer, batch 1, length 6, 2 heads of 4 dims. Query i attends to keys
+    max(0, i - W) .. i: 21 (query, key) pairs when global, 15 with a window of 2. Each pair costs
+    2 x 4 FLOPs for q.k and 2 x 4 for p.v; torch's backward formula counts 2.5x its forward. So the
+    attention ops count (2 + 2 + 2.5 x 4) x 4 x 2 heads = 112 FLOPs a pair, causal count; torch's
+    count charges the whole matrix SDPA is called with (36 pairs; the window's blocks: 2 x 3 x 5)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hnet_dna.data_efficiency.flops import _formulas
+    from hnet_dna.model.attention import CausalSelfAttention
+
+    torch.manual_seed(0)
+    layer = CausalSelfAttention(d_model=8, num_heads=2, window_size=window)
+    x = torch.randn(1, 6, 8)
+    counts = {}
+    for convention in ("torch", "causal"):
+        counter = FlopCounterMode(display=False, custom_mapping=_formulas(convention))
+        with counter:
+            layer(x).sum().backward()
+        flops = counter.get_flop_counts()["Global"]
+        counts[convention] = sum(v for k, v in flops.items() if "attention" in str(k))
+        counts[convention + "_rest"] = sum(v for k, v in flops.items() if "attention" not in str(k))
+    assert counts["causal"] == 112 * pairs
+    assert counts["torch"] == 112 * (36 if window < 0 else 2 * 3 * 5)
+    assert counts["causal_rest"] == counts["torch_rest"] > 0  # projections are counted alike
+
+
+def test_causal_flops_of_a_model_subtract_exactly_the_masked_attention():
+    """A 2-layer Transformer at length 64: the causal count is torch's less the attention pairs a
+    causal kernel skips (64 x 63 / 2 a head per layer), at the same 112/8 FLOPs per pair and head
+    dimension as above; an isotropic Mamba-2 has no attention, so both counts agree."""
+    from hnet_dna.data_efficiency import training_flops_per_base
+    from hnet_dna.model.loading import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"preset": "tiny-transformer", "arch_layout": ["T2"]})
+    heads, d = model.config.attn_cfg.num_heads[0], model.config.d_model[0]
+    ids = torch.randint(0, 4, (2, 64))
+    torch_count = training_flops_per_base(model, ids, "torch")
+    causal = training_flops_per_base(model, ids, "causal")
+    skipped = 2 * 2 * heads * (64 * 63 // 2) * (112 // 8) * (d // heads)  # layers x batch x heads x pairs x ...
+    assert torch_count - causal == pytest.approx(skipped / ids.numel())
+    mamba = build_model("tiny-mamba2")
+    assert training_flops_per_base(mamba, ids, "causal") == training_flops_per_base(mamba, ids, "torch")
+    with pytest.raises(ValueError, match="convention"):
+        training_flops_per_base(model, ids, "halved")
+
+
+def test_flops_batch_follows_the_model_parameters():
+    """After ``fit`` Lightning's teardown moves the model to the CPU whatever device it trained on:
+    the FLOP-count batch goes where the parameters are (here the meta device stands in for a device
+    other than the trainer's), in the model's ids (a byte-level model reads ASCII codes)."""
+    from hnet_dna.data.datamodule import GenomeDataModule
+    from hnet_dna.data_efficiency.worker import flops_batch
+    from hnet_dna.model.loading import build_model
+
+    dm = GenomeDataModule(fasta="builtin:demo_chr20.fa", window=64, batch_size=3)
+    with torch.device("meta"):
+        moved = build_model("tiny-hnet")
+    batch = flops_batch(dm, moved)
+    assert batch.device.type == "meta" and batch.shape == (3, 64)
+    byte_model = build_model({"preset": "tiny-hnet", "vocab_size": 256})
+    ids = flops_batch(dm, byte_model)
+    assert set(ids.unique().tolist()) <= {ord(c) for c in "ACGTN"}
+
+
+def test_results_tables_read_a_finished_run(smoke):
+    """benchmarks/data_efficiency_tables.py: RESULTS.md's tables come from summary.json and
+    curves.csv as they are (a row per model, per H-Net x baseline, per curve point)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import data_efficiency_tables as tables
+    finally:
+        sys.path.pop(0)
+    summary = json.loads((smoke / "summary.json").read_text())
+    models = tables.model_table(summary).splitlines()
+    assert len(models) == 2 + len(summary["models"]) and models[2].startswith("| hnet (reference) |")
+    assert f"{summary['models']['transformer']['flops_per_base_causal'] / 1e6:.2f}" in models[3]
+    multipliers = tables.multiplier_table(summary).splitlines()
+    assert len(multipliers) == 2 + 1  # one H-Net x one baseline
+    curve = tables.curve_table(smoke, summary, "ecoli").splitlines()
+    assert len(curve) == 2 + len(summary["eval_bases"])

@@ -215,3 +215,21 @@ def test_a_pretraining_checkpoint_is_a_backbone(tmp_path):
     backbone = load_backbone(str(next(root.rglob("last.ckpt"))))
     exported = HNetForCausalLM.from_pretrained(root / "pretrained")
     assert all(torch.equal(v, exported.state_dict()[k]) for k, v in backbone.state_dict().items())
+
+
+def test_a_byte_level_backbone_reads_its_own_ids():
+    """The labelled data module encodes with the nucleotide table; a byte-level backbone must see
+    the same sequences as ASCII codes (nucleotide ids would be read as padding and control bytes)."""
+    from hnet_dna import NucleotideTokenizer
+    from hnet_dna.tasks.finetune import FinetuneModule
+
+    torch.manual_seed(0)
+    module = FinetuneModule(backbone={"preset": "tiny-hnet", "vocab_size": 256}, class_names=["no", "yes"], dropout=0.0)
+    module.eval()
+    sequences = ["ACGTTGCAAC", "GGGTTTAAACCC"]
+    batch = NucleotideTokenizer().batch_encode(sequences)  # what LabelledDataModule gives
+    own = NucleotideTokenizer(mode="byte").batch_encode(sequences)
+    with torch.no_grad():
+        got = module(batch).logits
+        expect = module.classifier(own["input_ids"], mask=own["mask"]).logits
+    assert torch.equal(got, expect)

@@ -115,3 +115,11 @@ def test_settings_roundtrip_and_bad_settings():
         NucleotideTokenizer(mode="kmer")
     with pytest.raises(ValueError, match="policy"):
         NucleotideTokenizer(policy="drop")
+
+
+def test_nucleotide_ids_become_the_byte_modes_ascii_codes():
+    nucleotide, byte = NucleotideTokenizer(), NucleotideTokenizer(mode="byte")
+    ids = nucleotide.encode("ACGTNacgtn", add_bos=True, add_eos=True)
+    assert torch.equal(byte.from_nucleotide_ids(ids), byte.encode("ACGTNacgtn", add_bos=True, add_eos=True))
+    assert byte.from_nucleotide_ids(torch.tensor([nucleotide.pad_id])).item() == byte.pad_id == 0
+    assert nucleotide.from_nucleotide_ids(ids) is ids  # the nucleotide mode: nothing to do

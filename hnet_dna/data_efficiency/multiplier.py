@@ -53,7 +53,9 @@ def data_multiplier(
         return None
     hnet = sorted(hnet)
     final_bases, target = sorted(baseline)[-1]
-    above = [i for i, (_, bits) in enumerate(hnet) if bits > target]
+    if not math.isfinite(target):
+        return None  # a diverged baseline sets no target
+    above = [i for i, (_, bits) in enumerate(hnet) if not bits <= target]  # a NaN point is above
     if rule == "first":
         reached = [i for i, (_, bits) in enumerate(hnet) if bits <= target]
         if not reached:
@@ -67,10 +69,17 @@ def data_multiplier(
     return final_bases / needed
 
 
-def at_target_from_the_start(hnet: list[tuple[float, float]], baseline: list[tuple[float, float]]) -> bool:
-    """True when the H-Net's first point is already at or below the baseline's final value (its
-    multiplier is then a lower bound: the curve starts too late to see the crossing)."""
-    return bool(hnet) and bool(baseline) and sorted(hnet)[0][1] <= sorted(baseline)[-1][1]
+def at_target_from_the_start(
+    hnet: list[tuple[float, float]], baseline: list[tuple[float, float]], rule: str = "sustained"
+) -> bool:
+    """True when the crossing is at the H-Net's first point, so its multiplier is a lower bound
+    (the curve starts too late to see the crossing): ``sustained``, every point is at or below
+    the baseline's final value; ``first``, the first point is."""
+    if not hnet or not baseline:
+        return False
+    target = sorted(baseline)[-1][1]
+    points = sorted(hnet) if rule == "sustained" else sorted(hnet)[:1]
+    return all(bits <= target for _, bits in points)
 
 
 def multiplier_summary(

@@ -3,6 +3,7 @@ the config before anything is trained."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -110,7 +111,7 @@ def _fasta_windows(name: str, h: dict, window: int, tokenizer) -> list[tuple[str
     records = read_sequences(h["fasta"])
     offset = 0
     if h["region"]:
-        if ":" in h["region"]:
+        if re.search(r":\d[\d,]*-\d[\d,]*$", h["region"]):
             chrom, offset, end = parse_region(h["region"])
         else:  # a bare record name: all of it
             chrom, end = h["region"], None
@@ -137,17 +138,21 @@ def _check_against_training(name: str, h: dict, picked: list, train: WindowTable
     """Refuse held-out windows whose record is a training record (by name or alias: ``20`` is
     ``chr20``) and whose coordinates overlap a training window's span (``random_shift`` included),
     whatever file either comes from."""
-    by_name = {}
+    by_name: dict[str, list[int]] = {}  # alias -> training record indices (one per training FASTA)
     for i, (_, record) in enumerate(train.records):
         for alias in chrom_aliases(record):
-            by_name.setdefault(alias, i)
-    rows = [(by_name[rec], start) for rec, start, _ in picked if rec in by_name]
+            by_name.setdefault(alias, []).append(i)
+    rows = [(i, start) for rec, start, _ in picked for i in by_name.get(rec, [])]
     if not rows:
         return
+    names = list(train.records)  # same record indices as the training table, the held-out file's names
+    for rec, _, _ in picked:
+        for i in by_name.get(rec, []):
+            names[i] = (0, rec)
     where = f"heldout.{name} ({h['fasta']}{', ' + h['region'] if h['region'] else ''})"
     held = WindowTable(
         source=np.zeros(len(rows), dtype=np.int64), record=np.array([r for r, _ in rows]),
-        start=np.array([s for _, s in rows], dtype=np.int64), records=train.records, window=train.window,
+        start=np.array([s for _, s in rows], dtype=np.int64), records=names, window=train.window,
         region=np.zeros(len(rows), dtype=np.int64), regions=[Region(0, "", 0, 0, where)],
     )
     check_leakage(train, held, f"heldout.{name}", shift,

@@ -94,7 +94,7 @@ def write_results(plan: Plan, config: BenchmarkConfig, out: Path, provenance: di
                 mine, theirs = curves[(hnet, s, h)], curves[(b, s, h)]
                 sustained[s] = data_multiplier(mine, theirs, "sustained")
                 first[s] = data_multiplier(mine, theirs, "first")
-                bound[s] = at_target_from_the_start(mine, theirs)
+                bound[s] = at_target_from_the_start(mine, theirs, "sustained")
             return multiplier_summary(sustained, bound, first_crossing=first)
 
         return {b: {h: one(b, h) for h in heldouts} for b in plan.baselines if b != hnet}
@@ -157,7 +157,8 @@ def plot_curves(rows: list[dict], summary: dict, path: Path) -> None:
             xs = sorted({r["bases_seen"] for r in mine})
             mean = [np.mean([r["bits_per_base"] for r in mine if r["bases_seen"] == x]) for x in xs]
             m = summary["models"][name]
-            flops = m.get("flops_per_base_causal") or m["flops_per_base"]
+            causal = summary.get("flops_convention") == "causal" and m.get("flops_per_base_causal")
+            flops = m["flops_per_base_causal"] if causal else m["flops_per_base"]
             label = f"{name} ({m['params'] / 1e6:.2f} M, {flops / 1e6:.2f} MFLOP/base)"
             ax.plot(xs, mean, "o-", color=colour, lw=2, ms=3.5, label=label)
             if name in summary["baselines"]:

@@ -81,8 +81,8 @@ def fit_one(spec_path: Path) -> None:
 
 
 def flops_batch(dm: GenomeDataModule, model) -> torch.Tensor:
-    """A training batch (B, L) for counting FLOPs, in the model's ids and on the model's device
-    (taken from its parameters: after ``fit`` that is the CPU, not the trainer's device)."""
+    """A training batch (B, L) for counting FLOPs, in the model's ids and on the device of the
+    model's parameters (never assumed: after ``fit`` Lightning has moved the model to the CPU)."""
     ids = torch.stack([dm.datasets["train"][(0, i)]["input_ids"] for i in range(dm.hparams.batch_size)])
     return model.tokenizer.from_nucleotide_ids(ids).to(next(model.parameters()).device)
 

@@ -70,7 +70,9 @@ class HeldOutReport(pl.Callback):
         self.max_windows = max_windows
 
     @torch.no_grad()
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # on_train_end, not on_fit_end: the latter runs after the strategy's teardown has moved the
+        # model back to the CPU, and the report would score a GPU-trained model on the CPU.
         log_dir = _log_dir(trainer)
         if not trainer.is_global_zero:
             return
