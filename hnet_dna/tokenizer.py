@@ -245,7 +245,9 @@ class NucleotideTokenizer:
         it a byte-level model would read A (0) as its padding and never score an A."""
         if self.mode == "nucleotide":
             return ids
-        return self._from_nucleotide.to(ids.device)[ids.long()]
+        if self._from_nucleotide.device != ids.device:  # once per device, not once per batch
+            self._from_nucleotide = self._from_nucleotide.to(ids.device)
+        return self._from_nucleotide[ids.long()]
 
     def decode(self, ids, *, skip_special: bool = True) -> str | list[str]:
         """Ids back to letters. A 2-D tensor gives one string per row (padding dropped)."""

@@ -263,3 +263,30 @@ def test_a_byte_level_model_trains_on_its_own_ids(tmp_path):
     trainer.fit(task, datamodule=dm)
     assert trainer.callback_metrics["train/bits_per_base"] > 6
     assert trainer.validate(task, datamodule=dm, verbose=False)[0]["val/bits_per_base"] > 6
+
+
+def test_the_held_out_report_scores_before_teardown_moves_the_model(tmp_path, monkeypatch):
+    """Lightning's teardown moves the module to the CPU after training (``on_fit_end`` runs after
+    it): the report must score while the model is still on the training device."""
+    import torch
+
+    from hnet_dna.data.datamodule import GenomeDataModule
+    from hnet_dna.tasks import callbacks
+    from hnet_dna.tasks.callbacks import HeldOutReport
+    from hnet_dna.tasks.pretrain import PretrainModule
+
+    torch.manual_seed(0)
+    events = []
+    score = callbacks.score_windows
+    monkeypatch.setattr(callbacks, "score_windows", lambda *a, **k: (events.append("score"), score(*a, **k))[1])
+    dm = GenomeDataModule(fasta="builtin:demo_chr20.fa", val_regions=["chr20_demo:900001-1000000"], window=64,
+                          batch_size=4)
+    task = PretrainModule(model="tiny-hnet", export=False)
+    to_cpu = task.cpu
+    monkeypatch.setattr(task, "cpu", lambda: (events.append("teardown"), to_cpu())[1])
+    trainer = pl.Trainer(max_steps=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, accelerator="cpu", callbacks=[HeldOutReport(max_windows=4)])
+    trainer.fit(task, datamodule=dm)
+    assert "score" in events and "teardown" in events
+    assert events.index("score") < events.index("teardown")

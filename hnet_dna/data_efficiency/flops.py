@@ -23,7 +23,7 @@ import torch
 
 from .. import backends
 
-__all__ = ["training_flops_per_base", "attended_fraction", "CONVENTIONS"]
+__all__ = ["count_training_flops", "training_flops_per_base", "attended_fraction", "CONVENTIONS"]
 
 CONVENTIONS = ("torch", "causal")
 
@@ -89,9 +89,10 @@ def _int_or(value, default: int) -> int:
     return default if value is None else int(value)
 
 
-def _causal_formula(packet, torch_formula):
-    """Wrap torch's formula for one attention op: its count times the attended fraction, read from
-    the op's own arguments (is_causal, mask or bias, window)."""
+def _counting_formula(packet, torch_formula, unattended: list[int]):
+    """Wrap torch's formula for one attention op: return its count (torch's convention) and append
+    to ``unattended`` the part of it spent on pairs the op does not attend to, read from the op's
+    own arguments (is_causal, mask or bias, window): the causal count is the total less those."""
     names = [a.name for a in packet.default._schema.arguments]
     bhsd = packet.__name__.startswith("_scaled_dot_product")  # else the (B, L, H, D) kernels
 
@@ -107,29 +108,27 @@ def _causal_formula(packet, torch_formula):
             window_left=_int_or(bound.get("window_size_left"), -1),
             window_right=_int_or(bound.get("window_size_right"), -1),
         )
-        return int(round(full * fraction))
+        unattended.append(full - int(round(full * fraction)))
+        return full
 
     formula._get_raw = True  # FlopCounterMode passes tensors, not shapes (the mask's values matter)
     return formula
 
 
-def _formulas(convention: str) -> dict:
-    """The ``custom_mapping`` for ``FlopCounterMode`` under a convention."""
+def _formulas(unattended: list[int]) -> dict:
+    """The ``custom_mapping`` for ``FlopCounterMode``: torch's count for every op (ours for the CPU
+    attention ops it lacks); every attention op also appends its unattended FLOPs to ``unattended``."""
     from torch.utils.flop_counter import flop_registry, shape_wrapper
 
-    cpu = _cpu_attention_formulas()
-    if convention == "torch":
-        return cpu
-    if convention != "causal":
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     attention = {k: v for k, v in flop_registry.items()
                  if isinstance(k, torch._ops.OpOverloadPacket) and "attention" in k.__name__}
-    attention.update({k: shape_wrapper(v) for k, v in cpu.items()})
-    return {packet: _causal_formula(packet, f) for packet, f in attention.items()}
+    attention.update({k: shape_wrapper(v) for k, v in _cpu_attention_formulas().items()})
+    return {packet: _counting_formula(packet, f, unattended) for packet, f in attention.items()}
 
 
-def training_flops_per_base(model, ids: torch.Tensor, convention: str = "torch") -> float:
-    """Forward + backward FLOPs of one training step on ``ids`` (B, L), per base, with the PyTorch
+def count_training_flops(model, ids: torch.Tensor) -> dict[str, float]:
+    """Forward + backward FLOPs of one training step on ``ids`` (B, L), per base, in both
+    conventions (``{"torch": ..., "causal": ...}``) from one counted step, with the PyTorch
     reference forced (what is counted is the reference's arithmetic, the chunked SSD scan of
     Mamba-2 included). ``ids`` are moved to the model's device: after ``Trainer.fit`` Lightning has
     moved the model back to the CPU, wherever it trained."""
@@ -138,10 +137,19 @@ def training_flops_per_base(model, ids: torch.Tensor, convention: str = "torch")
     ids = ids.to(next(model.parameters()).device)
     was_training = model.training
     model.train()
-    counter = FlopCounterMode(display=False, custom_mapping=_formulas(convention))
+    unattended: list[int] = []
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas(unattended))
     with backends.force_reference(), torch.autocast(ids.device.type, enabled=False), counter:
         out = model(ids, labels=ids)
         out.loss.backward()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return counter.get_total_flops() / ids.numel()
+    total = counter.get_total_flops()
+    return {"torch": total / ids.numel(), "causal": (total - sum(unattended)) / ids.numel()}
+
+
+def training_flops_per_base(model, ids: torch.Tensor, convention: str = "torch") -> float:
+    """:func:`count_training_flops` in one convention (``torch`` or ``causal``)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    return count_training_flops(model, ids)[convention]

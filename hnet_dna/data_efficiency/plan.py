@@ -87,7 +87,7 @@ def cut_heldout(config: BenchmarkConfig) -> dict[str, np.ndarray]:
     dm = None
     out = {}
     for name, h in config.heldout.items():
-        if dm is None:
+        if dm is None and (h["split"] or not h["allow_leakage"]):  # the training windows are needed
             dm = GenomeDataModule(**config.data)
         if h["split"]:
             if len(dm.datasets[h["split"]]) == 0:

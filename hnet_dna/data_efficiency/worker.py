@@ -19,7 +19,7 @@ import torch
 from .. import backends
 from ..commands import atomic_path
 from ..data.datamodule import GenomeDataModule
-from .flops import training_flops_per_base
+from .flops import count_training_flops
 
 __all__ = ["fit_one", "CurvePoints", "flops_batch"]
 
@@ -65,11 +65,10 @@ def fit_one(spec_path: Path) -> None:
     # Lightning's teardown has moved the model back to the CPU, wherever it trained: count on the
     # training device again (fast on a GPU), with the batch wherever the parameters are.
     model = task.model.to(device)
-    batch = flops_batch(dm, model)
+    flops = count_training_flops(model, flops_batch(dm, model))
     result = {
         "model": spec["name"], "seed": spec["seed"], "params": model.num_parameters(),
-        "flops_per_base": training_flops_per_base(model, batch, "torch"),
-        "flops_per_base_causal": training_flops_per_base(model, batch, "causal"),
+        "flops_per_base": flops["torch"], "flops_per_base_causal": flops["causal"],
         "train_bases": points.trained_bases, "train_seconds": points.train_seconds,
         "train_bases_per_s": points.trained_bases / max(points.train_seconds, 1e-9),
         "peak_memory_mb": peak, "peak_memory_kind": kind, "device": _device_name(device),
