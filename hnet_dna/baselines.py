@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MarkovModel", "markov_bits_per_base", "kmer_logistic_regression", "kmer_predict_proba"]
+__all__ = ["MarkovModel", "markov_bits_per_base", "kmer_logistic_regression", "kmer_predict_proba", "linear_probe"]
 
 
 def _windows(ids: np.ndarray, order: int, base_ids: tuple[int, ...]):
@@ -174,3 +174,29 @@ def kmer_predict_proba(fitted: dict, sequences) -> np.ndarray:
     """Class probabilities (N, C) of a model from :func:`kmer_logistic_regression`."""
     x, _ = _kmer_features(sequences, fitted["k"], vocabulary=_full_vocabulary(fitted["vocabulary"]))
     return fitted["model"].predict_proba(x * 100)
+
+
+# ------------------------------------------------------------------------------ linear probe
+PROBE_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+def linear_probe(train, val, Cs=PROBE_CS, seed: int = 0) -> dict:
+    """Logistic regression on fixed features (a frozen backbone's pooled embeddings), standardised
+    on the training rows, with C chosen on the validation split by MCC.
+
+    train, val: (features (N, D), labels (N,)). Returns ``{"C", "val_mcc", "model"}``; the model
+    (a scikit-learn pipeline) gives ``predict_proba`` on new features.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import matthews_corrcoef
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for C in Cs:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
+        model.fit(train[0], train[1])
+        mcc = matthews_corrcoef(val[1], model.predict(val[0]))
+        if best is None or mcc > best["val_mcc"]:
+            best = {"C": C, "val_mcc": float(mcc), "model": model}
+    return best

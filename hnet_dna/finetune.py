@@ -1,26 +1,43 @@
-"""``python -m hnet_dna.finetune``: the fine-tuning protocol in one command.
+"""``python -m hnet_dna.finetune``: the fine-tuning protocol, with the field's controls, in one command.
 
 ::
 
     python -m hnet_dna.finetune --config pipelines/finetune/promoter_tss_chr20.yaml \\
-        --seeds 0 1 2 --out results/promoter [any --data.* / --model.* / --trainer.* override]
+        --seeds 0 1 2 --out results/promoter [--folds 5] [--systems model cnn ...] \\
+        [any --data.* / --model.* / --trainer.* override]
 
-For each seed: ``fit`` (model selection on ``val/mcc`` by the recipe's ModelCheckpoint), then
-``test`` with the selected checkpoint; and the k-mer logistic-regression baseline (k and C chosen
-on validation) on exactly the same splits. The data split is the data module's (its own
-``--data.seed``), the same for every seed: seeds change the model's initialisation and the order
-of batches only.
+Systems, all on exactly the same splits (every row of results tells which):
+
+* ``model``: the recipe's model: ``fit`` (selection on ``val/mcc`` by the recipe's
+  ModelCheckpoint), then ``test`` with the selected checkpoint;
+* ``scratch``: the same architecture from random initialisation, with the same recipe, seeds and
+  budget (run whenever the recipe's backbone is pretrained: the control that says whether
+  pretraining helped);
+* ``cnn``: a small CNN trained from scratch (:class:`~hnet_dna.model.cnn.CNNClassifier`, about
+  0.35 M parameters; Genomic Benchmarks' and Caduceus's baseline), same data, trainer and selection;
+* ``probe``: logistic regression on the frozen backbone's pooled features (C chosen on validation);
+* ``kmer_lr``: logistic regression on k-mer frequencies (k and C chosen on validation).
+
+A seed changes the model's initialisation, the order of training batches and the
+reverse-complement draws (``--data.sample_seed``); the split is the data module's (``--data.seed``)
+and stays fixed. ``probe`` and ``kmer_lr`` are deterministic given the split: their sd over seeds is
+0 and says nothing about them. ``--folds K`` cross-validates sets without a given test split (a
+stratified, seeded K-fold partition; each fold's test rows are one fold, its validation rows come
+out of the others): results are then over folds x seeds.
 
 Writes into ``--out``:
 
-* ``results.json``: ``runs`` (one entry per system and seed: every test metric, the checkpoint
-  used and its validation score), ``summary`` (system -> test metric -> ``mean``, ``sd`` with
-  ddof 1, ``null`` with one seed), the config, data files, class names, seeds and split sizes;
-* ``results.md``: the same as a table (also printed);
-* ``runs/seed<S>/``: each fit's logs and checkpoints.
+* ``results.json``: ``runs`` (one entry per system, fold and seed: every test metric, the
+  checkpoint used and its validation score), ``summary`` (system -> test metric -> ``mean``,
+  ``sd`` with ddof 1 over folds x seeds, ``n``), ``winners`` (per metric: the best system, the
+  runner-up, the margin and the margin in units of the larger sd of the two), the config, data
+  files, class names, seeds, folds and split sizes;
+* ``results.md``: the same as a table (also printed) and a line per metric saying who wins;
+* ``runs/<system>/[fold<F>-]seed<S>/``: each fit's logs and checkpoints.
 
-A rerun skips seeds already finished, and refuses to mix results when the config, the overrides
-or the data files differ from those of the finished seeds (a fingerprint of all three).
+A rerun skips the runs already finished (results are written after each one), and refuses to mix
+results when the config, the overrides, the folds or the data files differ from those of the
+finished runs (a fingerprint of all of them).
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ import tempfile
 from pathlib import Path
 
 METRICS = ("test/mcc", "test/accuracy", "test/f1_macro", "test/auroc")
+SYSTEMS = ("model", "scratch", "cnn", "probe", "kmer_lr")
 
 __all__ = ["main", "run_protocol"]
 
@@ -67,7 +85,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _summary(runs: list[dict]) -> dict:
     out: dict[str, dict] = {}
-    for system in sorted({r["system"] for r in runs}):
+    present = {r["system"] for r in runs}
+    for system in [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS)):
         rows = [r for r in runs if r["system"] == system]
         out[system] = {}
         for metric in METRICS:
@@ -99,82 +118,236 @@ def _build_cli(args: list[str]):
                    save_config_kwargs={"overwrite": True}, trainer_defaults=TRAINER_DEFAULTS, run=False, args=args)
 
 
-def _model_run(cli_args: list[str], seed: int, root: Path) -> dict:
-    """fit then test with the checkpoint selected on validation; returns the run's entry."""
-    cli = _build_cli([*cli_args, "--seed_everything", str(seed), "--trainer.default_root_dir", str(root)])
+def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
+    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc."""
     cli.datamodule.check_ready("fit", cli.trainer.world_size)
     cli.datamodule.check_ready("test", cli.trainer.world_size)
     callback = cli.trainer.checkpoint_callback
     if callback is None or callback.monitor != "val/mcc":
         raise SystemExit("hnet_dna.finetune: the recipe needs a ModelCheckpoint with monitor val/mcc (model selection)")
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(module, datamodule=cli.datamodule)
     best = callback.best_model_path
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
-    return {"system": "model", "seed": seed, "checkpoint": best,
+    results = cli.trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    return {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
             "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
             "test": {k: float(v) for k, v in results.items() if k.startswith("test/")}}
 
 
-def _kmer_run(datamodule, seed: int) -> dict:
+def _trained_run(system: str, cli_args: list[str], seed: int, fold: int | None, root: Path) -> dict:
+    """``model``, ``scratch`` or ``cnn``: one fit and test under ``seed``."""
+    cli = _build_cli([*cli_args, "--seed_everything", str(seed), "--data.sample_seed", str(seed),
+                      "--trainer.default_root_dir", str(root)])
+    module = cli.model if system == "model" else _control_module(system, cli.model, seed)
+    return _fit_test(cli, module, system, seed, fold)
+
+
+def _control_module(system: str, module, seed: int):
+    """``scratch``: the recipe's module with its backbone's architecture freshly initialised;
+    ``cnn``: the CNN baseline. Their initial weights depend on ``seed`` alone."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, verbose=False)
+    if system == "scratch":
+        from .tasks import FinetuneModule
+
+        import inspect
+
+        config = module._backbone[0].config.to_dict()  # the same architecture, random weights
+        fields = inspect.signature(FinetuneModule).parameters
+        return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k != "backbone"}, backbone=config)
+    from .tasks import CNNBaselineModule
+
+    return CNNBaselineModule()
+
+
+def _split(datamodule, name: str):
+    ds = datamodule.datasets[name]
+    return [r.sequence for r in ds.records], ds.labels
+
+
+def _test_metrics(datamodule, probs) -> dict:
     import torch
 
-    from .baselines import kmer_logistic_regression, kmer_predict_proba
     from .tasks.finetune import classification_metrics
 
-    def split(name):
-        ds = datamodule.datasets[name]
-        return [r.sequence for r in ds.records], ds.labels
-
-    fitted = kmer_logistic_regression(split("train"), split("val"), len(datamodule.class_names), seed=seed)
-    sequences, labels = split("test")
-    probs = torch.tensor(kmer_predict_proba(fitted, sequences), dtype=torch.float32)
+    probs = torch.as_tensor(probs, dtype=torch.float32)
+    labels = torch.tensor(datamodule.datasets["test"].labels)
     metrics = classification_metrics(len(datamodule.class_names))
     for name, metric in metrics.items():
-        metric.update(probs[:, 1] if probs.shape[1] == 2 and name == "auroc" else probs, torch.tensor(labels))
-    test = {f"test/{k}": float(v) for k, v in metrics.compute().items()}
-    return {"system": "kmer_lr", "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
+        metric.update(probs[:, 1] if probs.shape[1] == 2 and name == "auroc" else probs, labels)
+    return {f"test/{k}": float(v) for k, v in metrics.compute().items()}
+
+
+def _kmer_run(datamodule, seed: int, fold: int | None) -> dict:
+    from .baselines import kmer_logistic_regression, kmer_predict_proba
+
+    fitted = kmer_logistic_regression(_split(datamodule, "train"), _split(datamodule, "val"),
+                                      len(datamodule.class_names), seed=seed)
+    test = _test_metrics(datamodule, kmer_predict_proba(fitted, _split(datamodule, "test")[0]))
+    return {"system": "kmer_lr", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
             "k": fitted["k"], "C": fitted["C"], "test": test}
 
 
-def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path) -> dict:
+def probe_features(backbone, datamodule, pooling: str) -> dict:
+    """Pooled features (N, D) of the frozen backbone for the train, val and test rows (the recipe's
+    pooling; ``last`` is probed with ``mean``, ``flatten`` lays every position end to end); averaged with the reverse complement's where the
+    labels are strand-symmetric."""
+    import numpy as np
+
+    from .embed import embed_sequences
+
+    if pooling != "flatten":
+        pooling = pooling if pooling == "chunks" else "mean"
+        return {name: embed_sequences(_split(datamodule, name)[0], backbone, pooling=pooling, window=None,
+                                      rc_average=datamodule.strand_symmetric, batch_size=64)["embeddings"]
+                for name in ("train", "val", "test")}
+    longest = max(len(ids) for name in ("train", "val", "test") for ids in datamodule.datasets[name].ids)
+    out = {}
+    for name in ("train", "val", "test"):  # every position laid end to end, zero-padded to the longest
+        got = embed_sequences(_split(datamodule, name)[0], backbone, pooling="none", window=None,
+                              rc_average=datamodule.strand_symmetric, batch_size=64)
+        values, offsets = got["position_embeddings"], got["position_offsets"]
+        laid = np.zeros((len(offsets) - 1, longest, values.shape[1]), dtype=np.float32)
+        for i, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+            laid[i, : hi - lo] = values[lo:hi]
+        out[name] = laid.reshape(len(laid), -1)
+    return out
+
+
+def _probe_run(features: dict, datamodule, seed: int, fold: int | None) -> dict:
+    from .baselines import linear_probe
+
+    labels = {name: datamodule.datasets[name].labels for name in features}
+    fitted = linear_probe((features["train"], labels["train"]), (features["val"], labels["val"]), seed=seed)
+    test = _test_metrics(datamodule, fitted["model"].predict_proba(features["test"]))
+    return {"system": "probe", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
+            "C": fitted["C"], "test": test}
+
+
+def winners(summary: dict) -> dict:
+    """Per metric: the system with the best mean, the runner-up, the margin, and the margin in units
+    of the larger sd of the two (None where both are deterministic or seen once)."""
+    out = {}
+    for metric in METRICS:
+        ranked = sorted((s for s in summary if summary[s][metric]["mean"] is not None),
+                        key=lambda s: summary[s][metric]["mean"], reverse=True)
+        if len(ranked) < 2:
+            continue
+        first, second = (summary[s][metric] for s in ranked[:2])
+        sds = [x["sd"] for x in (first, second) if x["sd"]]
+        margin = first["mean"] - second["mean"]
+        out[metric] = {"best": ranked[0], "runner_up": ranked[1], "margin": margin,
+                       "margin_sd": margin / max(sds) if sds else None}
+    return out
+
+
+def _winner_lines(summary: dict) -> str:
+    lines = []
+    for metric, w in winners(summary).items():
+        name = metric.removeprefix("test/")
+        if w["margin"] == 0:
+            lines.append(f"- {name}: **{w['best']}** and {w['runner_up']} tie")
+            continue
+        units = f" = {w['margin_sd']:.1f} sd" if w["margin_sd"] is not None else " (no spread to compare with)"
+        lines.append(f"- {name}: **{w['best']}** wins, ahead of {w['runner_up']} by {w['margin']:.3f}{units}")
+    return "\n".join(lines)
+
+
+def _backbone_spec(cli) -> str | dict | None:
+    return getattr(cli.model, "hparams", {}).get("backbone")
+
+
+def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path, folds: int = 0,
+                 systems: list[str] | None = None) -> dict:
     """Run (or continue) the protocol; returns what ``results.json`` holds."""
+    from .model.loading import is_untrained
+
     cli_args = ["--config", config, *overrides]
-    probe = _build_cli(cli_args)  # validates config and data before anything runs or is written
-    dm = probe.datamodule
+    fold_list: list[int | None] = list(range(folds)) if folds else [None]
+
+    def fold_args(fold):
+        return [] if fold is None else ["--data.folds", str(folds), "--data.fold", str(fold)]
+
+    check = _build_cli([*cli_args, *fold_args(fold_list[0])])  # validates config and data before anything runs
+    dm = check.datamodule
     if not hasattr(dm, "class_names"):
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
+    if not hasattr(check.model, "_backbone"):
+        raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
+    pretrained = not is_untrained(_backbone_spec(check))
+    if systems is None:
+        systems = [s for s in SYSTEMS if s != "scratch" or pretrained]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise SystemExit(f"hnet_dna.finetune: --systems {' '.join(unknown)}: unknown; choose from {', '.join(SYSTEMS)}")
+    if "scratch" in systems and not pretrained:
+        raise SystemExit("hnet_dna.finetune: --systems scratch is the random-initialisation control of a pretrained "
+                         "backbone, and the recipe's backbone is already random: drop it, or give --model.backbone")
     files = _data_files(dm.hparams)
     fingerprint = hashlib.sha256(json.dumps({
-        "config": Path(config).read_text(), "overrides": overrides, "data": {f: _sha256(Path(f)) for f in files},
+        "config": Path(config).read_text(), "overrides": overrides, "folds": folds,
+        "data": {f: _sha256(Path(f)) for f in files},
     }, sort_keys=True).encode()).hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else None
     if previous is not None and previous.get("fingerprint") != fingerprint:
         raise SystemExit(
-            f"hnet_dna.finetune: {results_path} holds results of another config, overrides or data "
+            f"hnet_dna.finetune: {results_path} holds results of another config, overrides, folds or data "
             f"(fingerprint {previous.get('fingerprint')} vs {fingerprint}); use another --out or remove it"
         )
     runs = previous["runs"] if previous else []
-    done = {(r["system"], r["seed"]) for r in runs}
-    for seed in seeds:
-        if ("model", seed) not in done:
-            print(f"hnet_dna.finetune: seed {seed}: fit, then test with the checkpoint selected on val/mcc", file=sys.stderr, flush=True)
-            runs.append(_model_run(cli_args, seed, out / "runs" / f"seed{seed}"))
-        if ("kmer_lr", seed) not in done:
-            runs.append(_kmer_run(dm, seed))
-        result = {
+    split_sizes: dict = previous["split_sizes"] if previous else {}
+    done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}
+    result = previous
+
+    def save() -> dict:
+        summary = _summary(runs)
+        return {
             "fingerprint": fingerprint, "config": config, "overrides": overrides, "data_files": files,
-            "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}),
-            "split_sizes": {s: len(dm.datasets[s]) for s in ("train", "val", "test")},
-            "runs": sorted(runs, key=lambda r: (r["system"], r["seed"])), "summary": _summary(runs),
+            "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}), "folds": folds,
+            "systems": [s for s in SYSTEMS if s in {r["system"] for r in runs}], "split_sizes": split_sizes,
+            "runs": sorted(runs, key=lambda r: (r["system"], r.get("fold") or 0, r["seed"])),
+            "summary": summary, "winners": winners(summary),
         }
-        _atomic_write(results_path, json.dumps(result, indent=2) + "\n")  # after every seed: resumable
+
+    for fold in fold_list:
+        todo = [(system, seed) for seed in seeds for system in systems if (system, fold, seed) not in done]
+        if not todo:
+            continue
+        data = dm if fold == fold_list[0] else _build_cli([*cli_args, *fold_args(fold)]).datamodule
+        sizes = {s: len(data.datasets[s]) for s in ("train", "val", "test")}
+        if fold is None:
+            split_sizes = sizes
+        else:
+            split_sizes[f"fold{fold}"] = sizes
+        features = None
+        where = "" if fold is None else f"fold {fold}, "
+        for system, seed in todo:
+            print(f"hnet_dna.finetune: {where}seed {seed}: {system}", file=sys.stderr, flush=True)
+            if system in ("model", "scratch", "cnn"):
+                name = f"{system}/" + ("" if fold is None else f"fold{fold}-") + f"seed{seed}"
+                run = _trained_run(system, [*cli_args, *fold_args(fold)], seed, fold, out / "runs" / name)
+            elif system == "probe":
+                if features is None:
+                    features = probe_features(check.model._backbone[0], data, check.model.hparams.pooling)
+                run = _probe_run(features, data, seed, fold)
+            else:
+                run = _kmer_run(data, seed, fold)
+            runs.append(run)
+            result = save()
+            _atomic_write(results_path, json.dumps(result, indent=2) + "\n")  # after every run: resumable
+    result = result if result is not None else save()
     table = _table(result["summary"])
-    sizes = ", ".join(f"{k} {v:,}" for k, v in result["split_sizes"].items())
-    _atomic_write(out / "results.md", f"# {Path(config).name}: test metrics over seeds {result['seeds']}\n\n"
-                  f"Splits: {sizes}; classes: {', '.join(dm.class_names)}. Mean ± sd (ddof 1).\n\n{table}\n")
+    per_fold = result["split_sizes"] if folds else {"all": result["split_sizes"]}
+    sizes = "; ".join(f"{k}: " + ", ".join(f"{s} {n:,}" for s, n in v.items()) for k, v in per_fold.items())
+    over = f"folds x seeds ({folds} x {len(result['seeds'])})" if folds else "seeds"
+    _atomic_write(out / "results.md", f"# {Path(config).name}: test metrics over seeds {result['seeds']}"
+                  + (f", {folds} folds" if folds else "") + "\n\n"
+                  f"Splits: {sizes}; classes: {', '.join(dm.class_names)}. Mean ± sd (ddof 1) over {over}; "
+                  f"probe and kmer_lr are deterministic given a split.\n\n{table}\n\n{_winner_lines(result['summary'])}\n")
     print(table)
+    print(_winner_lines(result["summary"]))
     return result
 
 
@@ -185,8 +358,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="a fine-tuning recipe (pipelines/finetune/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and the runs")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="cross-validate with K stratified folds (sets without a given test split); 0: the recipe's split")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=None,
+                        help="the systems to run (default: all; scratch only for a pretrained backbone)")
     args, overrides = parser.parse_known_args(argv)
-    exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out), prog="hnet_dna.finetune")
+    if args.folds == 1 or args.folds < 0:
+        parser.error("--folds must be 0 or >= 2")
+    exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out, args.folds, args.systems),
+                       prog="hnet_dna.finetune")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 
 from .config import HNetConfig
 
-__all__ = ["stage_lr_multipliers", "parameter_stages", "param_groups", "make_optimizer"]
+__all__ = ["stage_lr_multipliers", "parameter_stages", "param_groups", "make_optimizer", "layer_depths"]
 
 NO_DECAY_MATRICES = ("embeddings.weight",)
 
@@ -51,6 +51,50 @@ def parameter_stages(model) -> dict[str, int]:
             for name, _ in module.named_parameters(prefix=prefix):
                 stages[name] = max(stages.get(name, 0), module.stage)
     return stages
+
+
+def layer_depths(model) -> tuple[dict[str, int], int]:
+    """Parameter name -> depth in the order the input meets it, and the number of blocks.
+
+    Depth 0 is the embedding; each block (Mamba-2 or attention layer) of every stack counts one, in
+    forward order (outer encoder, inner stages, outer decoder); a stack's final norm shares its last
+    block's depth; a stage's routing module, residual projection and padding dimension sit at the
+    end of its encoder (they read the encoder's output). The LM head, unused by a classifier, gets
+    the top depth. For layer-wise learning-rate decay and partial freezing in fine-tuning.
+    """
+    from .model.hnet import HNetStage
+
+    depths: dict[str, int] = {}
+    depth = 0
+
+    def put(module, prefix: str, at: int) -> None:
+        for name, _ in module.named_parameters(prefix=prefix):
+            depths.setdefault(name, at)
+
+    def stack(isotropic, prefix: str) -> None:
+        nonlocal depth
+        for i, block in enumerate(isotropic.layers):
+            depth += 1
+            put(block, f"{prefix}.layers.{i}", depth)
+        put(isotropic, prefix, depth)  # its final norm
+
+    def walk(stage: HNetStage, prefix: str) -> None:
+        if stage.is_innermost:
+            stack(stage.main_network, f"{prefix}.main_network")
+        else:
+            stack(stage.encoder, f"{prefix}.encoder")
+            for name in ("routing_module", "residual_proj"):
+                put(getattr(stage, name), f"{prefix}.{name}", depth)
+            # the inner stage's pad_dimension widens what the encoder hands it
+            depths.setdefault(f"{prefix}.main_network.pad_dimension", depth)
+            walk(stage.main_network, f"{prefix}.main_network")
+            stack(stage.decoder, f"{prefix}.decoder")
+
+    put(model.embeddings, "embeddings", 0)
+    walk(model.backbone, "backbone")
+    put(model, "", depth)  # the LM head
+    names = {name for name, _ in model.named_parameters()}
+    return {k: v for k, v in depths.items() if k in names}, depth
 
 
 def param_groups(model, lr: float, weight_decay: float = 0.1) -> list[dict]:

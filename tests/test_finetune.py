@@ -21,10 +21,12 @@ LABELLED = DATA / "labelled"
 
 
 @pytest.mark.parametrize("preset, pooling", [("tiny-hnet", "mean"), ("tiny-hnet", "chunks"), ("tiny-hnet", "last"),
-                                             ("tiny-hnet-2stage", "chunks"), ("tiny-transformer", "mean")])
+                                             ("tiny-hnet-2stage", "chunks"), ("tiny-transformer", "mean"),
+                                             ("tiny-hnet", "flatten")])
 def test_pooling_is_unchanged_by_extra_padding(preset, pooling):
     torch.manual_seed(0)
-    clf = HNetForSequenceClassification(make_model(preset, seed=1), ["a", "b", "c"], pooling=pooling).double().eval()
+    clf = HNetForSequenceClassification(make_model(preset, seed=1), ["a", "b", "c"], pooling=pooling,
+                                        max_length=60).double().eval()
     ids, mask = padded_batch([40, 23, 9], seed=2)
     wider = torch.cat([ids, torch.full((3, 17), 5)], 1)
     wider_mask = torch.cat([mask, torch.zeros(3, 17, dtype=torch.bool)], 1)
@@ -61,13 +63,16 @@ def test_rc_conjoined_logits_are_identical_for_a_sequence_and_its_reverse_comple
     assert not torch.allclose(plain(batch["input_ids"], batch["mask"]).logits, plain(rc["input_ids"], rc["mask"]).logits)
 
 
-def test_classifier_save_and_load_give_identical_logits(tmp_path):
+@pytest.mark.parametrize("pooling", ["chunks", "flatten"])
+def test_classifier_save_and_load_give_identical_logits(tmp_path, pooling):
     torch.manual_seed(0)
     clf = HNetForSequenceClassification(make_model("tiny-hnet", dtype=torch.float32, seed=6), ["EI", "IE", "N"],
-                                        pooling="chunks", rc_conjoin=True).eval()
+                                        pooling=pooling, rc_conjoin=True, max_length=32).eval()
+    torch.nn.init.normal_(clf.head_norm.weight)  # a trained head's norm is not at its initial values
     clf.save_pretrained(tmp_path / "clf")
     again = HNetForSequenceClassification.from_pretrained(tmp_path / "clf").eval()
-    assert again.class_names == ["EI", "IE", "N"] and again.pooling == "chunks" and again.rc_conjoin
+    assert again.class_names == ["EI", "IE", "N"] and again.pooling == pooling and again.rc_conjoin
+    assert again.max_length == (32 if pooling == "flatten" else None)
     ids, mask = padded_batch([30, 12], seed=7)
     assert torch.equal(again(ids, mask).logits, clf(ids, mask).logits)
     assert isinstance(HNetForCausalLM.from_pretrained(tmp_path / "clf"), HNetForCausalLM)  # the backbone alone
@@ -165,7 +170,7 @@ def test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes(tmp_path, capsys)
 
     config = recipe(tmp_path)
     out = tmp_path / "results"
-    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2"])
+    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2", "--systems", "model", "kmer_lr"])
     result = json.loads((out / "results.json").read_text())
     assert result["seeds"] == [0, 1] and result["class_names"] == ["0", "1"]
     assert result["split_sizes"] == {"train": 16, "val": 8, "test": 8}
@@ -179,7 +184,8 @@ def test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes(tmp_path, capsys)
     assert all(os.path.isfile(r["checkpoint"]) and r["val_mcc"] is not None for r in model_runs)
     assert "| model |" in (out / "results.md").read_text() and "| kmer_lr |" in capsys.readouterr().out
     before = (out / "results.json").read_text()
-    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2"])  # all done: skipped
+    protocol(["--config", config, "--seeds", "0", "1", "--out", str(out), "--trainer.max_epochs", "2",
+              "--systems", "model", "kmer_lr"])  # all done: skipped
     assert (out / "results.json").read_text() == before
     with pytest.raises(SystemExit, match="holds results of another config"):
         protocol(["--config", config, "--seeds", "2", "--out", str(out), "--trainer.max_epochs", "3"])
@@ -233,3 +239,193 @@ def test_a_byte_level_backbone_reads_its_own_ids():
         got = module(batch).logits
         expect = module.classifier(own["input_ids"], mask=own["mask"]).logits
     assert torch.equal(got, expect)
+
+
+# ------------------------------------------------------------------ issue #17: the honest protocol
+def _setup_module(tmp_path, module, **data):
+    """``module.setup('fit')`` against a labelled data module, as Lightning calls it."""
+    from types import SimpleNamespace
+
+    from hnet_dna.data import LabelledDataModule
+
+    dm = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), **data)
+    module._trainer = SimpleNamespace(datamodule=dm)
+    module.setup("fit")
+    return dm
+
+
+def test_rc_conjoining_follows_the_strand_policy(tmp_path):
+    from hnet_dna.config import ConfigError
+    from hnet_dna.tasks.finetune import CNNBaselineModule, FinetuneModule
+
+    tiny = {"preset": "tiny-hnet", "d_model": [32, 48]}
+    for cls, kwargs in ((FinetuneModule, {"backbone": tiny}), (CNNBaselineModule, {})):
+        specific, symmetric = cls(**kwargs), cls(**kwargs)
+        _setup_module(tmp_path, specific)
+        _setup_module(tmp_path, symmetric, strand_symmetric=True)
+        assert not specific.classifier.rc_conjoin and symmetric.classifier.rc_conjoin
+        with pytest.raises(ConfigError, match="wrong for strand-specific labels"):
+            _setup_module(tmp_path, cls(**kwargs, rc_conjoin=True))
+
+
+def test_every_recipe_states_its_strand_policy_with_a_reason():
+    recipes = sorted((DATA.parents[1] / "pipelines" / "finetune").glob("*.yaml"))
+    assert len(recipes) >= 7
+    expected = {"enhancers_iEnhancer2L": True}  # the only set whose labels do not depend on the strand
+    for path in recipes:
+        data = yaml.safe_load(path.read_text())["data"]["init_args"]
+        assert isinstance(data.get("strand_symmetric"), bool), f"{path.name}: no strand_symmetric"
+        assert data["strand_symmetric"] == expected.get(path.stem, False), path.name
+        assert "# Strand: " in path.read_text(), f"{path.name}: no reason given"
+        if not data["strand_symmetric"]:
+            assert not data.get("reverse_complement"), path.name
+
+
+@pytest.mark.skipif(not (DATA.parents[2] / "shared" / "data" / "classification").is_dir(), reason="needs ../shared/data")
+def test_every_labelled_recipe_builds_and_augments_only_strand_symmetric_sets(monkeypatch):
+    from hnet_dna.finetune import _build_cli
+
+    monkeypatch.chdir(DATA.parents[1])  # the recipes name ../shared/data relative to the checkout
+    for path in sorted((DATA.parents[1] / "pipelines" / "finetune").glob("*.yaml")):
+        if path.stem == "default":  # needs --data.train
+            continue
+        cli = _build_cli(["--config", str(path), "--trainer.logger", "false"])
+        dm = cli.datamodule
+        assert (dm.datasets["train"].reverse_complement > 0) == dm.strand_symmetric, path.name
+        assert all(len(dm.datasets[s]) > 0 for s in ("train", "val", "test")), path.name
+
+
+def test_the_head_reads_normalised_features():
+    """A pretrained backbone's features are small (final norm gain ~0.45): the head must not care."""
+    torch.manual_seed(0)
+    backbone = make_model("tiny-hnet", seed=8)
+    ids, mask = padded_batch([30, 19], seed=9)
+    for pooling in ("mean", "flatten"):
+        clf = HNetForSequenceClassification(backbone, ["a", "b"], pooling=pooling, max_length=30).double().eval()
+        before = clf(ids, mask).logits
+        with torch.no_grad():
+            backbone.backbone.decoder.rmsnorm.weight.mul_(0.1)
+        torch.testing.assert_close(clf(ids, mask).logits, before, rtol=0, atol=2e-3)  # LayerNorm's eps: not exact
+        with torch.no_grad():
+            backbone.backbone.decoder.rmsnorm.weight.mul_(10)
+    raw = HNetForSequenceClassification(backbone, ["a", "b"], head_norm=False).double().eval()
+    before = raw(ids, mask).logits
+    with torch.no_grad():
+        backbone.backbone.decoder.rmsnorm.weight.mul_(0.1)
+    assert (raw(ids, mask).logits - before).abs().max() > 1e-2
+
+
+def test_layer_wise_lr_decay_partial_freezing_and_decay_toward_the_pretrained_weights(tmp_path):
+    from types import SimpleNamespace
+
+    from hnet_dna.optim import layer_depths
+    from hnet_dna.tasks.finetune import FinetuneModule
+
+    tiny = {"preset": "tiny-hnet", "d_model": [32, 48]}
+    module = FinetuneModule(backbone=tiny, lr=1e-3, head_lr=5e-3, lr_layer_decay=0.5, class_names=["a", "b"])
+    depths, top = layer_depths(module.classifier.backbone)
+    assert top == 7 and depths["embeddings.weight"] == 0 and depths["backbone.decoder.rmsnorm.weight"] == top
+    assert depths["backbone.routing_module.q_proj_layer.weight"] == depths["backbone.encoder.layers.2.norm1.weight"]
+    lr_of = {id(p): g["lr"] for g in module.param_groups() for p in g["params"]}
+    named = dict(module.classifier.backbone.named_parameters())
+    assert lr_of[id(named["backbone.decoder.layers.1.mixer.in_proj.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["backbone.encoder.layers.0.mixer.in_proj.weight"])] == pytest.approx(1e-3 * 0.5 ** 6)
+    assert lr_of[id(named["embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** 7)
+    assert lr_of[id(module.classifier.classifier.weight)] == pytest.approx(5e-3)
+    assert lr_of[id(module.classifier.head_norm.weight)] == pytest.approx(5e-3)
+
+    frozen = FinetuneModule(backbone=tiny, freeze_layers=2, class_names=["a", "b"])
+    for name, p in frozen.classifier.backbone.named_parameters():
+        assert p.requires_grad == (depths[name] > 2), name
+    assert all(p.requires_grad for p in frozen.classifier.head_parameters())
+
+    # decay toward the pretrained weights: with no gradient, a step leaves them where they started;
+    # AdamW's decay toward zero shrinks them
+    moved = {}
+    for toward in ("pretrained", "zero"):
+        torch.manual_seed(0)
+        m = FinetuneModule(backbone=tiny, weight_decay=0.5, lr=0.1, decay_toward=toward, class_names=["a", "b"])
+        m._trainer = SimpleNamespace(estimated_stepping_batches=10, is_global_zero=False)
+        start = {k: v.clone() for k, v in m.classifier.backbone.state_dict().items()}
+        m.on_fit_start()
+        optimizer = m.configure_optimizers()["optimizer"]
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+        m.classifier.backbone.backbone.encoder.layers[0].mixer.in_proj.weight.data.add_(1.0)  # fine-tuning moved it
+        m.on_before_optimizer_step(optimizer)
+        optimizer.step()
+        w = m.classifier.backbone.backbone.encoder.layers[0].mixer.in_proj.weight
+        moved[toward] = (w - start["backbone.encoder.layers.0.mixer.in_proj.weight"]).abs().mean().item()
+    assert moved["pretrained"] < 0.99 * 1.0 and moved["zero"] > moved["pretrained"]
+
+
+def _pretrained_tiny(tmp_path):
+    torch.manual_seed(11)
+    model = HNetForCausalLM(HNetConfig.from_preset("tiny-hnet", d_model=[32, 48],
+                                                   attn_cfg={"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}))
+    with torch.no_grad():  # as training leaves them: no weight at its initial value (identity, zeros)
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "pretrained")
+    return tmp_path / "pretrained", model
+
+
+def test_the_scratch_control_starts_from_other_weights_of_the_same_architecture(tmp_path):
+    from hnet_dna.finetune import _build_cli, _control_module
+
+    folder, pretrained = _pretrained_tiny(tmp_path)
+    cli = _build_cli(["--config", recipe(tmp_path), "--model.backbone", str(folder)])
+    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in cli.model._backbone[0].state_dict().items())
+    scratch = _control_module("scratch", cli.model, seed=0)
+    fresh, pre = scratch._backbone[0].state_dict(), pretrained.state_dict()
+    assert fresh.keys() == pre.keys() and all(fresh[k].shape == pre[k].shape for k in pre)
+    matrices = [k for k in pre if pre[k].dim() >= 2]
+    assert not any(torch.equal(fresh[k], pre[k]) for k in matrices)
+    recipe_fields = {k: v for k, v in cli.model.hparams.items() if k != "backbone" and not k.startswith("_")}
+    assert {k: v for k, v in scratch.hparams.items() if k != "backbone"} == recipe_fields  # the same recipe
+    again = _control_module("scratch", cli.model, seed=0)._backbone[0].state_dict()
+    assert all(torch.equal(again[k], fresh[k]) for k in fresh)  # the control's weights depend on its seed alone
+
+
+def test_protocol_runs_every_control_on_the_same_rows_over_folds(tmp_path, capsys):
+    from sklearn.metrics import matthews_corrcoef
+
+    from hnet_dna.data import LabelledDataModule
+    from hnet_dna.finetune import main as protocol
+    from hnet_dna.tasks.finetune import CNNBaselineModule
+
+    folder, _ = _pretrained_tiny(tmp_path)
+    config = recipe(tmp_path, train=str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25)
+    out = tmp_path / "results"
+    protocol(["--config", config, "--model.backbone", str(folder), "--folds", "2", "--seeds", "0", "--out", str(out),
+              "--trainer.max_epochs", "1"])
+    result = json.loads((out / "results.json").read_text())
+    assert list(result["summary"]) == ["model", "scratch", "cnn", "probe", "kmer_lr"]
+    assert sorted((r["system"], r["fold"]) for r in result["runs"]) == sorted(
+        (s, f) for s in ("model", "scratch", "cnn", "probe", "kmer_lr") for f in (0, 1))
+    assert all(result["summary"][s]["test/mcc"]["n"] == 2 for s in result["summary"])  # over folds x seeds
+    assert set(result["winners"]) == {"test/mcc", "test/accuracy", "test/f1_macro", "test/auroc"}
+    assert "wins" in (out / "results.md").read_text() or "tie" in (out / "results.md").read_text()
+    # the CNN was scored on exactly the fold's test rows: its checkpoint, rescored here, gives the reported MCC
+    for run in (r for r in result["runs"] if r["system"] == "cnn"):
+        dm = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25, batch_size=8, folds=2, fold=run["fold"])
+        cnn = CNNBaselineModule.load_from_checkpoint(run["checkpoint"]).eval()
+        loader = dm.test_dataloader()
+        with torch.no_grad():
+            pred = torch.cat([cnn(b).logits.argmax(-1) for b in loader])
+            labels = torch.cat([b["labels"] for b in loader])
+        assert len(labels) == result["split_sizes"][f"fold{run['fold']}"]["test"]
+        assert matthews_corrcoef(labels, pred) == pytest.approx(run["test"]["test/mcc"], abs=1e-6)
+    with pytest.raises(SystemExit, match="scratch is the random-initialisation control"):
+        protocol(["--config", config, "--systems", "scratch", "--out", str(tmp_path / "none")])
+
+
+def test_winners_are_named_with_their_margin_in_sd_units():
+    from hnet_dna.finetune import METRICS, winners
+
+    def stats(mean, sd):
+        return {m: {"mean": mean, "sd": sd, "n": 3} for m in METRICS}
+
+    got = winners({"model": stats(0.70, 0.02), "scratch": stats(0.60, 0.05), "kmer_lr": stats(0.65, 0.0)})
+    assert got["test/mcc"]["best"] == "model" and got["test/mcc"]["runner_up"] == "kmer_lr"
+    assert got["test/mcc"]["margin"] == pytest.approx(0.05) and got["test/mcc"]["margin_sd"] == pytest.approx(2.5)

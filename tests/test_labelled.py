@@ -100,12 +100,73 @@ def test_data_module_splits_case_iupac_and_padding(tmp_path):
 
 
 def test_reverse_complement_augmentation_is_keyed_by_epoch_and_row():
-    dm = LabelledDataModule(str(LABELLED / "human_enhancers_iEnhancer2L.csv"), reverse_complement=0.5, seed=1)
+    dm = LabelledDataModule(str(LABELLED / "human_enhancers_iEnhancer2L.csv"), strand_symmetric=True, reverse_complement=0.5,
+                            sample_seed=1)
     ds = dm.datasets["train"]
     flips = [[not torch.equal(ds[(epoch, i)]["input_ids"], ds.ids[i]) for i in range(len(ds))] for epoch in (0, 1)]
     assert 0 < sum(flips[0]) < len(ds) and flips[0] != flips[1]
     assert flips[0] == [not torch.equal(ds[(0, i)]["input_ids"], ds.ids[i]) for i in range(len(ds))]  # same key, same draw
     assert all(torch.equal(dm.datasets["val"][(0, i)]["input_ids"], dm.datasets["val"].ids[i]) for i in range(len(dm.datasets["val"])))
+
+
+def _train_pass(dm):
+    """(rows in batch order, which rows were reverse-complemented) of the first training epoch."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    rows, flipped = [], []
+    ds = dm.datasets["train"]
+    for batch in loader:
+        for row, ids, mask in zip(batch["index"].tolist(), batch["input_ids"], batch["mask"]):
+            rows.append(row)
+            flipped.append(not torch.equal(ids[mask], ds.ids[row]))
+    return rows, flipped
+
+
+def test_a_model_seed_varies_batch_order_and_augmentation_but_not_the_split(monkeypatch):
+    """Issue #17: seeds must change batch order and reverse-complement draws; the split must not move."""
+    path = str(LABELLED / "human_enhancers_iEnhancer2L.csv")
+    kwargs = dict(strand_symmetric=True, seed=3, val_fraction=0.25, batch_size=4)
+    a, b = (LabelledDataModule(path, sample_seed=s, **kwargs) for s in (0, 1))
+    for split in ("train", "val"):
+        assert [r.where for r in a.records[split]] == [r.where for r in b.records[split]]
+    order_a, flips_a = _train_pass(a)
+    order_b, flips_b = _train_pass(b)
+    assert sorted(order_a) == sorted(order_b) and order_a != order_b
+    assert [flips_a[order_a.index(i)] for i in range(len(order_a))] != [flips_b[order_b.index(i)] for i in range(len(order_b))]
+    assert _train_pass(LabelledDataModule(path, sample_seed=0, **kwargs)) == (order_a, flips_a)  # a seed repeats itself
+    # without sample_seed, the run's seed_everything decides (Lightning exports it as PL_GLOBAL_SEED)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    assert _train_pass(LabelledDataModule(path, **kwargs)) == (order_b, flips_b)
+
+
+def test_strand_specific_labels_are_never_reverse_complemented():
+    path = str(LABELLED / "uci_splice_60bp.tsv")
+    with pytest.raises(DataError, match="reverse-complement augmentation keeps each label.*--data.strand_symmetric true"):
+        LabelledDataModule(path, reverse_complement=0.5)
+    specific = LabelledDataModule(path)
+    assert not specific.strand_symmetric and specific.datasets["train"].reverse_complement == 0
+    symmetric = LabelledDataModule(path, strand_symmetric=True)
+    assert symmetric.datasets["train"].reverse_complement == 0.5 and symmetric.datasets["val"].reverse_complement == 0
+
+
+def test_folds_partition_every_row_into_stratified_test_sets():
+    path = str(LABELLED / "uci_splice_60bp.tsv")
+    everything = sorted(r.where for r in read_table(LABELLED / "uci_splice_60bp.tsv"))
+    tests = []
+    for fold in range(3):
+        dm = LabelledDataModule(path, folds=3, fold=fold, val_fraction=0.2, test_fraction=0.5, seed=4)
+        held = [r.where for r in dm.records["test"]]
+        assert sorted(held + [r.where for s in ("train", "val") for r in dm.records[s]]) == everything
+        assert len(set(r.label for r in dm.records["test"])) == 3  # every class in every fold
+        tests += held
+    assert sorted(tests) == everything  # the folds' test rows are disjoint and cover every row
+    again = LabelledDataModule(path, folds=3, fold=1, val_fraction=0.2, seed=4)
+    other = LabelledDataModule(path, folds=3, fold=1, val_fraction=0.2, seed=5)
+    assert [r.where for r in again.records["test"]] != [r.where for r in other.records["test"]]  # seeded
+    with pytest.raises(DataError, match="comes with test rows: cross-validation"):
+        LabelledDataModule(str(LABELLED / "promoter_tss_chr20_300bp.tsv"), folds=3)
+    with pytest.raises(DataError, match="--data.folds must be 0"):
+        LabelledDataModule(path, folds=3, fold=3)
 
 
 @pytest.mark.parametrize(

@@ -7,17 +7,30 @@ Inputs (see :mod:`hnet_dna.data.labelled` for the readers):
   rows too; ``valid`` / ``test`` given as their own inputs are the other way.
 * Without any validation rows, a stratified, seeded ``val_fraction`` of the training rows is held
   out for model selection (the test rows are never used for it).
+* Without test rows, ``test_fraction`` holds out a stratified share for testing, or ``folds`` K
+  makes fold ``fold`` of a stratified, seeded K-fold partition the test rows (cross-validation,
+  as Caduceus evaluates Genomic Benchmarks: run every fold and report over folds).
+
+Splits depend on ``seed`` only; what a model seed should vary (batch order, reverse-complement
+draws) depends on ``sample_seed``, which follows the run's ``seed_everything`` by default.
+
+Strand: ``strand_symmetric`` says whether a sequence and its reverse complement always share a
+label (enhancers, most TF binding sets: yes; splice sites, promoters oriented on their TSS: no).
+Reverse-complement augmentation (and, in :class:`~hnet_dna.tasks.FinetuneModule`, RC-conjoined
+logits) is only allowed where it is true: on strand-specific labels it would teach the model a
+false symmetry.
 
 Everything is read, checked and encoded when the data module is constructed, so a bad file stops
 a run before anything is written. Batches are right-padded: ``input_ids`` (B, L), ``mask`` (B, L),
 ``labels`` (B,) class indices into :attr:`LabelledDataModule.class_names`, ``index`` (B,) the row in
 its split. Training sequences are reverse-complemented with probability ``reverse_complement``, a
-draw keyed by (seed, epoch, row) so that it does not depend on workers or devices. Under DDP,
+draw keyed by (sample_seed, epoch, row) so that it does not depend on workers or devices. Under DDP,
 validation and test give every sequence to exactly one process (no padding, no duplicates).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -93,9 +106,17 @@ class LabelledDataModule(pl.LightningDataModule):
             validation rows are given.
         test_fraction: the stratified share of all rows held out for testing when no test rows
             are given (0: none); carved before the validation rows.
-        seed: seeds that split and the reverse-complement draws.
+        folds, fold: cross-validation: with ``folds`` K >= 2 and no test rows given, the test rows
+            are fold ``fold`` (0-based) of a stratified K-fold partition seeded by ``seed``
+            (``test_fraction`` is then unused); the validation rows come out of the other folds.
+        seed: seeds the splits (the same for every model seed).
+        sample_seed: seeds the order of training batches and the reverse-complement draws; None:
+            the run's seed (``seed_everything``), or ``seed`` when the run has none.
         batch_size, num_workers: DataLoader settings.
-        reverse_complement: probability of reverse-complementing a training sequence.
+        strand_symmetric: whether every sequence's reverse complement has the same label. Required
+            for reverse-complement augmentation; RC-conjoined inference follows it.
+        reverse_complement: probability of reverse-complementing a training sequence; None: 0.5
+            when ``strand_symmetric``, else 0.
         iupac_policy: ``lenient`` (ambiguity letters become N) or ``strict`` (they are an error).
     """
 
@@ -111,18 +132,35 @@ class LabelledDataModule(pl.LightningDataModule):
         split_column: str | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
+        folds: int = 0,
+        fold: int = 0,
         seed: int = 0,
+        sample_seed: int | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
-        reverse_complement: float = 0.0,
+        strand_symmetric: bool = False,
+        reverse_complement: float | None = None,
         iupac_policy: str = "lenient",
     ):
         super().__init__()
         self.save_hyperparameters()
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
             raise DataError(f"--data.val_fraction and --data.test_fraction must be within [0, 1), got {val_fraction}, {test_fraction}")
+        if folds == 1 or folds < 0 or (folds and not 0 <= fold < folds):
+            raise DataError(f"--data.folds must be 0 (no cross-validation) or >= 2, and --data.fold within "
+                            f"[0, folds); got folds {folds}, fold {fold}")
+        if reverse_complement is None:
+            reverse_complement = 0.5 if strand_symmetric else 0.0
         if not 0 <= reverse_complement <= 1:
             raise DataError(f"--data.reverse_complement is a probability, got {reverse_complement}")
+        if reverse_complement > 0 and not strand_symmetric:
+            raise DataError(
+                f"--data.reverse_complement {reverse_complement}: reverse-complement augmentation keeps each label, "
+                "which is only right when a sequence and its reverse complement always share one. Set "
+                "--data.strand_symmetric true if they do (enhancers, most TF binding sets), or leave "
+                "reverse_complement at 0 for strand-specific labels (splice sites, promoters oriented on their TSS)"
+            )
+        self.strand_symmetric, self.reverse_complement = bool(strand_symmetric), float(reverse_complement)
         if batch_size < 1 or num_workers < 0:
             raise DataError("--data.batch_size must be >= 1 and --data.num_workers >= 0")
         if iupac_policy not in ("lenient", "strict"):
@@ -152,7 +190,7 @@ class LabelledDataModule(pl.LightningDataModule):
             ids = [encode_checked(self.tokenizer, r) for r in recs]
             self.datasets[split] = LabelledDataset(
                 recs, ids, [index[r.label] for r in recs], self.tokenizer,
-                reverse_complement=reverse_complement if split == "train" else 0.0, seed=seed,
+                reverse_complement=reverse_complement if split == "train" else 0.0, seed=self.sample_seed,
             )
         self.predict_records = None
         if predict is not None:
@@ -176,7 +214,14 @@ class LabelledDataModule(pl.LightningDataModule):
             out[split] = [r for r in read_labelled(given, **columns)]
         if not out["train"]:
             raise DataError(f"{_describe(self.hparams.train)}: no training rows (split column: every row is val or test)")
-        if not out["test"] and self.hparams.test_fraction > 0:
+        if self.hparams.folds:
+            if out["test"]:
+                raise DataError(
+                    f"{_describe(self.hparams.train)} comes with test rows: cross-validation (--data.folds / "
+                    "--folds) is for sets without a given test split; drop it and use the given split"
+                )
+            out["train"], out["test"] = _stratified_fold(out["train"], self.hparams.folds, self.hparams.fold, self.hparams.seed)
+        elif not out["test"] and self.hparams.test_fraction > 0:
             out["train"], out["test"] = _stratified_split(out["train"], self.hparams.test_fraction, self.hparams.seed)
         if not out["val"] and self.hparams.val_fraction > 0:
             out["train"], out["val"] = _stratified_split(out["train"], self.hparams.val_fraction, self.hparams.seed)
@@ -200,15 +245,23 @@ class LabelledDataModule(pl.LightningDataModule):
             if n < world_size:
                 raise DataError(f"{n} {split} sequence(s) cannot be shared by {world_size} processes")
 
+    @property
+    def sample_seed(self) -> int:
+        """The seed of batch order and augmentation draws (see ``sample_seed``)."""
+        if self.hparams.sample_seed is not None:
+            return int(self.hparams.sample_seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", self.hparams.seed))  # set by seed_everything
+
     def setup(self, stage: str) -> None:
         self.check_ready(stage, self.trainer.world_size if self.trainer is not None else 1)
+        self.datasets["train"].seed = self.sample_seed  # the run's seed is known by now
 
     # ---------------------------------------------------------------------------- loaders
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         dataset = self.datasets[split]
-        sampler = WindowSampler(dataset, shuffle=train, seed=self.hparams.seed, num_replicas=world, rank=rank)
+        sampler = WindowSampler(dataset, shuffle=train, seed=self.sample_seed, num_replicas=world, rank=rank)
         return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=sampler, drop_last=False,
                           num_workers=self.hparams.num_workers, collate_fn=_Collate(self.tokenizer.pad_id))
 
@@ -247,6 +300,18 @@ def _stratified_split(rows, fraction: float, seed: int):
     counts = {label: labels.count(label) for label in set(labels)}
     stratify = labels if min(counts.values()) >= 2 else None
     keep, held = train_test_split(list(range(len(rows))), test_size=fraction, random_state=seed, stratify=stratify)
+    return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
+
+
+def _stratified_fold(rows, folds: int, fold: int, seed: int):
+    """(the other folds, fold ``fold``) of a stratified, seeded K-fold partition of ``rows``."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = [r.label for r in rows]
+    smallest = min(labels.count(label) for label in set(labels))
+    if smallest < folds:
+        raise DataError(f"--data.folds {folds}: the rarest class has {smallest} rows; every fold needs one of each class")
+    keep, held = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, labels))[fold]
     return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
 
 

@@ -4,7 +4,7 @@
 
     features = backbone(input_ids, mask)                  # hnet_dna.model.features
     pooled   = pool(features)                              # (B, D_0)
-    logits   = classifier(dropout(pooled))                 # (B, C)
+    logits   = classifier(dropout(norm(pooled)))           # (B, C)
     logits   = (logits + logits of the reverse complement) / 2    with rc_conjoin
 
 Pooling:
@@ -12,7 +12,17 @@ Pooling:
 * ``mean``: mean of the backbone's output over the real bases (padding never counts);
 * ``chunks``: mean of the innermost chunking level's chunk states over real chunks (H-Nets only;
   an isotropic model has no chunks and is refused);
-* ``last``: the backbone's output at each row's last real base (it has seen the whole sequence).
+* ``last``: the backbone's output at each row's last real base (it has seen the whole sequence);
+* ``flatten``: the output at every position laid end to end, right-padded with zeros to
+  ``max_length`` (B, max_length * D_0): a linear head that can read *where* a signal lies. Mean
+  pooling averages position away; for short windows centred on a site (splice junctions, TSS) the
+  position of a motif is the label, and a pretrained backbone's features keep it (see
+  ``benchmarks/finetune_diagnostics.py``). Each position is normalised before it is laid down.
+
+The head's input is normalised (``head_norm``, a LayerNorm) by default: a pretrained backbone's
+pooled features are small (its final RMSNorm gains shrink during pretraining), share one large
+common direction and vary far less than a fresh model's; a linear head initialised for unit-scale
+inputs would otherwise barely move them at the start of fine-tuning.
 
 Reverse-complement conjoined inference (``rc_conjoin``) averages the logits of a sequence and of
 its reverse complement, so a sequence and its reverse complement get identical logits.
@@ -33,7 +43,7 @@ from .hnet import HNetForCausalLM, InputError
 
 __all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput", "POOLINGS", "pool_features"]
 
-POOLINGS = ("mean", "chunks", "last")
+POOLINGS = ("mean", "chunks", "last", "flatten")
 HEAD_NAME = "classifier.json"
 
 
@@ -51,6 +61,8 @@ def pool_features(features, pooling: str) -> torch.Tensor:
     if pooling == "last":
         last = features.mask.sum(-1) - 1  # (B,)
         return features.hidden[torch.arange(last.shape[0], device=last.device), last]
+    if pooling == "flatten":
+        raise ConfigError("pooling 'flatten' keeps every position: HNetForSequenceClassification lays them down")
     if pooling == "chunks":
         if not features.levels:
             raise ConfigError("pooling 'chunks' needs an H-Net: an isotropic model has no chunks (use 'mean' or 'last')")
@@ -69,10 +81,13 @@ class HNetForSequenceClassification(nn.Module):
         pooling: ``mean``, ``chunks`` or ``last``.
         rc_conjoin: average the logits of each sequence and its reverse complement.
         dropout: dropout on the pooled features during training.
+        head_norm: LayerNorm on the pooled features (with ``flatten``: on each position) before the
+            linear head.
+        max_length: with ``flatten``, the longest sequence the head takes (shorter ones are padded).
     """
 
     def __init__(self, backbone: HNetForCausalLM, class_names: list[str], pooling: str = "mean",
-                 rc_conjoin: bool = False, dropout: float = 0.0):
+                 rc_conjoin: bool = False, dropout: float = 0.0, head_norm: bool = True, max_length: int | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -82,11 +97,15 @@ class HNetForSequenceClassification(nn.Module):
             raise ConfigError(f"a classifier needs at least two classes, got {class_names!r}")
         self.backbone = backbone
         self.class_names = [str(c) for c in class_names]
+        if pooling == "flatten" and not (max_length or 0) > 0:
+            raise ConfigError("pooling 'flatten' needs max_length, the longest sequence the head will read")
         self.pooling, self.rc_conjoin = pooling, rc_conjoin
+        self.max_length = max_length if pooling == "flatten" else None
         # chunk states have the width of the stage that dechunks them (the innermost level's parent)
         width = backbone.config.d_model[backbone.config.num_stages - 2 if pooling == "chunks" else 0]
+        self.head_norm = nn.LayerNorm(width) if head_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(width, len(self.class_names))
+        self.classifier = nn.Linear(width * (self.max_length or 1), len(self.class_names))
         nn.init.normal_(self.classifier.weight, std=backbone.config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
 
@@ -100,8 +119,17 @@ class HNetForSequenceClassification(nn.Module):
 
     def _logits(self, input_ids, mask) -> torch.Tensor:
         features = self.backbone.features(input_ids, mask)
-        pooled = pool_features(features, self.pooling)
-        return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
+        if self.pooling == "flatten":
+            batch, length, _ = features.hidden.shape
+            if length > self.max_length:
+                raise InputError(f"a sequence of {length} bases is longer than this head's max_length {self.max_length} "
+                                 "(pooling 'flatten' reads a fixed number of positions)")
+            hidden = self.head_norm(features.hidden.to(self.classifier.weight.dtype))  # (B, L, D)
+            hidden = hidden * features.mask[..., None].to(hidden.dtype)  # padding lays down zeros
+            laid = F.pad(hidden, (0, 0, 0, self.max_length - length)).reshape(batch, -1)  # (B, max_length * D)
+            return self.classifier(self.dropout(laid))
+        pooled = pool_features(features, self.pooling).to(self.classifier.weight.dtype)  # (B, D)
+        return self.classifier(self.dropout(self.head_norm(pooled)))
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
@@ -117,6 +145,10 @@ class HNetForSequenceClassification(nn.Module):
             out.loss = F.cross_entropy(logits.float(), labels.long())
         return out
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The head's parameters (norm and linear layer), outside the backbone."""
+        return [*self.head_norm.parameters(), *self.classifier.parameters()]
+
     def freeze_backbone(self) -> None:
         for p in self.backbone.parameters():
             p.requires_grad_(False)
@@ -130,9 +162,11 @@ class HNetForSequenceClassification(nn.Module):
         directory = Path(directory)
         self.backbone.save_pretrained(directory)
         head = {f"classifier.{k}": v.detach().contiguous() for k, v in self.classifier.state_dict().items()}
+        head |= {f"head_norm.{k}": v.detach().contiguous() for k, v in self.head_norm.state_dict().items()}
         save_file(head, str(directory / "classifier.safetensors"))
         (directory / HEAD_NAME).write_text(json.dumps(
-            {"class_names": self.class_names, "pooling": self.pooling, "rc_conjoin": self.rc_conjoin}, indent=2) + "\n")
+            {"class_names": self.class_names, "pooling": self.pooling, "rc_conjoin": self.rc_conjoin,
+             "head_norm": isinstance(self.head_norm, nn.LayerNorm), "max_length": self.max_length}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "HNetForSequenceClassification":
@@ -146,7 +180,9 @@ class HNetForSequenceClassification(nn.Module):
                                   "HNetForSequenceClassification.save_pretrained")
         meta = json.loads((directory / HEAD_NAME).read_text())
         model = cls(HNetForCausalLM.from_pretrained(directory, map_location=map_location), meta["class_names"],
-                    pooling=meta["pooling"], rc_conjoin=meta["rc_conjoin"])
+                    pooling=meta["pooling"], rc_conjoin=meta["rc_conjoin"], head_norm=meta.get("head_norm", False),
+                    max_length=meta.get("max_length"))
         head = load_file(str(directory / "classifier.safetensors"), device=str(map_location))
-        model.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in head.items()})
+        for prefix, module in (("classifier.", model.classifier), ("head_norm.", model.head_norm)):
+            module.load_state_dict({k.removeprefix(prefix): v for k, v in head.items() if k.startswith(prefix)})
         return model

@@ -14,7 +14,7 @@ from ..config import ConfigError, HNetConfig, presets
 from ..weights import CheckpointError
 from .hnet import HNetForCausalLM
 
-__all__ = ["build_model", "load_model", "default_model_path", "DEFAULT_MODEL"]
+__all__ = ["build_model", "load_model", "is_untrained", "default_model_path", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "default"  # the name of the shipped model wherever a model is taken
 
@@ -47,13 +47,19 @@ def build_model(spec: str | dict, flag: str = "--model.model") -> HNetForCausalL
     )
 
 
+def is_untrained(spec: str | dict | None) -> bool:
+    """Whether ``spec`` gives random weights (inline fields, a preset or a config JSON)."""
+    if spec is None:
+        return False
+    return isinstance(spec, dict) or spec in presets() or (spec.endswith(".json") and Path(spec).is_file())
+
+
 def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: bool = False) -> HNetForCausalLM:
     """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model.
     ``warn_untrained``: say on stderr when the spec gives random weights (a preset, a config)."""
     if spec is None:
         spec = DEFAULT_MODEL
-    untrained = isinstance(spec, dict) or spec in presets() or (spec.endswith(".json") and Path(spec).is_file())
-    if warn_untrained and untrained:
+    if warn_untrained and is_untrained(spec):
         print(f"hnet_dna: warning: {flag} {spec} has random weights (a preset or a config, not a trained model): "
               "its outputs mean nothing beyond testing; give a save_pretrained folder or a .ckpt, or omit "
               f"{flag} for the default model", file=sys.stderr)

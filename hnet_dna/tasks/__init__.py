@@ -7,8 +7,8 @@ from .callbacks import (
            TrainingCurves,
            TrainingWindowLog,
 )
-from .finetune import FinetuneModule
+from .finetune import CNNBaselineModule, FinetuneModule
 from .pretrain import PretrainModule, build_model
 
-__all__ = ["PretrainModule", "FinetuneModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",
+__all__ = ["PretrainModule", "FinetuneModule", "CNNBaselineModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",
            "ClassPredictionWriter", "TrainingCurves"]

@@ -6,6 +6,18 @@ never averaged per batch): ``accuracy``, ``mcc`` (Matthews correlation), ``f1_ma
 as ``val/...`` and ``test/...``, beside ``val/loss``. Model selection and early stopping use
 ``val/mcc`` only (see the recipes in ``pipelines/finetune/``); the test split is never looked at
 before the selected checkpoint is tested.
+
+Strand: RC-conjoined logits follow the data module's ``strand_symmetric`` (on where a sequence and
+its reverse complement share a label, off otherwise); asking for them on strand-specific labels is
+an error.
+
+Fine-tuning a pretrained backbone (:class:`FinetuneModule`) offers what its recipe may need, each
+chosen on validation only: a normalised head input (``head_norm``), layer-wise learning-rate decay
+(``lr_layer_decay``), linear warmup (``warmup_fraction``), weight decay towards the pretrained
+weights instead of towards zero (``decay_toward: pretrained``, the L2-SP regulariser of Li et al.
+2018, applied decoupled as AdamW applies its decay) or none (``weight_decay: 0``), and partial
+freezing (``freeze_layers``: the embedding and the first N blocks). :class:`CNNBaselineModule` is
+the small CNN control trained from scratch with the same data, steps and selection.
 """
 
 from __future__ import annotations
@@ -26,12 +38,13 @@ from torchmetrics.classification import (
 
 from ..config import ConfigError
 from ..model import HNetForCausalLM
+from ..model.cnn import CNNClassifier
 from ..model.heads import HNetForSequenceClassification
 from ..model.loading import load_model
-from ..optim import param_groups
+from ..optim import layer_depths, param_groups
 from .pretrain import lr_factor
 
-__all__ = ["FinetuneModule", "load_backbone", "classification_metrics"]
+__all__ = ["FinetuneModule", "CNNBaselineModule", "load_backbone", "classification_metrics"]
 
 
 def load_backbone(spec: str | dict) -> HNetForCausalLM:
@@ -51,82 +64,44 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     })
 
 
-class FinetuneModule(pl.LightningModule):
-    """Sequence classification task.
+class ClassifierTask(pl.LightningModule):
+    """What every classifier task shares: classes from the data, strand policy, split-level
+    metrics, the steps. Subclasses build ``self.classifier`` in :meth:`_build` and choose the ids
+    it reads in :meth:`_model_ids`."""
 
-    Args:
-        backbone: preset, config JSON, ``save_pretrained`` folder, inline fields, or a pretraining
-            ``.ckpt``: the language model whose backbone is fine-tuned (or trained from scratch).
-        class_names: the classes; by default taken from the data module when fitting starts (and
-            stored in checkpoints, so ``test`` / ``predict`` rebuild the same head).
-        pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks) or ``last``.
-        rc_conjoin: average the logits of each sequence and its reverse complement; default: on
-            when the data module augments training with reverse complements.
-        freeze_backbone: train the head only.
-        lr: peak learning rate of the backbone at base-pair resolution (inner stages slower, as
-            in pretraining); head_lr: the head's (default ``10 * lr``).
-        weight_decay, betas: AdamW settings. warmup_fraction: linear warmup, then cosine to
-            ``min_lr_fraction`` over the run's optimizer steps.
-        dropout: on the pooled features.
-    """
-
-    def __init__(
-        self,
-        backbone: str | dict = "tiny-hnet",
-        class_names: list[str] | None = None,
-        pooling: str = "mean",
-        rc_conjoin: bool | None = None,
-        freeze_backbone: bool = False,
-        lr: float = 1e-3,
-        head_lr: float | None = None,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_fraction: float = 0.1,
-        min_lr_fraction: float = 0.1,
-        dropout: float = 0.1,
-    ):
-        super().__init__()
-        if not lr > 0 or (head_lr is not None and not head_lr > 0):
-            raise ConfigError(f"--model.lr and --model.head_lr must be positive, got {lr}, {head_lr}")
-        self.save_hyperparameters()
-        # Held outside the module tree until the head exists, so its weights are registered once
-        # (as classifier.backbone.*), whether the classes come from the config or from the data.
-        self._backbone = [load_backbone(backbone)]
-        self.classifier: HNetForSequenceClassification | None = None
-        if class_names is not None:
-            self._build(list(class_names), bool(rc_conjoin))
+    classifier: torch.nn.Module | None
 
     def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
-        hp = self.hparams
-        self.classifier = HNetForSequenceClassification(self._backbone[0], class_names, pooling=hp.pooling,
-                                                        rc_conjoin=rc_conjoin, dropout=hp.dropout)
-        if hp.freeze_backbone:
-            self.classifier.freeze_backbone()
+        raise NotImplementedError
+
+    def _make_metrics(self, class_names: list[str], rc_conjoin: bool) -> None:
         self.metrics = torch.nn.ModuleDict({split: classification_metrics(len(class_names)) for split in ("val", "test")})
         # the mean loss over the split, summed over processes (see PretrainModule._log_outputs)
         self.losses = torch.nn.ModuleDict({split: MeanMetric().set_dtype(torch.float64) for split in ("val", "test")})
-        hp.class_names, hp.rc_conjoin = list(class_names), rc_conjoin  # stored in checkpoints
+        self.hparams.class_names, self.hparams.rc_conjoin = list(class_names), rc_conjoin  # stored in checkpoints
 
     def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        strand_symmetric = getattr(dm, "strand_symmetric", None)
+        if self.hparams.rc_conjoin and strand_symmetric is False:
+            raise ConfigError(
+                "--model.rc_conjoin true averages each sequence's logits with its reverse complement's, which is "
+                "wrong for strand-specific labels (--data.strand_symmetric false); leave rc_conjoin unset"
+            )
         if self.classifier is None:
-            dm = self.trainer.datamodule
             names = getattr(dm, "class_names", None)
             if names is None:
-                raise ConfigError("FinetuneModule needs --model.class_names or a labelled data module (hnet_dna.data.LabelledDataModule)")
+                raise ConfigError(f"{type(self).__name__} needs --model.class_names or a labelled data module (hnet_dna.data.LabelledDataModule)")
             rc = self.hparams.rc_conjoin
-            if rc is None:
-                rc = float(getattr(dm.hparams, "reverse_complement", 0.0)) > 0
-            self._build(list(names), bool(rc))
-        elif getattr(self.trainer, "datamodule", None) is not None:
-            names = getattr(self.trainer.datamodule, "class_names", None)
+            self._build(list(names), bool(strand_symmetric) if rc is None else bool(rc))
+        elif dm is not None:
+            names = getattr(dm, "class_names", None)
             if names is not None and list(names) != self.classifier.class_names:
                 raise ConfigError(f"the data's classes {list(names)} differ from the model's {self.classifier.class_names}")
 
     # ------------------------------------------------------------------------------- steps
     def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        # The labelled data module encodes with the nucleotide table; a byte-level backbone (the
-        # official checkpoints) takes ASCII codes.
-        return self.classifier.backbone.tokenizer.from_nucleotide_ids(input_ids)
+        return input_ids
 
     def forward(self, batch: dict):
         return self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"], labels=batch.get("labels"))
@@ -156,23 +131,190 @@ class FinetuneModule(pl.LightningModule):
         logits = self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"]).logits
         return {"index": batch["index"], "probs": logits.float().softmax(-1)}
 
-    # ---------------------------------------------------------------------------- optimizer
-    def configure_optimizers(self):
+    def _scheduled(self, optimizer) -> dict:
         hp = self.hparams
-        groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(self.classifier.backbone, hp.lr, hp.weight_decay)]
-        head_lr = hp.head_lr if hp.head_lr is not None else 10 * hp.lr
-        groups.append({"params": list(self.classifier.classifier.parameters()), "lr": head_lr,
-                       "lr_multiplier": head_lr / hp.lr, "weight_decay": 0.0, "stage": -1})
-        groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, "cosine", hp.warmup_fraction, 0.0, hp.min_lr_fraction)
         )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class FinetuneModule(ClassifierTask):
+    """Sequence classification with an H-Net (or isotropic) backbone.
+
+    Args:
+        backbone: preset, config JSON, ``save_pretrained`` folder, inline fields, or a pretraining
+            ``.ckpt``: the language model whose backbone is fine-tuned (or trained from scratch).
+        class_names: the classes; by default taken from the data module when fitting starts (and
+            stored in checkpoints, so ``test`` / ``predict`` rebuild the same head).
+        pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks), ``last``, or
+            ``flatten`` (every position laid end to end: a head that sees where a signal lies).
+        max_length: with ``flatten``, the longest sequence the head reads; default: the longest in
+            the data module's splits (stored in checkpoints).
+        rc_conjoin: average the logits of each sequence and its reverse complement; default: the
+            data module's ``strand_symmetric`` (an error when true on strand-specific labels).
+        head_norm: LayerNorm on the pooled features before the linear head.
+        freeze_backbone: train the head only. freeze_layers: keep the embedding and the first N
+            blocks (in the order the input meets them, see :func:`hnet_dna.optim.layer_depths`)
+            at their starting weights.
+        lr: peak learning rate of the backbone at base-pair resolution (inner stages slower, as
+            in pretraining); head_lr: the head's (default ``10 * lr``).
+        lr_layer_decay: layer-wise learning-rate decay: a parameter at depth d of D gets
+            ``lr * lr_layer_decay ** (D - d)`` (times its stage multiplier); 1 = none.
+        weight_decay, betas: AdamW settings (the head is not decayed). decay_toward: ``zero``
+            (AdamW's decay) or ``pretrained`` (decay towards the backbone's starting weights).
+        warmup_fraction: linear warmup, then cosine to ``min_lr_fraction`` over the run's optimizer
+            steps.
+        dropout: on the pooled features.
+    """
+
+    def __init__(
+        self,
+        backbone: str | dict = "tiny-hnet",
+        class_names: list[str] | None = None,
+        pooling: str = "mean",
+        max_length: int | None = None,
+        rc_conjoin: bool | None = None,
+        head_norm: bool = True,
+        freeze_backbone: bool = False,
+        freeze_layers: int = 0,
+        lr: float = 1e-3,
+        head_lr: float | None = None,
+        lr_layer_decay: float = 1.0,
+        weight_decay: float = 0.1,
+        decay_toward: str = "zero",
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_fraction: float = 0.1,
+        min_lr_fraction: float = 0.1,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if not lr > 0 or (head_lr is not None and not head_lr > 0):
+            raise ConfigError(f"--model.lr and --model.head_lr must be positive, got {lr}, {head_lr}")
+        if not 0 < lr_layer_decay <= 1:
+            raise ConfigError(f"--model.lr_layer_decay must be within (0, 1], got {lr_layer_decay}")
+        if decay_toward not in ("zero", "pretrained"):
+            raise ConfigError(f"--model.decay_toward must be 'zero' or 'pretrained', got {decay_toward!r}")
+        if freeze_layers < 0:
+            raise ConfigError(f"--model.freeze_layers must be >= 0, got {freeze_layers}")
+        self.save_hyperparameters()
+        # Held outside the module tree until the head exists, so its weights are registered once
+        # (as classifier.backbone.*), whether the classes come from the config or from the data.
+        self._backbone = [load_backbone(backbone)]
+        self._anchors: dict[int, torch.Tensor] | None = None
+        self.classifier: HNetForSequenceClassification | None = None
+        if class_names is not None:
+            self._build(list(class_names), bool(rc_conjoin))
+
+    def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
+        hp = self.hparams
+        if hp.pooling == "flatten" and hp.max_length is None:
+            dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+            lengths = [len(ids) for ds in getattr(dm, "datasets", {}).values() for ids in ds.ids]
+            if not lengths:
+                raise ConfigError("pooling 'flatten' needs --model.max_length or a labelled data module to take it from")
+            hp.max_length = max(lengths)  # stored in checkpoints: test / predict rebuild the same head
+        self.classifier = HNetForSequenceClassification(self._backbone[0], class_names, pooling=hp.pooling,
+                                                        rc_conjoin=rc_conjoin, dropout=hp.dropout, head_norm=hp.head_norm,
+                                                        max_length=hp.max_length)
+        if hp.freeze_backbone:
+            self.classifier.freeze_backbone()
+        elif hp.freeze_layers:
+            depths, top = layer_depths(self.classifier.backbone)
+            if hp.freeze_layers >= top:
+                raise ConfigError(f"--model.freeze_layers {hp.freeze_layers}: the backbone has {top} blocks; "
+                                  "freeze fewer, or use --model.freeze_backbone true")
+            for name, p in self.classifier.backbone.named_parameters():
+                if depths[name] <= hp.freeze_layers:
+                    p.requires_grad_(False)
+        self._make_metrics(class_names, rc_conjoin)
+
+    def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # The labelled data module encodes with the nucleotide table; a byte-level backbone (the
+        # official checkpoints) takes ASCII codes.
+        return self.classifier.backbone.tokenizer.from_nucleotide_ids(input_ids)
+
+    # ---------------------------------------------------------------------------- optimizer
+    def param_groups(self) -> list[dict]:
+        """AdamW groups: the backbone's per (stage, decay, depth), then the head's."""
+        hp = self.hparams
+        backbone = self.classifier.backbone
+        depths, top = layer_depths(backbone)
+        groups = []
+        for g in param_groups(backbone, hp.lr, hp.weight_decay):
+            by_depth: dict[int, list] = {}
+            for name, param in zip(g["names"], g["params"]):
+                by_depth.setdefault(depths[name], []).append(param)
+            for depth, params in sorted(by_depth.items()):
+                scale = hp.lr_layer_decay ** (top - depth)
+                groups.append({**{k: v for k, v in g.items() if k != "names"}, "params": params, "depth": depth,
+                               "lr": g["lr"] * scale, "lr_multiplier": g["lr_multiplier"] * scale})
+        if hp.decay_toward == "pretrained":
+            for g in groups:
+                g["anchor_decay"], g["weight_decay"] = g["weight_decay"], 0.0  # applied in optimizer_step
+        head_lr = hp.head_lr if hp.head_lr is not None else 10 * hp.lr
+        groups.append({"params": self.classifier.head_parameters(), "lr": head_lr, "lr_multiplier": head_lr / hp.lr,
+                       "weight_decay": 0.0, "stage": -1, "depth": top + 1})
+        return [g for g in groups if any(p.requires_grad for p in g["params"])]
+
+    def on_fit_start(self) -> None:
+        if self.hparams.decay_toward == "pretrained":
+            # the weights fitting starts from, where the model now is (its device, its dtype)
+            self._anchors = {id(p): p.detach().clone() for p in self.classifier.backbone.parameters()}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._anchors is None:
+            return
+        with torch.no_grad():  # decoupled decay towards the starting weights, as AdamW decays towards 0
+            for group in optimizer.param_groups:
+                rate = group.get("anchor_decay", 0.0) * group["lr"]
+                if rate:
+                    for p in group["params"]:
+                        p.sub_(rate * (p - self._anchors[id(p)]))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
         if self.trainer.is_global_zero:
-            frozen = " (backbone frozen)" if hp.freeze_backbone else ""
+            head_lr = hp.head_lr if hp.head_lr is not None else 10 * hp.lr
+            frozen = " (backbone frozen)" if hp.freeze_backbone else (f", first {hp.freeze_layers} blocks frozen" if hp.freeze_layers else "")
             print(f"hnet_dna: fine-tuning {len(self.classifier.class_names)} classes "
                   f"({', '.join(self.classifier.class_names)}), pooling {hp.pooling}, rc_conjoin "
-                  f"{self.classifier.rc_conjoin}; backbone lr {hp.lr:.3g}{frozen}, head lr {head_lr:.3g}",
+                  f"{self.classifier.rc_conjoin}, head_norm {hp.head_norm}; backbone lr {hp.lr:.3g}{frozen}, layer decay "
+                  f"{hp.lr_layer_decay:g}, weight decay {hp.weight_decay:g} toward {hp.decay_toward}; head lr {head_lr:.3g}",
                   file=sys.stderr, flush=True)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return self._scheduled(optimizer)
+
+
+class CNNBaselineModule(ClassifierTask):
+    """The CNN control (:class:`~hnet_dna.model.cnn.CNNClassifier`), trained from scratch.
+
+    Args:
+        class_names, rc_conjoin: as :class:`FinetuneModule`.
+        channels, layers, kernel_size, embed_dim, dropout: the network (see its docstring).
+        lr, weight_decay, warmup_fraction, min_lr_fraction: AdamW with warmup and cosine decay.
+    """
+
+    def __init__(self, class_names: list[str] | None = None, rc_conjoin: bool | None = None, channels: int = 128,
+                 layers: int = 3, kernel_size: int = 9, embed_dim: int = 64, dropout: float = 0.2, lr: float = 1e-3,
+                 weight_decay: float = 0.01, warmup_fraction: float = 0.1, min_lr_fraction: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.classifier: CNNClassifier | None = None
+        if class_names is not None:
+            self._build(list(class_names), bool(rc_conjoin))
+
+    def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
+        hp = self.hparams
+        self.classifier = CNNClassifier(class_names, channels=hp.channels, layers=hp.layers, kernel_size=hp.kernel_size,
+                                        embed_dim=hp.embed_dim, dropout=hp.dropout, rc_conjoin=rc_conjoin)
+        self._make_metrics(class_names, rc_conjoin)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay = [p for n, p in self.classifier.named_parameters() if p.dim() >= 2 and not n.startswith("embedding")]
+        rest = [p for n, p in self.classifier.named_parameters() if not (p.dim() >= 2 and not n.startswith("embedding"))]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
+                                       {"params": rest, "weight_decay": 0.0}], lr=hp.lr)
+        return self._scheduled(optimizer)

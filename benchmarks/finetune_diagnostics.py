@@ -1,0 +1,134 @@
+"""What a pretrained backbone hands a classifier, against the same architecture from random weights.
+
+    python benchmarks/finetune_diagnostics.py --config pipelines/finetune/uci_splice_60bp.yaml \
+        [--backbone default] [--rows 1024] [--out DIR]
+
+For the recipe's labelled set, and for each backbone (the given one, usually pretrained, and the
+same architecture freshly initialised under seed 0), prints one markdown row:
+
+* the RMS of the outermost stage's final norm gain (what scales every hidden state);
+* the hidden states' mean square per dimension over real bases;
+* the spread of the mean-pooled features across sequences (sum of their variances);
+* the share of the hidden states' energy along their one largest shared direction (top singular
+  value squared over the total; 1/D for isotropic vectors);
+* bases per chunk at the first chunking level (H-Nets);
+* linear-probe MCC (standardised features, C chosen on validation) on mean-pooled features, and,
+  for sets of one sequence length, on the per-position hidden states laid end to end (what a head
+  could read if pooling did not average position away); validation and test.
+
+Features come from the frozen backbones in eval mode; nothing is trained but the probes.
+``--out`` also writes ``diagnostics.json``. Every row names its backbone; the header names the
+machine, date and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _final_norm(model) -> torch.Tensor:
+    from hnet_dna.optim import layer_depths
+
+    depths, top = layer_depths(model)
+    names = [n for n, _ in model.named_parameters() if n.endswith("rmsnorm.weight") and depths[n] == top]
+    return dict(model.named_parameters())[names[-1]]
+
+
+@torch.no_grad()
+def _hidden(model, datamodule, split: str, rows: int | None):
+    """Per-sequence hidden states (list of (L, D)) and bases per chunk at level 0 (or None)."""
+    from hnet_dna.data.labelled_datamodule import pad_batch
+
+    ds = datamodule.datasets[split]
+    idx = range(len(ds)) if rows is None else range(min(rows, len(ds)))
+    hidden, bases, chunks = [], 0, 0
+    items = [ds[(0, i)] for i in idx]
+    for lo in range(0, len(items), 64):
+        batch = pad_batch(items[lo:lo + 64], datamodule.tokenizer.pad_id)
+        ids = model.tokenizer.from_nucleotide_ids(batch["input_ids"])
+        features = model.features(ids, batch["mask"])
+        for row in range(len(ids)):
+            n = int(batch["mask"][row].sum())
+            hidden.append(features.hidden[row, :n].float())
+        if features.levels:
+            level = features.levels[0]
+            bases += int(batch["mask"].sum())
+            chunks += int(level.mask.sum())
+    return hidden, (bases / chunks if chunks else None)
+
+
+def _probe(train, val, test, labels) -> tuple[float, float]:
+    from sklearn.metrics import matthews_corrcoef
+
+    from hnet_dna.baselines import linear_probe
+
+    fitted = linear_probe((train, labels["train"]), (val, labels["val"]))
+    return fitted["val_mcc"], float(matthews_corrcoef(labels["test"], fitted["model"].predict(test)))
+
+
+def diagnose(model, datamodule, rows: int | None) -> dict:
+    model.eval()
+    gain = _final_norm(model).detach().float()
+    feats = {s: _hidden(model, datamodule, s, rows if s == "train" else None) for s in ("train", "val", "test")}
+    flat = torch.cat(feats["train"][0])  # (sum L, D)
+    energy = torch.linalg.svdvals(flat)
+    pooled = {s: torch.stack([h.mean(0) for h in feats[s][0]]).numpy() for s in feats}
+    labels = {s: np.asarray(datamodule.datasets[s].labels[: len(feats[s][0])]) for s in feats}
+    out = {
+        "final_norm_gain_rms": float(gain.pow(2).mean().sqrt()),
+        "hidden_mean_square": float(flat.pow(2).mean()),
+        "pooled_variance_sum": float(pooled["train"].var(0).sum()),
+        "top_direction_share": float(energy[0] ** 2 / energy.pow(2).sum()),
+        "bases_per_chunk": feats["train"][1],
+    }
+    out["probe_mean_val_mcc"], out["probe_mean_test_mcc"] = _probe(pooled["train"], pooled["val"], pooled["test"], labels)
+    lengths = {h.shape[0] for s in feats for h in feats[s][0]}
+    if len(lengths) == 1:
+        laid = {s: torch.stack([h.reshape(-1) for h in feats[s][0]]).numpy() for s in feats}
+        out["probe_positions_val_mcc"], out["probe_positions_test_mcc"] = _probe(laid["train"], laid["val"], laid["test"], labels)
+    return out
+
+
+def main() -> None:
+    from hnet_dna.backends import cpu_name
+    from hnet_dna.finetune import _build_cli
+    from hnet_dna.model import HNetForCausalLM
+    from hnet_dna.model.loading import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="a fine-tuning recipe: its labelled set and split")
+    parser.add_argument("--backbone", default="default", help="what --model.backbone takes (default: the shipped model)")
+    parser.add_argument("--rows", type=int, default=2048, help="training rows used for the statistics and the probe")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    datamodule = _build_cli(["--config", args.config, "--trainer.logger", "false"]).datamodule
+    given = load_model(args.backbone)
+    torch.manual_seed(0)
+    fresh = HNetForCausalLM(given.config)
+    rows = {args.backbone: diagnose(given, datamodule, args.rows), "random init (seed 0)": diagnose(fresh, datamodule, args.rows)}
+    import datetime
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    print(f"{args.config}; {cpu_name()}, torch {torch.__version__}, {datetime.date.today()}, commit {commit}\n")
+    keys = list(next(iter(rows.values())))
+    print("| backbone | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join("-" if row.get(k) is None else f"{row[k]:.4g}" for k in keys) + " |")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "diagnostics.json").write_text(json.dumps({"config": args.config, "commit": commit, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
