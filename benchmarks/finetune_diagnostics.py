@@ -12,7 +12,7 @@ same architecture freshly initialised under seed 0), prints one markdown row:
 * the share of the hidden states' energy along their one largest shared direction (top singular
   value squared over the total; 1/D for isotropic vectors);
 * bases per chunk at the first chunking level (H-Nets);
-* linear-probe MCC (standardised features, C chosen on validation) on mean-pooled features, and,
+* linear-probe MCC (a seeded subset of ``--rows`` training rows; standardised features, C chosen on validation) on mean-pooled features, and,
   for sets of one sequence length, on the per-position hidden states laid end to end (what a head
   could read if pooling did not average position away); validation and test.
 
@@ -43,12 +43,11 @@ def _final_norm(model) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _hidden(model, datamodule, split: str, rows: int | None):
-    """Per-sequence hidden states (list of (L, D)) and bases per chunk at level 0 (or None)."""
+def _hidden(model, datamodule, split: str, idx):
+    """Per-sequence hidden states (list of (L, D)) of rows ``idx`` and bases per chunk at level 0 (or None)."""
     from hnet_dna.data.labelled_datamodule import pad_batch
 
     ds = datamodule.datasets[split]
-    idx = range(len(ds)) if rows is None else range(min(rows, len(ds)))
     hidden, bases, chunks = [], 0, 0
     items = [ds[(0, i)] for i in idx]
     for lo in range(0, len(items), 64):
@@ -77,11 +76,15 @@ def _probe(train, val, test, labels) -> tuple[float, float]:
 def diagnose(model, datamodule, rows: int | None) -> dict:
     model.eval()
     gain = _final_norm(model).detach().float()
-    feats = {s: _hidden(model, datamodule, s, rows if s == "train" else None) for s in ("train", "val", "test")}
+    rng = np.random.default_rng(0)  # a seeded subset of training rows (files are often sorted by label)
+    n = len(datamodule.datasets["train"])
+    idx = {"train": np.sort(rng.permutation(n)[:rows]) if rows and rows < n else np.arange(n)}
+    idx |= {s: np.arange(len(datamodule.datasets[s])) for s in ("val", "test")}
+    feats = {s: _hidden(model, datamodule, s, idx[s]) for s in ("train", "val", "test")}
     flat = torch.cat(feats["train"][0])  # (sum L, D)
     energy = torch.linalg.svdvals(flat)
     pooled = {s: torch.stack([h.mean(0) for h in feats[s][0]]).numpy() for s in feats}
-    labels = {s: np.asarray(datamodule.datasets[s].labels[: len(feats[s][0])]) for s in feats}
+    labels = {s: np.asarray(datamodule.datasets[s].labels)[idx[s]] for s in feats}
     out = {
         "final_norm_gain_rms": float(gain.pow(2).mean().sqrt()),
         "hidden_mean_square": float(flat.pow(2).mean()),

@@ -20,8 +20,8 @@ Systems, all on exactly the same splits (every row of results tells which):
 
 A seed changes the model's initialisation, the order of training batches and the
 reverse-complement draws (``--data.sample_seed``); the split is the data module's (``--data.seed``)
-and stays fixed. ``probe`` and ``kmer_lr`` are deterministic given the split: their sd over seeds is
-0 and says nothing about them. ``--folds K`` cross-validates sets without a given test split (a
+and stays fixed. ``probe`` and ``kmer_lr`` are deterministic given the split (fitted once per split,
+recorded for every seed): their sd over seeds is 0 and says nothing about them. ``--folds K`` cross-validates sets without a given test split (a
 stratified, seeded K-fold partition; each fold's test rows are one fold, its validation rows come
 out of the others): results are then over folds x seeds.
 
@@ -321,19 +321,21 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             split_sizes = sizes
         else:
             split_sizes[f"fold{fold}"] = sizes
-        features = None
+        features, deterministic = None, {}
         where = "" if fold is None else f"fold {fold}, "
         for system, seed in todo:
             print(f"hnet_dna.finetune: {where}seed {seed}: {system}", file=sys.stderr, flush=True)
             if system in ("model", "scratch", "cnn"):
                 name = f"{system}/" + ("" if fold is None else f"fold{fold}-") + f"seed{seed}"
                 run = _trained_run(system, [*cli_args, *fold_args(fold)], seed, fold, out / "runs" / name)
+            elif system in deterministic:  # the same fit for every seed: fitted once per split
+                run = {**deterministic[system], "seed": seed}
             elif system == "probe":
                 if features is None:
                     features = probe_features(check.model._backbone[0], data, check.model.hparams.pooling)
-                run = _probe_run(features, data, seed, fold)
+                run = deterministic[system] = _probe_run(features, data, seed, fold)
             else:
-                run = _kmer_run(data, seed, fold)
+                run = deterministic[system] = _kmer_run(data, seed, fold)
             runs.append(run)
             result = save()
             _atomic_write(results_path, json.dumps(result, indent=2) + "\n")  # after every run: resumable
