@@ -349,7 +349,7 @@ MUTANTS = [
            "tests/test_finetune.py::test_layer_wise_lr_decay_partial_freezing_and_decay_toward_the_pretrained_weights"),
     Mutant("scratch_is_pretrained", "the scratch control keeps the pretrained weights",
            "hnet_dna/finetune.py",
-           [('if k in fields and k != "backbone"}, backbone=config)', 'if k in fields}')],
+           [('if k in fields and k != "backbone"}, backbone=config)', 'if k in fields and k != "backbone"}, backbone=module.hparams.backbone)')],
            "tests/test_finetune.py::test_the_scratch_control_starts_from_other_weights_of_the_same_architecture"),
     Mutant("folds_overlap", "every fold tests the same rows",
            "hnet_dna/data/labelled_datamodule.py",

@@ -426,6 +426,9 @@ def test_winners_are_named_with_their_margin_in_sd_units():
     def stats(mean, sd):
         return {m: {"mean": mean, "sd": sd, "n": 3} for m in METRICS}
 
-    got = winners({"model": stats(0.70, 0.02), "scratch": stats(0.60, 0.05), "kmer_lr": stats(0.65, 0.0)})
-    assert got["test/mcc"]["best"] == "model" and got["test/mcc"]["runner_up"] == "kmer_lr"
-    assert got["test/mcc"]["margin"] == pytest.approx(0.05) and got["test/mcc"]["margin_sd"] == pytest.approx(2.5)
+    got = winners({"model": stats(0.70, 0.02), "scratch": stats(0.60, 0.05), "cnn": stats(0.65, 0.01)})
+    assert got["test/mcc"]["best"] == "model" and got["test/mcc"]["runner_up"] == "cnn"
+    assert got["test/mcc"]["margin"] == pytest.approx(0.05) and got["test/mcc"]["margin_sd"] == pytest.approx(2.5)  # the larger sd
+    deterministic = winners({"model": stats(0.70, 0.02), "kmer_lr": stats(0.65, 0.0)})["test/mcc"]
+    assert deterministic["margin_sd"] == pytest.approx(2.5)  # a deterministic runner-up has no spread of its own
+    assert winners({"probe": stats(0.6, None), "kmer_lr": stats(0.5, 0.0)})["test/mcc"]["margin_sd"] is None
