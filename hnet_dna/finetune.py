@@ -13,8 +13,9 @@ Systems, all on exactly the same splits (every row of results tells which):
 * ``scratch``: the same architecture from random initialisation, with the same recipe, seeds and
   budget (run whenever the recipe's backbone is pretrained: the control that says whether
   pretraining helped);
-* ``cnn``: a small CNN trained from scratch (:class:`~hnet_dna.model.cnn.CNNClassifier`, about
-  0.35 M parameters; Genomic Benchmarks' and Caduceus's baseline), same data, trainer and selection;
+* ``cnn``: a small CNN trained from scratch (:class:`~hnet_dna.model.cnn.CNNClassifier`, positions
+  flattened into a dense head, 0.24-0.33 M parameters for 60-400 bp; Genomic Benchmarks' and
+  Caduceus's baseline), same data, trainer and selection;
 * ``probe``: logistic regression on the frozen backbone's pooled features (C chosen on validation);
 * ``kmer_lr``: logistic regression on k-mer frequencies (k and C chosen on validation).
 

@@ -420,6 +420,23 @@ def test_protocol_runs_every_control_on_the_same_rows_over_folds(tmp_path, capsy
         protocol(["--config", config, "--systems", "scratch", "--out", str(tmp_path / "none")])
 
 
+def test_the_cnn_baseline_is_the_fields_size_and_ignores_padding():
+    from hnet_dna.model.cnn import CNNClassifier
+
+    for length in (60, 400):  # the shared sets' shortest and longest windows
+        assert 100_000 <= CNNClassifier(["a", "b", "c"], length).num_parameters() <= 500_000
+    torch.manual_seed(0)
+    cnn = CNNClassifier(["a", "b", "c"], max_length=64, dropout=0.0).double().eval()
+    ids, mask = padded_batch([40, 23, 9], seed=2)
+    wider = torch.cat([ids, torch.full((3, 17), 5)], 1)
+    wider_mask = torch.cat([mask, torch.zeros(3, 17, dtype=torch.bool)], 1)
+    torch.testing.assert_close(cnn(wider, wider_mask).logits, cnn(ids, mask).logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(cnn(ids, mask).logits[2:], cnn(ids[2:, :9], mask[2:, :9]).logits, rtol=1e-10, atol=1e-10)
+    moved = ids.clone()
+    moved[0, :8], moved[0, 20:28] = ids[0, 20:28], ids[0, :8]  # the same bases in other places
+    assert not torch.allclose(cnn(moved, mask).logits[0], cnn(ids, mask).logits[0])  # position is read
+
+
 def test_winners_are_named_with_their_margin_in_sd_units():
     from hnet_dna.finetune import METRICS, winners
 

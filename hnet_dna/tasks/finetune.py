@@ -74,6 +74,15 @@ class ClassifierTask(pl.LightningModule):
     def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
         raise NotImplementedError
 
+    def _longest(self, what: str) -> int:
+        """The longest sequence of the data module's splits (stored in checkpoints by the caller,
+        so that test / predict rebuild the same layers)."""
+        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        lengths = [len(ids) for ds in getattr(dm, "datasets", {}).values() for ids in ds.ids]
+        if not lengths:
+            raise ConfigError(f"{what} needs --model.max_length or a labelled data module to take it from")
+        return max(lengths)
+
     def _make_metrics(self, class_names: list[str], rc_conjoin: bool) -> None:
         self.metrics = torch.nn.ModuleDict({split: classification_metrics(len(class_names)) for split in ("val", "test")})
         # the mean loss over the split, summed over processes (see PretrainModule._log_outputs)
@@ -210,11 +219,7 @@ class FinetuneModule(ClassifierTask):
     def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
         hp = self.hparams
         if hp.pooling == "flatten" and hp.max_length is None:
-            dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
-            lengths = [len(ids) for ds in getattr(dm, "datasets", {}).values() for ids in ds.ids]
-            if not lengths:
-                raise ConfigError("pooling 'flatten' needs --model.max_length or a labelled data module to take it from")
-            hp.max_length = max(lengths)  # stored in checkpoints: test / predict rebuild the same head
+            hp.max_length = self._longest("pooling 'flatten'")
         self.classifier = HNetForSequenceClassification(self._backbone[0], class_names, pooling=hp.pooling,
                                                         rc_conjoin=rc_conjoin, dropout=hp.dropout, head_norm=hp.head_norm,
                                                         max_length=hp.max_length)
@@ -292,12 +297,15 @@ class CNNBaselineModule(ClassifierTask):
 
     Args:
         class_names, rc_conjoin: as :class:`FinetuneModule`.
-        channels, layers, kernel_size, embed_dim, dropout: the network (see its docstring).
+        max_length: the longest sequence; default: the longest in the data module's splits.
+        channels, layers, kernel_size, embed_dim, code_dim, hidden, dropout: the network (see its
+            docstring).
         lr, weight_decay, warmup_fraction, min_lr_fraction: AdamW with warmup and cosine decay.
     """
 
-    def __init__(self, class_names: list[str] | None = None, rc_conjoin: bool | None = None, channels: int = 128,
-                 layers: int = 3, kernel_size: int = 9, embed_dim: int = 64, dropout: float = 0.2, lr: float = 1e-3,
+    def __init__(self, class_names: list[str] | None = None, rc_conjoin: bool | None = None,
+                 max_length: int | None = None, channels: int = 96, layers: int = 3, kernel_size: int = 9,
+                 embed_dim: int = 64, code_dim: int = 16, hidden: int = 128, dropout: float = 0.2, lr: float = 1e-3,
                  weight_decay: float = 0.01, warmup_fraction: float = 0.1, min_lr_fraction: float = 0.1):
         super().__init__()
         self.save_hyperparameters()
@@ -307,8 +315,11 @@ class CNNBaselineModule(ClassifierTask):
 
     def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
         hp = self.hparams
-        self.classifier = CNNClassifier(class_names, channels=hp.channels, layers=hp.layers, kernel_size=hp.kernel_size,
-                                        embed_dim=hp.embed_dim, dropout=hp.dropout, rc_conjoin=rc_conjoin)
+        if hp.max_length is None:
+            hp.max_length = self._longest("the CNN")
+        self.classifier = CNNClassifier(class_names, hp.max_length, channels=hp.channels, layers=hp.layers,
+                                        kernel_size=hp.kernel_size, embed_dim=hp.embed_dim, code_dim=hp.code_dim,
+                                        hidden=hp.hidden, dropout=hp.dropout, rc_conjoin=rc_conjoin)
         self._make_metrics(class_names, rc_conjoin)
 
     def configure_optimizers(self):
