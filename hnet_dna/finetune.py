@@ -322,7 +322,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             split_sizes = sizes
         else:
             split_sizes[f"fold{fold}"] = sizes
-        features, deterministic = None, {}
+        # probe and kmer_lr: one fit per split, also across a resumed run
+        features, deterministic = None, {r["system"]: r for r in runs if r["system"] in ("probe", "kmer_lr") and r.get("fold") == fold}
         where = "" if fold is None else f"fold {fold}, "
         for system, seed in todo:
             print(f"hnet_dna.finetune: {where}seed {seed}: {system}", file=sys.stderr, flush=True)
