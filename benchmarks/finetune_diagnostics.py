@@ -49,7 +49,8 @@ def _hidden(model, datamodule, split: str, idx):
 
     ds = datamodule.datasets[split]
     hidden, bases, chunks = [], 0, 0
-    items = [ds[(0, i)] for i in idx]
+    # the encoded rows as they are (ds[...] would apply the training split's reverse-complement draws)
+    items = [{"input_ids": ds.ids[i], "label": ds.labels[i], "index": i} for i in idx]
     for lo in range(0, len(items), 64):
         batch = pad_batch(items[lo:lo + 64], datamodule.tokenizer.pad_id)
         ids = model.tokenizer.from_nucleotide_ids(batch["input_ids"])

@@ -22,7 +22,8 @@ Systems, all on exactly the same splits (every row of results tells which):
 A seed changes the model's initialisation, the order of training batches and the
 reverse-complement draws (``--data.sample_seed``); the split is the data module's (``--data.seed``)
 and stays fixed. ``probe`` and ``kmer_lr`` are deterministic given the split (fitted once per split,
-recorded for every seed): their sd over seeds is 0 and says nothing about them. ``--folds K`` cross-validates sets without a given test split (a
+recorded for every seed; their summary counts one run per split, so with one split their sd is
+undefined). ``--folds K`` cross-validates sets without a given test split (a
 stratified, seeded K-fold partition; each fold's test rows are one fold, its validation rows come
 out of the others): results are then over folds x seeds.
 
@@ -54,6 +55,7 @@ from pathlib import Path
 
 METRICS = ("test/mcc", "test/accuracy", "test/f1_macro", "test/auroc")
 SYSTEMS = ("model", "scratch", "cnn", "probe", "kmer_lr")
+DETERMINISTIC = ("probe", "kmer_lr")  # no seed enters their fit
 
 __all__ = ["main", "run_protocol"]
 
@@ -89,6 +91,8 @@ def _summary(runs: list[dict]) -> dict:
     present = {r["system"] for r in runs}
     for system in [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS)):
         rows = [r for r in runs if r["system"] == system]
+        if system in DETERMINISTIC:  # one fit per split, recorded per seed: count it once
+            rows = list({r.get("fold"): r for r in rows}.values())
         out[system] = {}
         for metric in METRICS:
             values = [r["test"][metric] for r in rows if r["test"].get(metric) is not None]
@@ -128,6 +132,9 @@ def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
         raise SystemExit("hnet_dna.finetune: the recipe needs a ModelCheckpoint with monitor val/mcc (model selection)")
     cli.trainer.fit(module, datamodule=cli.datamodule)
     best = callback.best_model_path
+    if not best:
+        raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on val/mcc (did validation run?); "
+                         "nothing to test")
     results = cli.trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
     return {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
             "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
@@ -264,6 +271,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     from .model.loading import is_untrained
 
     cli_args = ["--config", config, *overrides]
+    seeds = list(dict.fromkeys(seeds))  # a seed given twice is one run
     fold_list: list[int | None] = list(range(folds)) if folds else [None]
 
     def fold_args(fold):

@@ -108,7 +108,8 @@ class LabelledDataModule(pl.LightningDataModule):
             are given (0: none); carved before the validation rows.
         folds, fold: cross-validation: with ``folds`` K >= 2 and no test rows given, the test rows
             are fold ``fold`` (0-based) of a stratified K-fold partition seeded by ``seed``
-            (``test_fraction`` is then unused); the validation rows come out of the other folds.
+            (``test_fraction`` is then unused); without given validation rows, they come out of the
+            other folds.
         seed: seeds the splits (the same for every model seed).
         sample_seed: seeds the order of training batches and the reverse-complement draws; None:
             the run's seed (``seed_everything``), or ``seed`` when the run has none.

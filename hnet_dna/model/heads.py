@@ -78,7 +78,7 @@ class HNetForSequenceClassification(nn.Module):
     Args:
         backbone: the language model whose backbone is used (pretrained or new).
         class_names: one name per class (index order of the logits).
-        pooling: ``mean``, ``chunks`` or ``last``.
+        pooling: ``mean``, ``chunks``, ``last`` or ``flatten``.
         rc_conjoin: average the logits of each sequence and its reverse complement.
         dropout: dropout on the pooled features during training.
         head_norm: LayerNorm on the pooled features (with ``flatten``: on each position) before the

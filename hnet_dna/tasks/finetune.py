@@ -78,10 +78,27 @@ class ClassifierTask(pl.LightningModule):
         """The longest sequence of the data module's splits (stored in checkpoints by the caller,
         so that test / predict rebuild the same layers)."""
         dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
-        lengths = [len(ids) for ds in getattr(dm, "datasets", {}).values() for ids in ds.ids]
+        lengths = [len(ids) for split, ds in getattr(dm, "datasets", {}).items() if split != "predict" for ids in ds.ids]
         if not lengths:
             raise ConfigError(f"{what} needs --model.max_length or a labelled data module to take it from")
         return max(lengths)
+
+    # what a checkpoint's head was built with: a module built here must agree before its weights load
+    BUILT_WITH = ("class_names", "rc_conjoin", "max_length", "pooling")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        state = checkpoint.get("state_dict", {})
+        norm = getattr(self.classifier, "head_norm", None)
+        if isinstance(norm, torch.nn.LayerNorm) and "classifier.head_norm.weight" not in state:
+            self.classifier.head_norm = torch.nn.Identity()  # a checkpoint from before head_norm existed
+            self.hparams.head_norm = False
+        for key in self.BUILT_WITH:
+            if key in saved and key in self.hparams and saved[key] != self.hparams[key]:
+                raise ConfigError(
+                    f"the checkpoint's classifier was built with {key} {saved[key]!r}, this one with {self.hparams[key]!r} "
+                    f"(from the data now attached); give --model.{key} {saved[key]!r} or load it with load_from_checkpoint"
+                )
 
     def _make_metrics(self, class_names: list[str], rc_conjoin: bool) -> None:
         self.metrics = torch.nn.ModuleDict({split: classification_metrics(len(class_names)) for split in ("val", "test")})
@@ -107,6 +124,8 @@ class ClassifierTask(pl.LightningModule):
             names = getattr(dm, "class_names", None)
             if names is not None and list(names) != self.classifier.class_names:
                 raise ConfigError(f"the data's classes {list(names)} differ from the model's {self.classifier.class_names}")
+            if self._rc_from_data and strand_symmetric is not None:  # a flag, no weights: set before fitting
+                self.classifier.rc_conjoin = self.hparams.rc_conjoin = bool(strand_symmetric)
 
     # ------------------------------------------------------------------------------- steps
     def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -205,14 +224,16 @@ class FinetuneModule(ClassifierTask):
             raise ConfigError(f"--model.lr_layer_decay must be within (0, 1], got {lr_layer_decay}")
         if decay_toward not in ("zero", "pretrained"):
             raise ConfigError(f"--model.decay_toward must be 'zero' or 'pretrained', got {decay_toward!r}")
-        if freeze_layers < 0:
-            raise ConfigError(f"--model.freeze_layers must be >= 0, got {freeze_layers}")
+        if freeze_layers < 0 or (freeze_layers and freeze_backbone):
+            raise ConfigError(f"--model.freeze_layers must be >= 0 and not given with --model.freeze_backbone true, "
+                              f"got {freeze_layers}")
         self.save_hyperparameters()
         # Held outside the module tree until the head exists, so its weights are registered once
         # (as classifier.backbone.*), whether the classes come from the config or from the data.
         self._backbone = [load_backbone(backbone)]
         self._anchors: dict[int, torch.Tensor] | None = None
         self.classifier: HNetForSequenceClassification | None = None
+        self._rc_from_data = rc_conjoin is None  # setup() sets it from the data's strand policy
         if class_names is not None:
             self._build(list(class_names), bool(rc_conjoin))
 
@@ -233,6 +254,10 @@ class FinetuneModule(ClassifierTask):
             for name, p in self.classifier.backbone.named_parameters():
                 if depths[name] <= hp.freeze_layers:
                     p.requires_grad_(False)
+        if hp.decay_toward == "pretrained":
+            # the backbone's weights as loaded from --model.backbone, before any checkpoint restores
+            # fine-tuned ones over them (Lightning restores after setup, before on_fit_start)
+            self._anchors = {id(p): p.detach().clone() for p in self.classifier.backbone.parameters()}
         self._make_metrics(class_names, rc_conjoin)
 
     def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -264,9 +289,8 @@ class FinetuneModule(ClassifierTask):
         return [g for g in groups if any(p.requires_grad for p in g["params"])]
 
     def on_fit_start(self) -> None:
-        if self.hparams.decay_toward == "pretrained":
-            # the weights fitting starts from, where the model now is (its device, its dtype)
-            self._anchors = {id(p): p.detach().clone() for p in self.classifier.backbone.parameters()}
+        if self._anchors is not None:  # to where the model now is (its device, its dtype)
+            self._anchors = {id(p): self._anchors[id(p)].to(p.device, p.dtype) for p in self.classifier.backbone.parameters()}
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self._anchors is None:
@@ -310,6 +334,7 @@ class CNNBaselineModule(ClassifierTask):
         super().__init__()
         self.save_hyperparameters()
         self.classifier: CNNClassifier | None = None
+        self._rc_from_data = rc_conjoin is None  # setup() sets it from the data's strand policy
         if class_names is not None:
             self._build(list(class_names), bool(rc_conjoin))
 
