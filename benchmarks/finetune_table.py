@@ -4,7 +4,8 @@
 
 One row per (labelled set, system): test MCC and AUROC as mean ± sd over seeds (ddof 1), the runs
 counted, and the mean validation MCC of the selected checkpoints (or of the chosen k / C); per set
-the winner of each metric and its margin in sd units (from ``results.json``); then the tally the
+the winner of each metric and its margin in sd units (recomputed from the runs in ``results.json``);
+then the tally the
 issue asks for: on how many sets the pretrained model is at least as good as ``scratch`` and
 ahead of the CNN (test MCC means).
 """
@@ -38,9 +39,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     tally = {"sets": 0, "model >= scratch": 0, "model > cnn": 0}
     verdicts = []
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from hnet_dna.finetune import _summary, winners
+
     for path in sorted(args.out.glob("*/results.json")):
         result = json.loads(path.read_text())
-        summary = result["summary"]
+        summary = _summary(result["runs"])  # recomputed from the runs with this checkout's rules
+        result["winners"] = winners(summary)
         for system, stats in summary.items():
             runs = [r for r in result["runs"] if r["system"] == system]
             vals = [r["val_mcc"] for r in runs if r["val_mcc"] is not None]
