@@ -160,7 +160,7 @@ def _control_module(system: str, module, seed: int):
 
         import inspect
 
-        config = module._backbone[0].config.to_dict()  # the same architecture, random weights
+        config = module.backbone.config.to_dict()  # the same architecture, random weights
         fields = inspect.signature(FinetuneModule).parameters
         return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k != "backbone"}, backbone=config)
     from .tasks import CNNBaselineModule
@@ -281,7 +281,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     dm = check.datamodule
     if not hasattr(dm, "class_names"):
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
-    if not hasattr(check.model, "_backbone"):
+    if not hasattr(check.model, "backbone"):
         raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
     pretrained = not is_untrained(_backbone_spec(check))
     if systems is None:
@@ -342,7 +342,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
                 run = {**deterministic[system], "seed": seed}
             elif system == "probe":
                 if features is None:
-                    features = probe_features(check.model._backbone[0], data, check.model.hparams.pooling)
+                    features = probe_features(check.model.backbone, data, check.model.hparams.pooling)
                 run = deterministic[system] = _probe_run(features, data, seed, fold)
             else:
                 run = deterministic[system] = _kmer_run(data, seed, fold)

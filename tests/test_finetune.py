@@ -377,15 +377,15 @@ def test_the_scratch_control_starts_from_other_weights_of_the_same_architecture(
 
     folder, pretrained = _pretrained_tiny(tmp_path)
     cli = _build_cli(["--config", recipe(tmp_path), "--model.backbone", str(folder)])
-    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in cli.model._backbone[0].state_dict().items())
+    assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in cli.model.backbone.state_dict().items())
     scratch = _control_module("scratch", cli.model, seed=0)
-    fresh, pre = scratch._backbone[0].state_dict(), pretrained.state_dict()
+    fresh, pre = scratch.backbone.state_dict(), pretrained.state_dict()
     assert fresh.keys() == pre.keys() and all(fresh[k].shape == pre[k].shape for k in pre)
     matrices = [k for k in pre if pre[k].dim() >= 2]
     assert not any(torch.equal(fresh[k], pre[k]) for k in matrices)
     recipe_fields = {k: v for k, v in cli.model.hparams.items() if k != "backbone" and not k.startswith("_")}
     assert {k: v for k, v in scratch.hparams.items() if k != "backbone"} == recipe_fields  # the same recipe
-    again = _control_module("scratch", cli.model, seed=0)._backbone[0].state_dict()
+    again = _control_module("scratch", cli.model, seed=0).backbone.state_dict()
     assert all(torch.equal(again[k], fresh[k]) for k in fresh)  # the control's weights depend on its seed alone
 
 

@@ -237,11 +237,16 @@ class FinetuneModule(ClassifierTask):
         if class_names is not None:
             self._build(list(class_names), bool(rc_conjoin))
 
+    @property
+    def backbone(self) -> HNetForCausalLM:
+        """The language model being fine-tuned (also before the head is built)."""
+        return self._backbone[0]
+
     def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
         hp = self.hparams
         if hp.pooling == "flatten" and hp.max_length is None:
             hp.max_length = self._longest("pooling 'flatten'")
-        self.classifier = HNetForSequenceClassification(self._backbone[0], class_names, pooling=hp.pooling,
+        self.classifier = HNetForSequenceClassification(self.backbone, class_names, pooling=hp.pooling,
                                                         rc_conjoin=rc_conjoin, dropout=hp.dropout, head_norm=hp.head_norm,
                                                         max_length=hp.max_length)
         if hp.freeze_backbone:
