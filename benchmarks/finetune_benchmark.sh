@@ -9,12 +9,16 @@
 # protocol call runs all of its systems in its stream; a rerun skips finished runs):
 #   THREADS=1 SETS="splice_sites_chr20 uci_splice_60bp ecoli_promoters" taskset -c 0 bash benchmarks/finetune_benchmark.sh &
 #   THREADS=1 SETS="promoter_tss_chr20 enhancers_iEnhancer2L core_promoters_70bp" taskset -c 1 bash benchmarks/finetune_benchmark.sh &
+# SYSTEMS="model probe" runs only those (default: all). With a new default model, rerunning into
+# a copy of an earlier OUT redoes only the runs that rest on the backbone (the protocol compares the
+# backbone's weights and architecture with those results.json records) and keeps cnn and kmer_lr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/finetune_benchmark}
 CAP=${CAP:-00:00:04:00}
 SEEDS=${SEEDS:-0 1 2}
 BACKBONE=${BACKBONE:-default}
+SYSTEMS=${SYSTEMS:-}
 SETS=${SETS:-promoter_tss_chr20 enhancers_iEnhancer2L uci_splice_60bp splice_sites_chr20 core_promoters_70bp ecoli_promoters}
 if [ -n "${THREADS:-}" ]; then  # torch's intra-op threads (default: one per core)
   export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -25,6 +29,6 @@ for set in $SETS; do
   echo "== $set ($(date -u +%H:%M:%S))"
   # shellcheck disable=SC2086
   python -m hnet_dna.finetune --config "pipelines/finetune/$set.yaml" --model.backbone "$BACKBONE" --seeds $SEEDS \
-    --out "$OUT/$set" --trainer.max_time "$CAP" "${quiet[@]}"
+    --out "$OUT/$set" --trainer.max_time "$CAP" ${SYSTEMS:+--systems $SYSTEMS} "${quiet[@]}"
 done
 echo "== done ($(date -u +%H:%M:%S))"

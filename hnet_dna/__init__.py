@@ -14,6 +14,16 @@ def embed_sequences(*args, **kwargs):
     return run(*args, **kwargs)
 
 
+def __getattr__(name: str):
+    # ``hnet_dna.ism(...)``: the module is callable (see hnet_dna/ism.py); imported on first use, so
+    # that ``python -m hnet_dna.ism`` does not find it imported already.
+    if name == "ism":
+        import importlib
+
+        return importlib.import_module(".ism", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -23,6 +33,7 @@ __all__ = [
     "HNetForCausalLM",
     "HNetForSequenceClassification",
     "embed_sequences",
+    "ism",
     "HNetOutput",
     "NucleotideTokenizer",
     "presets",

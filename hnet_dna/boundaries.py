@@ -24,10 +24,21 @@ With ``--annotation NAME=FILE ...`` (BED, 3+ columns, 0-based; SAF ``GeneID Chr 
 Strand``, 1-based inclusive, by the ``.saf`` suffix; or a ``chrom pos strand`` TSS list, 0-based),
 feature edges in the region are the first base of each feature and the base after it (a TSS list:
 the TSS). For each level and annotation, ``PREFIX.enrichment.tsv`` (also printed) counts the
-boundaries within ``--flank`` bases of an edge against a control that moves all boundaries by one
-random circular shift within the region (keeping their number and spacing), ``--shifts`` times:
-expected count, fold enrichment and the one-sided p-value (1 + #shifts with at least as many hits)
-/ (1 + shifts), and its mirror for depletion (``p_depletion``: shifts with at most as many). ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
+boundaries within ``--flank`` bases of an edge (``observed``; bases in N runs never count) against
+two controls, ``--shifts`` draws each, with expected count, fold and one-sided p-values (1 + #draws
+with at least as many hits) / (1 + draws), and ``p_depletion`` (at most as many):
+
+* ``shift``: all boundaries moved by one random circular shift along the region's non-N bases
+  (keeps their number and spacing; N runs are cut out, so no boundary lands in a gap);
+* ``gc`` (the headline ``p_value``): each boundary moved to a random non-N base of the same
+  ``--control-window`` window whose local GC (``--gc-flank`` bases either side) is in the same
+  decile (keeps local density and composition: enrichment that composition explains vanishes).
+
+``PREFIX.chunks.tsv`` (also printed, and a panel of the PNG) gives chunk lengths by where chunks
+start: in homopolymer runs (one base >= 8 times), short tandem repeats (a 2-6 base unit, >= 3
+copies, >= 12 bases) found in the sequence, and each interval annotation (CpG islands, exons ...),
+against the region's: bases per chunk, its ratio to the region's, the chunks' mean length and
+the fraction of one-base chunks. ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
 first annotated edge in the region). Chromosome names match through aliases (``chr20`` = ``20``).
 """
 
@@ -50,13 +61,15 @@ from .commands import (
     read_text_lines,
     resolve_region,
     tiles,
+    write_bigwig,
 )
 from .config import ConfigError
 from .data.genome import DataError, chrom_aliases, open_fasta
 from .model.hnet import HNetForCausalLM
 from .model.loading import load_model
 
-__all__ = ["region_boundaries", "RegionBoundaries", "read_feature_edges", "boundary_enrichment", "main"]
+__all__ = ["region_boundaries", "RegionBoundaries", "read_feature_edges", "boundary_enrichment", "local_gc",
+           "repeat_intervals", "chunk_length_stats", "main"]
 
 
 @dataclass
@@ -151,50 +164,133 @@ def read_feature_edges(path, record_names: set[str], start: int, end: int) -> tu
     return np.unique(np.asarray(edges, dtype=np.int64)), features
 
 
+def local_gc(letters: str, flank: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """(valid, gc): ``valid`` (L,) True at A/C/G/T (N runs and other letters False); ``gc`` (L,)
+    the G+C fraction of the valid bases within ``flank`` bases either side (NaN where none)."""
+    upper = np.frombuffer(letters.upper().encode(), dtype=np.uint8)
+    valid = np.isin(upper, np.frombuffer(b"ACGT", dtype=np.uint8))
+    strong = np.isin(upper, np.frombuffer(b"CG", dtype=np.uint8))
+    def window_sum(x):
+        c = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
+        idx = np.arange(len(x))
+        return c[np.minimum(idx + flank + 1, len(x))] - c[np.maximum(idx - flank, 0)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gc = window_sum(strong) / window_sum(valid)
+    return valid, gc
+
+
 def boundary_enrichment(boundaries: np.ndarray, edges: np.ndarray, start: int, end: int, *, flank: int = 2,
-                        shifts: int = 1000, seed: int = 0) -> dict:
-    """Boundaries within ``flank`` bases of an edge, observed vs circularly shifted (module docstring)."""
+                        shifts: int = 1000, seed: int = 0, valid: np.ndarray | None = None,
+                        gc: np.ndarray | None = None, control_window: int = 10_000, gc_bins: int = 10) -> dict:
+    """Boundaries within ``flank`` bases of an edge, observed vs two controls (module docstring).
+
+    ``valid`` (L,) marks the bases that count (False in N runs: no boundary there is counted and no
+    control puts one there); ``gc`` (L,) each base's local G+C fraction (:func:`local_gc`), for the
+    composition-matched control (skipped when None). ``p_value`` / ``p_depletion`` are the matched
+    control's when it ran, else the shift control's."""
     length = end - start
+    valid = np.ones(length, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     near = np.zeros(length, dtype=bool)
     for e in edges - start:
         near[max(0, e - flank):min(length, e + flank + 1)] = True
     local = boundaries - start
+    local = local[valid[local]]  # a boundary in an N run is no boundary of the sequence
     observed = int(near[local].sum())
+    places = np.flatnonzero(valid)  # (V,) the bases a control may move a boundary to
+    near_at = near[places]  # (V,)
+    rank = np.searchsorted(places, local)  # each boundary's index among the valid bases
+    block = max(1, 20_000_000 // max(len(local), 1))  # draws per step: memory stays ~ 160 MB on a chromosome
+
+    # Control 1: one circular shift of all boundaries along the valid bases (N runs cut out): keeps
+    # the boundaries' number and spacing, not the sequence under them.
     rng = np.random.default_rng(seed)
-    offsets = rng.integers(1, max(length, 2), size=shifts)
-    block = max(1, 20_000_000 // max(len(local), 1))  # shifts per step: memory stays ~ 160 MB on a chromosome
-    control = np.concatenate([near[(local[None, :] + offsets[k:k + block, None]) % length].sum(1)
+    offsets = rng.integers(1, max(len(places), 2), size=shifts)
+    shifted = np.concatenate([near_at[(rank[None, :] + offsets[k:k + block, None]) % len(places)].sum(1)
                               for k in range(0, shifts, block)])  # (shifts,)
-    expected = float(control.mean())
+    out = {"edges": int(len(edges)), "boundaries": int(len(local)), "observed": observed,
+           **_control("shift", observed, shifted)}
+    if gc is not None:
+        # Control 2: each boundary moved to a random valid base of the same control_window-base
+        # window and the same local-GC decile: keeps local density and composition, not spacing.
+        g = np.asarray(gc)[places]
+        cuts = np.nanquantile(g, np.linspace(0, 1, gc_bins + 1)[1:-1]) if np.isfinite(g).any() else np.array([])
+        key = (places // control_window) * (gc_bins + 1) + np.searchsorted(cuts, np.nan_to_num(g, nan=-1.0), side="right")
+        order = np.argsort(key, kind="stable")
+        strata, first, size = np.unique(key[order], return_index=True, return_counts=True)
+        k = np.searchsorted(strata, key[rank])
+        lo, n = first[k], size[k]  # (B,) each boundary's stratum in near_at[order]
+        near_sorted = near_at[order]
+        rng = np.random.default_rng([seed, 1])
+        matched = np.concatenate([near_sorted[lo + (rng.random((min(block, shifts - j), len(lo))) * n).astype(np.int64)].sum(1)
+                                  for j in range(0, shifts, block)])
+        out.update(_control("gc", observed, matched))
+    headline = "gc" if gc is not None else "shift"
+    out["p_value"], out["p_depletion"] = out[f"p_{headline}"], out[f"p_depletion_{headline}"]
+    out["control"] = headline
+    return out
+
+
+def _control(name: str, observed: int, draws: np.ndarray) -> dict:
+    expected = float(draws.mean())
     return {
-        "edges": int(len(edges)),
-        "boundaries": int(len(boundaries)),
-        "observed": observed,
-        "expected": expected,
-        "fold": observed / expected if expected > 0 else float("nan"),
-        "p_value": (1 + int((control >= observed).sum())) / (1 + shifts),
-        "p_depletion": (1 + int((control <= observed).sum())) / (1 + shifts),
+        f"expected_{name}": expected,
+        f"fold_{name}": observed / expected if expected > 0 else float("nan"),
+        f"p_{name}": (1 + int((draws >= observed).sum())) / (1 + len(draws)),
+        f"p_depletion_{name}": (1 + int((draws <= observed).sum())) / (1 + len(draws)),
     }
 
 
+# ------------------------------------------------------------------------ repeats and motifs
+def repeat_intervals(letters: str, offset: int = 0, *, min_homopolymer: int = 8, min_str: int = 12) -> dict:
+    """Homopolymer runs (one base repeated >= ``min_homopolymer`` times) and short tandem repeats
+    (a 2-6 base unit, not itself one base repeated, >= 3 copies and >= ``min_str`` bases) of
+    ``letters``, as (n, 2) arrays of half-open intervals at ``offset + position``."""
+    import re
+
+    upper = letters.upper()
+    found = {"homopolymer": [m.span() for m in re.finditer(rf"([ACGT])\1{{{min_homopolymer - 1},}}", upper)]}
+    strs = []
+    for unit in range(2, 7):
+        for m in re.finditer(rf"([ACGT]{{{unit}}})\1{{2,}}", upper):
+            if len(set(m.group(1))) > 1 and m.end() - m.start() >= min_str:
+                strs.append(m.span())
+    merged = []  # a repeat of "CA" is also one of "CACA": one interval per stretch
+    for a, b in sorted(strs):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    found["tandem_repeat"] = merged
+    return {k: np.asarray(v, dtype=np.int64).reshape(-1, 2) + offset for k, v in found.items()}
+
+
+def chunk_length_stats(starts: np.ndarray, start: int, end: int, classes: dict, valid: np.ndarray | None = None) -> list[dict]:
+    """Chunks by where they start: for each class of intervals (name -> (n, 2) genome intervals) and
+    for the whole region, the bases covered, the chunks starting there, bases per chunk, their
+    mean length and the fraction of one-base chunks."""
+    length = end - start
+    valid = np.ones(length, dtype=bool) if valid is None else valid
+    local = np.sort(starts - start)
+    lengths = np.diff(np.append(local, length))  # (C,) each chunk's length, the last clipped to the region
+    rows = []
+    for name, intervals in {"region": np.array([[start, end]]), **classes}.items():
+        inside = np.zeros(length, dtype=bool)
+        for a, b in np.asarray(intervals).reshape(-1, 2):
+            inside[max(a - start, 0):max(min(b - start, length), 0)] = True
+        inside &= valid
+        chosen = lengths[inside[local]]
+        bases = int(inside.sum())
+        rows.append({"class": name, "features": int(len(intervals)), "bases": bases, "chunks": int(len(chosen)),
+                     "bases_per_chunk": bases / len(chosen) if len(chosen) else float("nan"),
+                     "mean_chunk_length": float(chosen.mean()) if len(chosen) else float("nan"),
+                     "one_base_chunks": float((chosen == 1).mean()) if len(chosen) else float("nan")})
+    overall = rows[0]["bases_per_chunk"]
+    for r in rows:
+        r["vs_region"] = r["bases_per_chunk"] / overall if overall == overall and overall > 0 else float("nan")
+    return rows
+
+
 # ---------------------------------------------------------------------------------- outputs
-def _write_bigwig(path: Path, chrom: str, chrom_length: int, positions: np.ndarray, values: np.ndarray) -> None:
-    import pyBigWig
-
-    with atomic_path(path) as tmp:
-        bw = pyBigWig.open(str(tmp), "w")
-        bw.addHeader([(chrom, chrom_length)])
-        contiguous = len(positions) > 0 and positions[-1] - positions[0] == len(positions) - 1
-        step = 1 << 20  # entries per call: a chromosome's worth never sits in one Python list
-        for k in range(0, len(positions), step):
-            pos, val = positions[k:k + step], values[k:k + step].astype(np.float64)
-            if contiguous:  # level 0: one value per base, as a fixed-step block
-                bw.addEntries(chrom, int(pos[0]), values=val, span=1, step=1)
-            else:
-                bw.addEntries([chrom] * len(pos), pos, ends=pos + 1, values=val)
-        bw.close()
-
-
 def _write_chunks(path: Path, chrom: str, start: int, end: int, starts: np.ndarray) -> None:
     edges = np.unique(np.concatenate([[start], starts, [end]]))
     with atomic_path(path) as tmp, open(tmp, "w") as f:
@@ -202,7 +298,8 @@ def _write_chunks(path: Path, chrom: str, start: int, end: int, starts: np.ndarr
             f.write(f"{chrom}\t{a}\t{b}\tchunk{k}\n")
 
 
-def _plot(path: Path, chrom: str, result: RegionBoundaries, annotations: dict, lo: int, hi: int) -> None:
+def _plot(path: Path, chrom: str, result: RegionBoundaries, annotations: dict, lo: int, hi: int,
+          chunk_rows: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,8 +307,14 @@ def _plot(path: Path, chrom: str, result: RegionBoundaries, annotations: dict, l
     import matplotlib.ticker
 
     levels = len(result.probs)
-    fig, axes = plt.subplots(levels + 1, 1, figsize=(11, 2.0 * (levels + 1)), sharex=True,
-                             gridspec_kw={"height_ratios": [3] * levels + [max(1, len(annotations))]})
+    extra = 1 if chunk_rows else 0
+    fig, axes = plt.subplots(levels + 1 + extra, 1, figsize=(11, 2.0 * (levels + 1) + 2.6 * extra),
+                             gridspec_kw={"height_ratios": [3] * levels + [max(1, len(annotations))] + [4] * extra})
+    for ax in axes[1:levels + 1]:
+        ax.sharex(axes[0])
+    if chunk_rows:
+        _plot_chunks(axes[-1], chunk_rows)
+        axes = axes[:-1]
     for s in range(levels):
         ax = axes[s]
         pos, p = result.probs[s]
@@ -238,6 +341,23 @@ def _plot(path: Path, chrom: str, result: RegionBoundaries, annotations: dict, l
     plt.close(fig)
 
 
+def _plot_chunks(ax, rows: list[dict]) -> None:
+    """Bases per chunk by class (bars, one colour per level) against the region's (dashed)."""
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    levels = sorted({r["level"] for r in rows})
+    width = 0.8 / len(levels)
+    for k, s in enumerate(levels):
+        by = {r["class"]: r for r in rows if r["level"] == s}
+        x = np.arange(len(classes)) + (k - (len(levels) - 1) / 2) * width
+        ax.bar(x, [by[c]["bases_per_chunk"] for c in classes], width, color=f"C{k}", label=f"level {s}")
+        ax.axhline(by["region"]["bases_per_chunk"], color=f"C{k}", ls="--", lw=0.8)
+    ax.set_xticks(range(len(classes)), [f"{c}\n({next(r['features'] for r in rows if r['class'] == c):,})" for c in classes],
+                  fontsize=8)
+    ax.set_ylabel("bases per chunk")
+    ax.set_title("chunk length by where chunks start (dashed: the region's)", fontsize=9)
+    ax.legend(fontsize=8)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hnet_dna.boundaries", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,6 +370,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--flank", type=int, default=2, help="a boundary within this many bases of an edge is a hit")
     p.add_argument("--shifts", type=int, default=1000, help="random circular shifts in the control")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gc-flank", type=int, default=50, help="local GC of a base: bases within this many either side (default 50)")
+    p.add_argument("--control-window", type=int, default=10_000,
+                   help="the GC-matched control moves a boundary within windows of this many bases (default 10,000)")
     p.add_argument("--plot-region", default=None, help="CHROM:START-END for the PNG")
     p.add_argument("--window", type=int, default=4096)
     p.add_argument("--stride", type=int, default=None)
@@ -266,8 +389,8 @@ def run(args) -> None:
         raise DataError(f"--out {prefix}: no such folder {prefix.parent}")
     genome = open_fasta(args.fasta, index_dir=args.index_dir)
     chrom, record, start, end = resolve_region(genome, args.region)
-    if args.flank < 0 or args.shifts < 1:
-        raise ConfigError("--flank must be >= 0 and --shifts >= 1")
+    if args.flank < 0 or args.shifts < 1 or args.gc_flank < 1 or args.control_window < 1:
+        raise ConfigError("--flank must be >= 0, and --shifts, --gc-flank and --control-window >= 1")
     check_windows(args.window, args.stride, args.batch_size)
     names = set(chrom_aliases(record)) | set(chrom_aliases(chrom))
     annotations = {}
@@ -294,28 +417,51 @@ def run(args) -> None:
                                batch_size=args.batch_size, device=args.device, progress=not args.quiet)
     chrom_length = genome.records[record]
     for s in range(len(result.probs)):
-        _write_bigwig(Path(f"{prefix}.level{s}.prob.bw"), chrom, chrom_length, *result.probs[s])
+        write_bigwig(Path(f"{prefix}.level{s}.prob.bw"), chrom, chrom_length, *result.probs[s])
         _write_chunks(Path(f"{prefix}.level{s}.chunks.bed"), chrom, start, end, result.starts[s])
         print(f"hnet_dna.boundaries: level {s}: {len(result.starts[s]):,} chunks over {end - start:,} bases "
               f"({(end - start) / max(len(result.starts[s]), 1):.2f} bases per chunk)")
+    valid, gc = local_gc(genome.fetch(record, start, end), flank=args.gc_flank)
     if annotations:
         rows = []
         for s in range(len(result.starts)):
             for name, (edges, _) in annotations.items():
                 rows.append({"level": s, "annotation": name, **boundary_enrichment(
-                    result.starts[s], edges, start, end, flank=args.flank, shifts=args.shifts, seed=args.seed)})
-        header = ["level", "annotation", "edges", "boundaries", "observed", "expected", "fold", "p_value", "p_depletion"]
-        with atomic_path(Path(f"{prefix}.enrichment.tsv")) as tmp, open(tmp, "w") as f:
-            f.write("\t".join(header) + "\n")
-            for r in rows:
-                f.write("\t".join(_fmt(r[h]) for h in header) + "\n")
-        print(f"boundaries within {args.flank} bases of a feature edge, vs {args.shifts} circular shifts:")
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(_fmt(r[h]) for h in header) + " |")
-    _plot(Path(f"{prefix}.png"), chrom, result, annotations, *plot)
+                    result.starts[s], edges, start, end, flank=args.flank, shifts=args.shifts, seed=args.seed,
+                    valid=valid, gc=gc, control_window=args.control_window)})
+        _table(Path(f"{prefix}.enrichment.tsv"), rows, ENRICHMENT_COLUMNS,
+               f"boundaries within {args.flank} bases of a feature edge (N runs excluded); controls: {args.shifts} "
+               f"circular shifts along the non-N bases (shift) and {args.shifts} draws matched on local GC within "
+               f"{args.control_window:,}-base windows (gc); p_value is the gc control's:")
+    classes = repeat_intervals(genome.fetch(record, start, end), start)
+    for name, (_, features) in annotations.items():
+        if features and any(b - a > 1 for a, b in features):  # intervals (a TSS list has points only)
+            classes[name] = np.asarray(features, dtype=np.int64).reshape(-1, 2)
+    chunk_rows = [{"level": s, **r} for s in range(len(result.starts))
+                  for r in chunk_length_stats(result.starts[s], start, end, classes, valid)]
+    _table(Path(f"{prefix}.chunks.tsv"), chunk_rows, CHUNK_COLUMNS,
+           "chunks by where they start (homopolymers >= 8 bases, tandem repeats of 2-6 base units, annotations):")
+    _plot(Path(f"{prefix}.png"), chrom, result, annotations, *plot, chunk_rows=chunk_rows)
     print(f"hnet_dna.boundaries: wrote {prefix}.level*.prob.bw, {prefix}.level*.chunks.bed"
-          + (f", {prefix}.enrichment.tsv" if annotations else "") + f", {prefix}.png")
+          + (f", {prefix}.enrichment.tsv" if annotations else "") + f", {prefix}.chunks.tsv, {prefix}.png")
+
+
+ENRICHMENT_COLUMNS = ["level", "annotation", "edges", "boundaries", "observed", "expected_shift", "fold_shift", "p_shift",
+                      "expected_gc", "fold_gc", "p_gc", "p_depletion_gc", "p_value"]
+CHUNK_COLUMNS = ["level", "class", "features", "bases", "chunks", "bases_per_chunk", "vs_region", "mean_chunk_length",
+                 "one_base_chunks"]
+
+
+def _table(path: Path, rows: list[dict], header: list[str], title: str) -> None:
+    """``rows`` as a TSV at ``path`` and as a Markdown table on stdout."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write("\t".join(header) + "\n")
+        for r in rows:
+            f.write("\t".join(_fmt(r[h]) for h in header) + "\n")
+    print(title)
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(_fmt(r[h]) for h in header) + " |")
 
 
 def _fmt(x) -> str:

@@ -59,6 +59,7 @@ __all__ = [
     "check_windows",
     "read_text_lines",
     "fingerprint",
+    "write_bigwig",
 ]
 
 USER_ERRORS = (DataError, ConfigError, SequenceError, CheckpointError, InputError)
@@ -320,6 +321,24 @@ def check_output(path: Path, suffixes: tuple[str, ...], flag: str = "--output") 
     if path.is_dir():
         raise DataError(f"{flag} {path}: is a folder")
     return path
+
+
+def write_bigwig(path: Path, chrom: str, chrom_length: int, positions: np.ndarray, values: np.ndarray) -> None:
+    """One chromosome's per-base ``values`` at 0-based ``positions`` as a bigWig, written atomically."""
+    import pyBigWig
+
+    with atomic_path(path) as tmp:
+        bw = pyBigWig.open(str(tmp), "w")
+        bw.addHeader([(chrom, chrom_length)])
+        contiguous = len(positions) > 0 and positions[-1] - positions[0] == len(positions) - 1
+        step = 1 << 20  # entries per call: a chromosome's worth never sits in one Python list
+        for k in range(0, len(positions), step):
+            pos, val = positions[k:k + step], values[k:k + step].astype(np.float64)
+            if contiguous:  # level 0: one value per base, as a fixed-step block
+                bw.addEntries(chrom, int(pos[0]), values=val, span=1, step=1)
+            else:
+                bw.addEntries([chrom] * len(pos), pos, ends=pos + 1, values=val)
+        bw.close()
 
 
 class ResumableParts:

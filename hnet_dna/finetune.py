@@ -39,7 +39,9 @@ Writes into ``--out``:
 
 A rerun skips the runs already finished (results are written after each one), and refuses to mix
 results when the config, the overrides, the folds or the data files differ from those of the
-finished runs (a fingerprint of all of them).
+finished runs (a fingerprint of all of them). A rerun whose backbone changed since (a new default
+model, a retrained folder) keeps the runs that do not rest on it (cnn, kmer_lr; scratch too when
+only the weights changed, not the architecture) and redoes the others.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -162,7 +165,8 @@ def _control_module(system: str, module, seed: int):
 
         config = module.backbone.config.to_dict()  # the same architecture, random weights
         fields = inspect.signature(FinetuneModule).parameters
-        return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k != "backbone"}, backbone=config)
+        return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k not in ("backbone", "backbone_config")},
+                              backbone=config)
     from .tasks import CNNBaselineModule
 
     return CNNBaselineModule()
@@ -305,7 +309,28 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             f"hnet_dna.finetune: {results_path} holds results of another config, overrides, folds or data "
             f"(fingerprint {previous.get('fingerprint')} vs {fingerprint}); use another --out or remove it"
         )
+    # What the runs of each system rest on beyond the config and data: model and probe on the
+    # backbone's weights, scratch on its architecture; cnn and kmer_lr on neither. A rerun after
+    # the backbone changed (a new default model, a retrained folder) redoes the runs it voids.
+    from .commands import fingerprint as weights_fingerprint
+
+    backbone = {"backbone_weights": weights_fingerprint(check.model.backbone)[:16],
+                "backbone_config": hashlib.sha256(json.dumps(check.model.backbone.config.to_dict(), sort_keys=True)
+                                                  .encode()).hexdigest()[:16]}
     runs = previous["runs"] if previous else []
+    stale = set()
+    if previous is not None:
+        if previous.get("backbone_config") != backbone["backbone_config"]:
+            stale |= {"model", "probe", "scratch"}
+        elif previous.get("backbone_weights") != backbone["backbone_weights"]:
+            stale |= {"model", "probe"}
+        stale &= {r["system"] for r in runs}
+    if stale:
+        print(f"hnet_dna.finetune: the backbone differs from the one {results_path} was run with: redoing "
+              f"{', '.join(sorted(stale))}", file=sys.stderr, flush=True)
+        runs = [r for r in runs if r["system"] not in stale]
+        for system in stale & {"model", "scratch"}:
+            shutil.rmtree(out / "runs" / system, ignore_errors=True)
     split_sizes: dict = previous["split_sizes"] if previous else {}
     done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}
     result = previous
@@ -313,7 +338,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     def save() -> dict:
         summary = _summary(runs)
         return {
-            "fingerprint": fingerprint, "config": config, "overrides": overrides, "data_files": files,
+            "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "data_files": files,
             "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}), "folds": folds,
             "systems": [s for s in SYSTEMS if s in {r["system"] for r in runs}], "split_sizes": split_sizes,
             "runs": sorted(runs, key=lambda r: (r["system"], r.get("fold") or 0, r["seed"])),

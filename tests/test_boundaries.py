@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hnet_dna.boundaries import boundary_enrichment, read_feature_edges
+from hnet_dna.boundaries import boundary_enrichment, chunk_length_stats, local_gc, read_feature_edges, repeat_intervals
 from hnet_dna.boundaries import main as boundaries_main
 from hnet_dna.model.loading import load_model
 
@@ -46,6 +46,10 @@ def test_tracks_are_in_genome_coordinates_to_the_region_edges(tmp_path, capsys):
     assert table[0].split("\t")[:3] == ["level", "annotation", "edges"] and table[1].split("\t")[:3] == ["0", "feat", "4"]
     assert (prefix.parent / "r.png").stat().st_size > 10_000
     assert "| level | annotation |" in capsys.readouterr().out
+    rows = [line.split("\t") for line in (prefix.parent / "r.chunks.tsv").read_text().splitlines()]
+    assert rows[0][:3] == ["level", "class", "features"]
+    assert [r[1] for r in rows[1:]] == ["region", "homopolymer", "tandem_repeat", "feat"]
+    assert rows[1][3] == "3000" and rows[4][3] == "600"  # the region's bases; feat: 100 + 500 bases
 
 
 def test_inner_levels_are_mapped_back_to_bases(tmp_path):
@@ -72,10 +76,10 @@ def test_enrichment_finds_planted_boundaries_and_not_shuffled_ones():
     background = rng.choice(np.arange(start, end), 20_000, replace=False)
     planted = np.unique(np.concatenate([background, edges]))
     hit = boundary_enrichment(planted, edges, start, end, flank=2, shifts=500, seed=0)
-    assert hit["observed"] >= 150 and hit["fold"] > 2 and hit["p_value"] < 0.01 and hit["p_depletion"] > 0.99
+    assert hit["observed"] >= 150 and hit["fold_shift"] > 2 and hit["p_value"] < 0.01 and hit["p_depletion"] > 0.99
     shuffled = np.unique(np.concatenate([background, rng.choice(np.arange(start, end), 150, replace=False)]))
     null = boundary_enrichment(shuffled, edges, start, end, flank=2, shifts=500, seed=0)
-    assert 0.7 < null["fold"] < 1.3 and null["p_value"] > 0.05 and null["p_depletion"] > 0.05
+    assert 0.7 < null["fold_shift"] < 1.3 and null["p_value"] > 0.05 and null["p_depletion"] > 0.05
     avoided = np.setdiff1d(background, np.concatenate([edges + d for d in range(-2, 3)]))  # none near an edge
     assert boundary_enrichment(avoided, edges, start, end, flank=2, shifts=500)["p_depletion"] < 0.01
 
@@ -104,3 +108,56 @@ def test_bad_region_stops_before_writing(tmp_path, capsys):
                          "--model", "tiny-transformer"])
     assert "no chunk boundaries" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_controls_never_count_or_place_boundaries_in_n_runs():
+    start, end = 5000, 7000
+    valid = np.arange(end - start) < 1000  # the second half is an N gap
+    edges = np.arange(start, start + 1001, 5)  # with flank 2, every valid base is near an edge
+    rng = np.random.default_rng(0)
+    in_sequence = rng.choice(np.arange(start, start + 1000), 100, replace=False)
+    in_gap = rng.choice(np.arange(start + 1000, end), 50, replace=False)
+    gc = np.where(valid, rng.random(end - start), np.nan)
+    r = boundary_enrichment(np.sort(np.concatenate([in_sequence, in_gap])), edges, start, end, flank=2, shifts=200,
+                            valid=valid, gc=gc)
+    assert r["boundaries"] == 100 and r["observed"] == 100
+    assert r["expected_shift"] == 100 and r["expected_gc"] == 100  # every moved boundary stays on sequence
+    assert r["control"] == "gc" and r["p_value"] == r["p_gc"]
+
+
+def test_the_gc_matched_control_explains_composition_away():
+    rng = np.random.default_rng(2)
+    blocks = ["".join(rng.choice(list("AT" if k % 2 else "GC"), 200)) for k in range(20)]  # GC, AT, GC, ...
+    letters = "".join(blocks)
+    valid, gc = local_gc(letters, flank=5)
+    assert valid.all() and gc[100] == 1.0 and gc[300] == 0.0
+    gc_rich = np.flatnonzero(gc == 1.0)
+    edges = gc_rich[::4]  # with flank 2, every GC-only base is near an edge
+    at_rich = np.flatnonzero(gc == 0.0)
+    boundaries = np.sort(np.concatenate([rng.choice(gc_rich, 300, replace=False), rng.choice(at_rich, 50, replace=False)]))  # cuts favour GC
+    r = boundary_enrichment(boundaries, edges, 0, len(letters), flank=2, shifts=300, gc=gc, control_window=1000)
+    assert r["fold_shift"] > 1.3 and r["p_shift"] < 0.01  # spacing kept, composition not: looks enriched
+    assert 0.95 < r["fold_gc"] < 1.1 and r["p_gc"] > 0.01  # composition kept: nothing left to explain
+
+
+def test_homopolymers_and_tandem_repeats_are_found_and_their_chunks_counted():
+    rng = np.random.default_rng(3)
+    filler = "".join(rng.choice(list("ACGT"), 300))
+    filler = filler.replace("AAA", "ACA").replace("CC", "CG").replace("TT", "TG").replace("GG", "GA")  # no long runs
+    letters = (filler[:99] + "G" + "A" * 12 + "G" + filler[100:150] + "C" + "T" * 7 + "C" + filler[150:200]
+               + "G" + "CA" * 8 + "G" + filler[200:])
+    found = repeat_intervals(letters, offset=1000)
+    assert found["homopolymer"].tolist() == [[1100, 1112]]  # the run of 7 T is too short to count
+    assert [1223, 1239] in found["tandem_repeat"].tolist()  # found once, though "CACA" repeats too
+    assert len(found["tandem_repeat"]) == len({tuple(x) for x in found["tandem_repeat"].tolist()})
+    # chunks every 5 bases, and one-base chunks over the run's first six bases
+    starts = np.array(sorted(set(range(1000, 1000 + len(letters), 5)) | set(range(1100, 1106))))
+    rows = {r["class"]: r for r in chunk_length_stats(starts, 1000, 1000 + len(letters), found)}
+    lengths = np.diff(np.append(starts, 1000 + len(letters)))
+    in_run = [length for s, length in zip(starts, lengths) if 1100 <= s < 1112]  # by where they start
+    assert in_run == [1, 1, 1, 1, 1, 5, 5]  # the chunk from 1110 ends past the run: still the run's
+    assert rows["homopolymer"]["chunks"] == 7 and rows["homopolymer"]["bases_per_chunk"] == pytest.approx(12 / 7)
+    assert rows["homopolymer"]["one_base_chunks"] == pytest.approx(5 / 7)
+    assert rows["homopolymer"]["mean_chunk_length"] == pytest.approx(np.mean(in_run))
+    assert rows["region"]["chunks"] == len(starts) and rows["region"]["bases"] == len(letters)
+    assert rows["homopolymer"]["vs_region"] == pytest.approx((12 / 7) / (len(letters) / len(starts)))

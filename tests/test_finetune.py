@@ -489,3 +489,39 @@ def test_checkpoints_rebuild_the_head_they_were_trained_with(tmp_path):
     unresolved = FinetuneModule(backbone=tiny, class_names=["EI", "IE", "N"])  # rc_conjoin follows the data
     _setup_module(tmp_path, unresolved, strand_symmetric=True)
     assert unresolved.classifier.rc_conjoin and unresolved.hparams.rc_conjoin
+
+
+def test_a_checkpoint_rebuilds_its_backbone_after_the_spec_changes_meaning(tmp_path):
+    """A checkpoint fine-tuned from a folder (or from ``default``) loads after that folder holds
+    another model: the backbone's architecture travels in the checkpoint."""
+    import lightning.pytorch as pl
+
+    from hnet_dna.tasks.finetune import FinetuneModule, load_classifier
+
+    make_model("tiny-hnet", dtype=torch.float32, seed=1, d_model=[32, 48]).save_pretrained(tmp_path / "backbone")
+    module = FinetuneModule(backbone=str(tmp_path / "backbone"), class_names=["a", "b"], rc_conjoin=False).eval()
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": pl.__version__}, tmp_path / "clf.ckpt")
+    make_model("tiny-hnet", dtype=torch.float32, seed=2).save_pretrained(tmp_path / "backbone")  # now wider
+    loaded = load_classifier(tmp_path / "clf.ckpt")
+    ids, mask = padded_batch([30, 12], seed=3)
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(ids, mask), module.logits(ids, mask))
+
+
+def test_a_rerun_after_the_backbone_changed_redoes_only_the_runs_that_rest_on_it(tmp_path, capsys):
+    from hnet_dna.finetune import main as protocol
+
+    small = {"d_model": [32, 48], "attn_cfg": {"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}}
+    make_model("tiny-hnet", dtype=torch.float32, seed=1, **small).save_pretrained(tmp_path / "backbone")
+    argv = ["--config", recipe(tmp_path), "--seeds", "0", "--out", str(tmp_path / "out"), "--trainer.max_epochs", "1",
+            "--model.backbone", str(tmp_path / "backbone"), "--systems", "model", "probe", "kmer_lr"]
+    protocol(argv)
+    first = {r["system"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]}
+    make_model("tiny-hnet", dtype=torch.float32, seed=2, **small).save_pretrained(tmp_path / "backbone")  # retrained
+    protocol(argv)
+    assert "redoing model, probe" in capsys.readouterr().err
+    again = {r["system"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]}
+    assert again["kmer_lr"] == first["kmer_lr"]  # rests on the data alone: kept
+    assert again["model"]["val_mcc"] is not None and os.path.isfile(again["model"]["checkpoint"])
+    assert again["probe"] != first["probe"] or again["model"]["test"] != first["model"]["test"]

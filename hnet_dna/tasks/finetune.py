@@ -36,7 +36,7 @@ from torchmetrics.classification import (
     MulticlassMatthewsCorrCoef,
 )
 
-from ..config import ConfigError
+from ..config import ConfigError, HNetConfig
 from ..model import HNetForCausalLM
 from ..model.cnn import CNNClassifier
 from ..model.heads import HNetForSequenceClassification
@@ -44,7 +44,7 @@ from ..model.loading import load_model
 from ..optim import layer_depths, param_groups
 from .pretrain import lr_factor
 
-__all__ = ["FinetuneModule", "CNNBaselineModule", "load_backbone", "classification_metrics"]
+__all__ = ["FinetuneModule", "CNNBaselineModule", "load_backbone", "load_classifier", "classification_metrics"]
 
 
 def load_backbone(spec: str | dict) -> HNetForCausalLM:
@@ -156,8 +156,12 @@ class ClassifierTask(pl.LightningModule):
         self._evaluate("test", batch)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        logits = self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"]).logits
-        return {"index": batch["index"], "probs": logits.float().softmax(-1)}
+        return {"index": batch["index"], "probs": self.logits(batch["input_ids"], batch["mask"]).float().softmax(-1)}
+
+    def logits(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, C) of nucleotide-table ids (B, L), what the labelled data modules and
+        :class:`~hnet_dna.tokenizer.NucleotideTokenizer` make; ``mask`` (B, L) True on bases."""
+        return self.classifier(self._model_ids(input_ids), mask=mask).logits
 
     def _scheduled(self, optimizer) -> dict:
         hp = self.hparams
@@ -195,6 +199,10 @@ class FinetuneModule(ClassifierTask):
         warmup_fraction: linear warmup, then cosine to ``min_lr_fraction`` over the run's optimizer
             steps.
         dropout: on the pooled features.
+        backbone_config: written by the module into its checkpoints (leave it unset): the
+            backbone's full config, so that a checkpoint rebuilds its architecture from itself even
+            when ``backbone`` now names something else (``default`` after a new default model, a
+            moved folder); the weights come from the checkpoint.
     """
 
     def __init__(
@@ -216,6 +224,7 @@ class FinetuneModule(ClassifierTask):
         warmup_fraction: float = 0.1,
         min_lr_fraction: float = 0.1,
         dropout: float = 0.1,
+        backbone_config: dict | None = None,
     ):
         super().__init__()
         if not lr > 0 or (head_lr is not None and not head_lr > 0):
@@ -230,7 +239,12 @@ class FinetuneModule(ClassifierTask):
         self.save_hyperparameters()
         # Held outside the module tree until the head exists, so its weights are registered once
         # (as classifier.backbone.*), whether the classes come from the config or from the data.
-        self._backbone = [load_backbone(backbone)]
+        if backbone_config is not None:  # from a checkpoint: random weights, the checkpoint's replace them
+            self._backbone = [HNetForCausalLM(HNetConfig.from_dict(backbone_config, source="the checkpoint's backbone_config"))]
+        else:
+            self._backbone = [load_backbone(backbone)]
+            self.hparams.backbone_config = self.backbone.config.to_dict()
+        self._anchors_valid = backbone_config is None  # L2-SP anchors need the pretrained weights themselves
         self._anchors: dict[int, torch.Tensor] | None = None
         self.classifier: HNetForSequenceClassification | None = None
         self._rc_from_data = rc_conjoin is None  # setup() sets it from the data's strand policy
@@ -294,6 +308,9 @@ class FinetuneModule(ClassifierTask):
         return [g for g in groups if any(p.requires_grad for p in g["params"])]
 
     def on_fit_start(self) -> None:
+        if self._anchors is not None and not self._anchors_valid:
+            raise ConfigError("decay_toward 'pretrained' needs the pretrained backbone's weights, but this module was "
+                              "rebuilt from a checkpoint's backbone_config; fit from the recipe with --ckpt_path instead")
         if self._anchors is not None:  # to where the model now is (its device, its dtype)
             self._anchors = {id(p): self._anchors[id(p)].to(p.device, p.dtype) for p in self.classifier.backbone.parameters()}
 
@@ -359,3 +376,31 @@ class CNNBaselineModule(ClassifierTask):
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
                                        {"params": rest, "weight_decay": 0.0}], lr=hp.lr)
         return self._scheduled(optimizer)
+
+
+def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
+    """A fine-tuned classifier (:class:`FinetuneModule` or :class:`CNNBaselineModule`) from a
+    checkpoint written by ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
+    mode on the CPU."""
+    from pathlib import Path
+
+    from ..weights import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
+        raise CheckpointError(f"{flag} {path}: not a readable checkpoint ({type(e).__name__})") from None
+    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    if not hparams.get("class_names"):
+        raise CheckpointError(f"{flag} {path}: not a fine-tuned classifier of hnet_dna (no class names in its "
+                              "hyperparameters); a pretraining checkpoint goes to --model instead")
+    cls = FinetuneModule if "backbone" in hparams else CNNBaselineModule
+    try:
+        task = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{flag} {path}: its weights do not fit the classifier its hyperparameters describe "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return task.eval()
