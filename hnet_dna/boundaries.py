@@ -265,8 +265,8 @@ def repeat_intervals(letters: str, offset: int = 0, *, min_homopolymer: int = 8,
 
 
 def chunk_length_stats(starts: np.ndarray, start: int, end: int, classes: dict, valid: np.ndarray | None = None) -> list[dict]:
-    """Chunks by where they start: for each class of intervals (name -> (n, 2) genome intervals) and
-    for the whole region, the bases covered, the chunks starting there, bases per chunk, their
+    """Chunks by where they start: for each class of intervals (name -> (n, 2) genome intervals;
+    ``features`` counts those in the region) and for the whole region, the bases covered, the chunks starting there, bases per chunk, their
     mean length and the fraction of one-base chunks."""
     length = end - start
     valid = np.ones(length, dtype=bool) if valid is None else valid
@@ -275,8 +275,10 @@ def chunk_length_stats(starts: np.ndarray, start: int, end: int, classes: dict, 
     rows = []
     for name, intervals in {"region": np.array([[start, end]]), **classes}.items():
         inside = np.zeros(length, dtype=bool)
-        for a, b in np.asarray(intervals).reshape(-1, 2):
-            inside[max(a - start, 0):max(min(b - start, length), 0)] = True
+        intervals = np.asarray(intervals).reshape(-1, 2)
+        intervals = intervals[(intervals[:, 1] > start) & (intervals[:, 0] < end)]  # those in the region
+        for a, b in intervals:
+            inside[max(a - start, 0):min(b - start, length)] = True
         inside &= valid
         chosen = lengths[inside[local]]
         bases = int(inside.sum())

@@ -391,7 +391,7 @@ def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
         raise CheckpointError(f"{flag} {path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
+    except Exception as e:  # noqa: BLE001 (torch raises many kinds for a damaged file)
         raise CheckpointError(f"{flag} {path}: not a readable checkpoint ({type(e).__name__})") from None
     hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
     if not hparams.get("class_names"):
