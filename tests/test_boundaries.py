@@ -161,3 +161,5 @@ def test_homopolymers_and_tandem_repeats_are_found_and_their_chunks_counted():
     assert rows["homopolymer"]["mean_chunk_length"] == pytest.approx(np.mean(in_run))
     assert rows["region"]["chunks"] == len(starts) and rows["region"]["bases"] == len(letters)
     assert rows["homopolymer"]["vs_region"] == pytest.approx((12 / 7) / (len(letters) / len(starts)))
+    edge = chunk_length_stats(starts, 1000, 1000 + len(letters), {"a": np.array([[900, 1010], [5000, 5100]])})[1]
+    assert (edge["features"], edge["bases"], edge["chunks"]) == (1, 10, 2)  # clipped to the region; outside ones dropped
