@@ -439,6 +439,9 @@ MUTANTS = [
     Mutant("protocol_ignores_backbone_change", "a rerun keeps model and probe runs made with another backbone",
            "hnet_dna/finetune.py", [("        elif previous.get(\"backbone_weights\") != backbone[\"backbone_weights\"]:\n            stale |= {\"model\", \"probe\"}\n", "")],
            "tests/test_finetune.py::test_a_rerun_after_the_backbone_changed_redoes_only_the_runs_that_rest_on_it"),
+    Mutant("heldout_bits_divided_twice", "the held-out report divides score_windows' per-base bits by the base count again",
+           "hnet_dna/tasks/callbacks.py", [("parameters (this run)\", bits)]", "parameters (this run)\", bits / max(bases, 1))]")],
+           "tests/test_cli.py::test_demo_recipe_runs_and_reports_against_markov"),
 ]
 
 

@@ -200,6 +200,8 @@ def test_demo_recipe_runs_and_reports_against_markov(tmp_path, capsys):
     report = json.loads(next((tmp_path / "demo").rglob("heldout_report.json")).read_text())
     assert any(name.startswith("order-2 Markov") for name in report["bits_per_base"])
     assert set(report["scored_bases"].values()) == {report["bases"]}  # model and Markov: the same targets
+    model_bits = next(v for k, v in report["bits_per_base"].items() if k.endswith("(this run)"))
+    assert 1.5 < model_bits < 2.5  # 3 steps from random weights: about 2 bits per base, not 2 / (bases)
     assert "stage 0 (base-pair resolution, d_model 64): 0.02 " in captured.err  # each stage's rate, printed
     png = next((tmp_path / "demo").rglob("training_curves.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

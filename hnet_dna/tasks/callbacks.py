@@ -89,7 +89,7 @@ class HeldOutReport(pl.Callback):
                 m.update(to_model(seq))
         kind = "H-Net" if model.config.num_stages > 1 else "isotropic model"
         layout = json.dumps(model.config.arch_layout)
-        rows = [(f"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits / max(bases, 1))]
+        rows = [(f"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits)]  # already per base
         scored = {rows[0][0]: bases}
         for m in markov:
             total, n = m.score(held)
