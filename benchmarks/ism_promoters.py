@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,10 +25,13 @@ import numpy as np
 import torch
 
 import hnet_dna
+from hnet_dna.backends import cpu_name
 from hnet_dna.ism import plot
 from hnet_dna.tasks.finetune import load_classifier
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from model_speed import git_commit  # noqa: E402  (the same provenance)
 DATA = REPO.parent / "shared" / "data" / "classification" / "promoter_tss_chr20_300bp.tsv"
 TSS = 249
 BANDS = [(-249, -101), (-100, -51), (-50, -1), (0, 50)]
@@ -59,8 +60,8 @@ def main(argv=None) -> None:
          xlabel="position relative to the TSS")
     importance = np.stack([result.importance(i) for i in range(len(chosen))])  # (N, 300)
     effects = np.stack(result.effects)  # (N, 300, 4)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
+    commit = git_commit()
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} torch threads; "
           f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {commit}")
     print(f"command: python benchmarks/ism_promoters.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     subs = 3 * importance.size

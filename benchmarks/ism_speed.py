@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,10 +19,13 @@ from pathlib import Path
 import torch
 
 import hnet_dna
+from hnet_dna.backends import cpu_name
 from hnet_dna.ism import DEFAULT_WINDOW
 from hnet_dna.model.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from model_speed import git_commit  # noqa: E402  (the same provenance)
 
 
 def fixture_sequence() -> str:
@@ -45,8 +46,8 @@ def main(argv=None) -> None:
     if len(seq) < max(args.lengths):
         sys.exit(f"the fixture has {len(seq):,} bases; ask for at most that")
     hnet_dna.ism([seq[:min(args.lengths)]], model, batch_size=args.batches[0])  # warm-up
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}; "
+    commit = git_commit()
+    print(f"machine: {cpu_name()}, {args.threads} torch threads, torch {torch.__version__}; "
           f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; commit {commit}; model {args.model or 'default'}")
     print(f"command: python benchmarks/ism_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
     print("| length | window | batch | substitutions | seconds | substitutions/s | bases read/s |")

@@ -423,7 +423,8 @@ def run(args) -> None:
         _write_chunks(Path(f"{prefix}.level{s}.chunks.bed"), chrom, start, end, result.starts[s])
         print(f"hnet_dna.boundaries: level {s}: {len(result.starts[s]):,} chunks over {end - start:,} bases "
               f"({(end - start) / max(len(result.starts[s]), 1):.2f} bases per chunk)")
-    valid, gc = local_gc(genome.fetch(record, start, end), flank=args.gc_flank)
+    letters = genome.fetch(record, start, end)
+    valid, gc = local_gc(letters, flank=args.gc_flank)
     if annotations:
         rows = []
         for s in range(len(result.starts)):
@@ -435,7 +436,7 @@ def run(args) -> None:
                f"boundaries within {args.flank} bases of a feature edge (N runs excluded); controls: {args.shifts} "
                f"circular shifts along the non-N bases (shift) and {args.shifts} draws matched on local GC within "
                f"{args.control_window:,}-base windows (gc); p_value is the gc control's:")
-    classes = repeat_intervals(genome.fetch(record, start, end), start)
+    classes = repeat_intervals(letters, start)
     for name, (_, features) in annotations.items():
         if features and any(b - a > 1 for a, b in features):  # intervals (a TSS list has points only)
             classes[name] = np.asarray(features, dtype=np.int64).reshape(-1, 2)

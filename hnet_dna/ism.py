@@ -206,10 +206,6 @@ def _classifier_effects(task, ids: torch.Tensor, batch_size: int, device):
     return effects.float().numpy()
 
 
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(iter(module.parameters())).device
-
-
 def ism(
     sequences,
     model=None,
@@ -271,7 +267,7 @@ def ism(
             raise ConfigError(f"--target {target!r}: the classifier's classes are {names}")
         net, kind, window = task, "classifier", None
     _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)
-    device = _device_of(net) if device is None else choose_device(device) if isinstance(device, str) else device
+    device = next(net.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
     net.to(device)
     context = context or [0] * len(encoded)
     if kind == "classifier" and any(context):
@@ -409,11 +405,9 @@ def run(args: argparse.Namespace) -> None:
         from .tasks.finetune import load_classifier
 
         net = scorer = load_classifier(args.ckpt_path)
-        encode_sequences(records, NucleotideTokenizer())  # bad letters named before any work
         model = None
     else:
         model = net = load_model(args.model, warn_untrained=True)
-        encode_sequences(records, model.tokenizer)
         scorer = "lm"
     device = choose_device(args.device)
     options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,

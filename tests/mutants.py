@@ -198,7 +198,7 @@ MUTANTS = [
            "tests/test_boundaries.py::test_inner_levels_are_mapped_back_to_bases"),
     Mutant("enrichment_no_shift", "the control does not move the boundaries",
            "hnet_dna/boundaries.py",
-           [("offsets = rng.integers(1, max(length, 2), size=shifts)", "offsets = np.zeros(shifts, dtype=np.int64)")],
+           [("offsets = rng.integers(1, max(len(places), 2), size=shifts)", "offsets = np.zeros(shifts, dtype=np.int64)")],
            "tests/test_boundaries.py::test_enrichment_finds_planted_boundaries_and_not_shuffled_ones"),
     # Triton chunking kernels (issue #11), run under the interpreter without a GPU
     Mutant("dechunk_no_carry", "the fused EMA forgets the state carried in from earlier tiles", "hnet_dna/kernels/dechunk.py",
@@ -349,7 +349,7 @@ MUTANTS = [
            "tests/test_finetune.py::test_layer_wise_lr_decay_partial_freezing_and_decay_toward_the_pretrained_weights"),
     Mutant("scratch_is_pretrained", "the scratch control keeps the pretrained weights",
            "hnet_dna/finetune.py",
-           [('if k in fields and k != "backbone"}, backbone=config)', 'if k in fields and k != "backbone"}, backbone=module.hparams.backbone)')],
+           [('                              backbone=config)', '                              backbone=module.hparams.backbone)')],
            "tests/test_finetune.py::test_the_scratch_control_starts_from_other_weights_of_the_same_architecture"),
     Mutant("folds_overlap", "every fold tests the same rows",
            "hnet_dna/data/labelled_datamodule.py",

@@ -73,14 +73,21 @@ def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: b
     return build_model(spec, flag)
 
 
-def _from_lightning_checkpoint(path: Path, flag: str) -> HNetForCausalLM:
+def read_lightning_checkpoint(path: Path, flag: str) -> tuple[dict, dict]:
+    """(the checkpoint, its hyperparameters) of a Lightning ``.ckpt``, read safely; a missing or
+    damaged file is a :class:`CheckpointError` naming ``flag``."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{flag} {path}: no such checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001: torch raises many kinds for a damaged file
+    except Exception as e:  # noqa: BLE001 (torch raises many kinds for a damaged file)
         raise CheckpointError(f"{flag} {path}: not a readable checkpoint ({type(e).__name__})") from None
-    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    return state, (state.get("hyper_parameters", {}) if isinstance(state, dict) else {})
+
+
+def _from_lightning_checkpoint(path: Path, flag: str) -> HNetForCausalLM:
+    state, hparams = read_lightning_checkpoint(path, flag)
     if "model" not in hparams or "state_dict" not in state:
         raise CheckpointError(
             f"{flag} {path}: not a pretraining checkpoint of hnet_dna (no model spec in its "

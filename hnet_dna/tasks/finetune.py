@@ -382,18 +382,10 @@ def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
     """A fine-tuned classifier (:class:`FinetuneModule` or :class:`CNNBaselineModule`) from a
     checkpoint written by ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
     mode on the CPU."""
-    from pathlib import Path
-
+    from ..model.loading import read_lightning_checkpoint
     from ..weights import CheckpointError
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{flag} {path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 (torch raises many kinds for a damaged file)
-        raise CheckpointError(f"{flag} {path}: not a readable checkpoint ({type(e).__name__})") from None
-    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    _, hparams = read_lightning_checkpoint(path, flag)
     if not hparams.get("class_names"):
         raise CheckpointError(f"{flag} {path}: not a fine-tuned classifier of hnet_dna (no class names in its "
                               "hyperparameters); a pretraining checkpoint goes to --model instead")
