@@ -233,6 +233,17 @@ def test_hg38_paper_recipe_parses_and_builds_its_model(tmp_path, chr20_slices):
     assert data.hparams.window == 8192 and len(data.tables["val"]) == 12
 
 
+def test_gradient_checkpointing_is_a_command_line_switch(workdir):
+    model, _, _ = build_recipe(workdir / "base.yaml", "--model.gradient_checkpointing", "true")
+    assert model.model.is_gradient_checkpointing
+    model, _, _ = build_recipe(workdir / "base.yaml")
+    assert not model.model.is_gradient_checkpointing
+    from hnet_dna.tasks import FinetuneModule
+
+    assert FinetuneModule(backbone="tiny-hnet", gradient_checkpointing=True).backbone.is_gradient_checkpointing
+    assert not FinetuneModule(backbone="tiny-hnet").backbone.is_gradient_checkpointing
+
+
 @pytest.mark.skipif(not (SHARED / "genomes" / "GRCh37_chr20.fa.gz").is_file(), reason="needs ../shared/data")
 def test_chr20_recipe_builds_on_the_real_chromosome(tmp_path):
     for name in ("GRCh37_chr20.fa.gz", "GRCh37_chr20.fa.gz.fai", "GRCh37_chr20.fa.gz.gzi"):

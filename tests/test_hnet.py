@@ -247,3 +247,47 @@ def test_lm_head_starts_at_the_initializer_range():
     model = HNetForCausalLM(HNetConfig.from_preset("tiny-hnet", d_model=[128, 192]))
     assert model.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.1)
     assert model.lm_head.weight.mean().abs().item() < 0.005
+
+
+def _loss_and_grads(model, ids, mask):
+    model.zero_grad(set_to_none=True)
+    out = model(ids, mask=mask, labels=ids)
+    out.loss.backward()
+    return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _saved_bytes(model, ids, mask) -> int:
+    """Bytes autograd keeps for the backward pass of one forward (what checkpointing cuts)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(ids, mask=mask, labels=ids).loss
+    return total[0]
+
+
+@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage", "tiny-transformer", "tiny-mamba2"])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients_with_less_saved(preset):
+    torch.manual_seed(0)
+    model = HNetForCausalLM(HNetConfig.from_preset(preset))
+    ids = torch.randint(0, 4, (2, 300))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[1, 250:] = False
+    loss, grads = _loss_and_grads(model, ids, mask)
+    saved = _saved_bytes(model, ids, mask)
+    assert not model.is_gradient_checkpointing
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    loss_ckpt, grads_ckpt = _loss_and_grads(model, ids, mask)
+    saved_ckpt = _saved_bytes(model, ids, mask)
+    torch.testing.assert_close(loss_ckpt, loss, rtol=1e-6, atol=1e-6)
+    assert grads_ckpt.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    # Only block inputs (and what routing and the head keep) remain: well under half.
+    assert saved_ckpt < 0.5 * saved, (saved_ckpt, saved)
+    with torch.no_grad():  # inference never recomputes
+        torch.testing.assert_close(model(ids, mask=mask).logits, model.gradient_checkpointing_enable(False)(ids, mask=mask).logits)

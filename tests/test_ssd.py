@@ -58,3 +58,28 @@ def test_groups_must_divide_heads():
     x, a, B, C = random_inputs(8, heads=3, groups=2)
     with pytest.raises(ValueError, match="3 heads cannot share 2 groups"):
         ssd_scan(x, a, B, C, chunk_size=4)
+
+
+@pytest.mark.parametrize("length, chunk", [(300, 4), (37, 8), (64, 16)])
+def test_gradients_equal_the_sequential_recurrence_fp64(length, chunk):
+    # (300, 4): 75 chunks carried by a scan of chunks, itself of 19 chunks, ... (the recursion)
+    inputs = [t.requires_grad_() for t in random_inputs(length)]
+    init = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, length, 4, 3, dtype=torch.float64)
+    grads = []
+    for scan in (lambda *a: ssd_scan(*a, chunk_size=chunk, initial_state=init, return_final_state=True),
+                 lambda *a: ssd_sequential_ref(*a, initial_state=init, return_final_state=True)):
+        y, final = scan(*inputs)
+        loss = (y * weights).sum() + final.pow(2).sum()
+        grads.append(torch.autograd.grad(loss, [*inputs, init]))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_many_chunks_equal_the_sequential_recurrence_fp64():
+    x, a, B, C = random_inputs(300)
+    init = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    y, final = ssd_scan(x, a, B, C, chunk_size=4, initial_state=init, return_final_state=True)
+    y_ref, final_ref = ssd_sequential_ref(x, a, B, C, initial_state=init, return_final_state=True)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(final, final_ref, rtol=1e-10, atol=1e-10)

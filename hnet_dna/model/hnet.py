@@ -231,6 +231,22 @@ class HNetForCausalLM(nn.Module):
         nn.init.normal_(self.embeddings.weight, std=1.0)
         _init_stage(self.backbone, r, parent_residuals=0)
 
+    def gradient_checkpointing_enable(self, enabled: bool = True) -> "HNetForCausalLM":
+        """Activation checkpointing per block: each block of every isotropic stack (encoders,
+        decoders, main network) keeps only its input for the backward pass and is run again there.
+        Training memory then holds one block's activations at a time instead of every block's,
+        for about one more forward pass of compute; results are unchanged (float noise aside).
+        Routing, chunking and the LM head are not recomputed: a recomputed routing decision could
+        change the inner sequence's length."""
+        for module in self.modules():
+            if isinstance(module, Isotropic):
+                module.gradient_checkpointing = enabled
+        return self
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(m.gradient_checkpointing for m in self.modules() if isinstance(m, Isotropic))
+
     # -------------------------------------------------------------------------------- forward
     def forward(
         self,

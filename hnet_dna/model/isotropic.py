@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import SSMConfig, parse_layout
 from .attention import CausalSelfAttention
@@ -76,12 +77,19 @@ class Isotropic(nn.Module):
             Block(kind, d_model, d_intermediate, ssm_cfg, attn) for kind in parse_layout(layout)
         )
         self.rmsnorm = RMSNorm(d_model)
+        # Activation checkpointing, per block: keep only each block's input for the backward and
+        # run the block again there (see HNetForCausalLM.gradient_checkpointing_enable).
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, mask=None, caches: list | None = None) -> torch.Tensor:
         """x: (B, L, D) -> (B, L, D) in x's dtype. ``caches``: one per layer, filled for decoding."""
         residual = hi(x)
+        recompute = self.gradient_checkpointing and caches is None and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            residual = layer(residual, mask=mask, cache=None if caches is None else caches[i])
+            if recompute:
+                residual = checkpoint(layer, residual, mask, use_reentrant=False)
+            else:
+                residual = layer(residual, mask=mask, cache=None if caches is None else caches[i])
         return self.rmsnorm(residual).to(x.dtype)
 
     def step(self, x: torch.Tensor, caches: list, active=None) -> torch.Tensor:

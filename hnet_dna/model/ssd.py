@@ -16,6 +16,12 @@ Instead of a loop over positions, the sequence is cut into chunks of ``chunk_siz
 3. chunk-end states are propagated across chunks with a (chunks+1, chunks+1) decay matrix;
 4. each position adds the state carried into its chunk, decayed to that position.
 
+Step 3 is the same recurrence again, one position per chunk: past ``chunk_size`` chunks it runs
+as a scan of its own (recursively), so the cost grows linearly with length rather than with the
+square of the number of chunks. Step 1's decay-weighted scores have a hand-written backward
+(``_DecayedScores``): autograd's chain of sub / clamp / exp / mul would make six passes over the
+largest tensor of the scan where two suffice.
+
 Every exponent is a sum of log decays (<= 0), so nothing overflows. Chunk size changes only
 speed, memory and float rounding, not the result: segment sums are differences of cumulative sums
 within a chunk (as in mamba_ssm's kernels), so the fp32 rounding error of a decay factor grows
@@ -99,8 +105,7 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     # masked, so j > i cannot overflow and is zeroed by the mask.
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
     cb = torch.einsum("bclgn,bcsgn->bgcls", C, B) * causal  # (b, g, c, T, T)
-    decay = torch.exp((a_cum[..., :, None] - a_cum[..., None, :]).clamp(max=0.0))  # (b, g, r, c, T, T)
-    scores = cb[:, :, None] * decay
+    scores = _DecayedScores.apply(cb, a_cum)  # (b, g, r, c, T, T)
     x_heads = rearrange(x, "b c l g r p -> b g r c l p")
     y_within = rearrange(scores.to(x.dtype) @ x_heads, "b g r c l p -> b c l g r p")
 
@@ -109,15 +114,8 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     x_weighted = x * rearrange(decay_to_end, "b g r c l -> b c l g r 1").to(x.dtype)
     chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", B, x_weighted)
 
-    # 3. carry states across chunks
-    if initial_state is None:
-        initial = torch.zeros_like(chunk_states[:, :1])
-    else:
-        initial = rearrange(initial_state, "b (g r) p n -> b 1 g r p n", r=r).to(chunk_states.dtype)
-    chunk_states = torch.cat([initial, chunk_states], dim=1)  # (b, c+1, g, r, p, n)
-    decay_chunks = torch.exp(segment_sum(F.pad(a_cum[..., -1], (1, 0))))  # (b, g, r, c+1, c+1)
-    carried = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunks.to(x.dtype), chunk_states)
-    states_in, final_state = carried[:, :-1], carried[:, -1]
+    # 3. carry states across chunks: state after chunk k = its decay * state after k-1 + its own
+    states_in, final_state = _carry_states(chunk_states, a_cum[..., -1], initial_state, r, chunk_size)
 
     # 4. the carried-in state's contribution at each position
     y_carried = torch.einsum("bclgn,bcgrpn->bclgrp", C, states_in)
@@ -127,6 +125,66 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     if return_final_state:
         return y, rearrange(final_state, "b g r p n -> b (g r) p n")
     return y
+
+
+def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: int):
+    """States entering each chunk and the final state, from each chunk's own end-state
+    contribution ``chunk_states`` (b, c, g, r, p, n) and log decay ``chunk_decay`` (b, g, r, c).
+
+    Up to ``chunk_size`` chunks: one (c + 1, c + 1) matrix of decays between chunk ends. Past
+    that, the same recurrence runs as a scan over the chunks (state size 1, one channel per state
+    entry): the matrix would grow with the square of the length.
+    """
+    batch, chunks, g, _, p, n = chunk_states.shape
+    if initial_state is None:
+        initial = chunk_states.new_zeros(batch, g, r, p, n)
+    else:
+        initial = rearrange(initial_state, "b (g r) p n -> b g r p n", r=r).to(chunk_states.dtype)
+    if chunks <= chunk_size:
+        states = torch.cat([initial[:, None], chunk_states], dim=1)  # (b, c+1, g, r, p, n)
+        decay_chunks = torch.exp(segment_sum(F.pad(chunk_decay, (1, 0))))  # (b, g, r, c+1, c+1)
+        carried = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunks.to(states.dtype), states)
+        return carried[:, :-1], carried[:, -1]
+    x = rearrange(chunk_states, "b c g r p n -> b c (g r) (p n)")
+    ones = x.new_ones(batch, chunks, 1, 1)
+    after = _ssd_scan(  # (b, c, heads, p*n): the state after each chunk
+        x, rearrange(chunk_decay, "b g r c -> b c (g r)"), ones, ones, chunk_size,
+        rearrange(initial, "b g r p n -> b (g r) (p n) 1"), False,
+    )
+    after = rearrange(after, "b c (g r) (p n) -> b c g r p n", r=r, p=p)
+    return torch.cat([initial[:, None], after[:, :-1]], dim=1), after[:, -1]
+
+
+class _DecayedScores(torch.autograd.Function):
+    """``cb[..., i, j] * exp(min(a_cum_i - a_cum_j, 0))`` per head: the within-chunk weights.
+
+    cb (b, g, c, T, T), causal-masked; a_cum (b, g, r, c, T) -> scores (b, g, r, c, T, T). The
+    forward builds the scores in one buffer; the backward needs only ``grad * scores`` (the
+    derivative of exp is itself; the clamp only touches j > i, where cb is 0) and, for cb, the
+    decays recomputed in place.
+    """
+
+    @staticmethod
+    def forward(ctx, cb, a_cum):
+        scores = _decays(a_cum).mul_(cb[:, :, None])
+        ctx.save_for_backward(cb, a_cum, scores)
+        return scores
+
+    @staticmethod
+    def backward(ctx, grad):
+        cb, a_cum, scores = ctx.saved_tensors
+        grad_cb = grad_a = None
+        if ctx.needs_input_grad[1]:
+            grad_seg = grad * scores  # d scores / d (a_cum_i - a_cum_j)
+            grad_a = grad_seg.sum(-1) - grad_seg.sum(-2)
+        if ctx.needs_input_grad[0]:
+            grad_cb = _decays(a_cum).mul_(grad).sum(2)
+        return grad_cb, grad_a
+
+
+def _decays(a_cum: torch.Tensor) -> torch.Tensor:
+    """(..., T) -> (..., T, T): exp(min(a_cum_i - a_cum_j, 0)), in one buffer."""
+    return (a_cum[..., :, None] - a_cum[..., None, :]).clamp_(max=0.0).exp_()
 
 
 def ssd_sequential_ref(x, log_decay, B, C, initial_state=None, return_final_state=False):

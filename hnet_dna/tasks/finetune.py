@@ -199,6 +199,8 @@ class FinetuneModule(ClassifierTask):
         warmup_fraction: linear warmup, then cosine to ``min_lr_fraction`` over the run's optimizer
             steps.
         dropout: on the pooled features.
+        gradient_checkpointing: recompute each backbone block in the backward pass instead of
+            keeping its activations: less memory for long sequences, more time, same results.
         backbone_config: written by the module into its checkpoints (leave it unset): the
             backbone's full config, so that a checkpoint rebuilds its architecture from itself even
             when ``backbone`` now names something else (``default`` after a new default model, a
@@ -225,6 +227,7 @@ class FinetuneModule(ClassifierTask):
         min_lr_fraction: float = 0.1,
         dropout: float = 0.1,
         backbone_config: dict | None = None,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         if not lr > 0 or (head_lr is not None and not head_lr > 0):
@@ -244,6 +247,7 @@ class FinetuneModule(ClassifierTask):
         else:
             self._backbone = [load_backbone(backbone)]
             self.hparams.backbone_config = self.backbone.config.to_dict()
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing)
         self._anchors_valid = backbone_config is None  # L2-SP anchors need the pretrained weights themselves
         self._anchors: dict[int, torch.Tensor] | None = None
         self.classifier: HNetForSequenceClassification | None = None
