@@ -30,7 +30,6 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import os
 import resource
 import subprocess
