@@ -108,3 +108,39 @@ def test_reference_can_be_forced():
     with backends.force_reference():
         assert not backends.use_fast_path(torch.zeros(1))
     assert not backends.use_fast_path(torch.zeros(1))  # CPU tensors never take the fast path
+
+
+def test_gated_norm_backward_equals_autograd_of_the_reference_fp64():
+    from hnet_dna.model.mamba2 import GatedRMSNorm, gated_rmsnorm_ref
+
+    torch.manual_seed(0)
+    norm = GatedRMSNorm(12, group_size=4).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    y = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 5, 12, dtype=torch.float64)
+    got = torch.autograd.grad((norm(y, z) * weights).sum(), [y, z, norm.weight])
+    want = torch.autograd.grad((gated_rmsnorm_ref(y, z, norm.weight, 4, norm.eps) * weights).sum(), [y, z, norm.weight])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm(y, z), gated_rmsnorm_ref(y, z, norm.weight, 4, norm.eps))
+
+
+def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
+    # What autograd keeps for one layer, in activations of the inner width per position (distinct
+    # storages): 15.3 here; 16.6 when the convolution is kept instead of recomputed, 18.3 when the
+    # gated norm's autograd graph is kept, 21.8 with the scan's scores kept too (before all three).
+    torch.manual_seed(0)
+    m = Mamba2(32, d_state=8, headdim=8, chunk_size=8)
+    u = torch.randn(2, 64, 32, requires_grad=True)
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        m(u)
+    per_position = sum(kept.values()) / (2 * 64 * 4 * m.d_inner)
+    assert per_position < 16, per_position

@@ -21,12 +21,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torch.utils.checkpoint import checkpoint
 
 from .. import backends
 from .layers import HI_DTYPE, hi
 from .ssd import ssd_scan
 
-__all__ = ["Mamba2", "Mamba2Cache", "GatedRMSNorm"]
+__all__ = ["Mamba2", "Mamba2Cache", "GatedRMSNorm", "gated_rmsnorm_ref"]
 
 
 @dataclass
@@ -47,12 +48,48 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        dtype = y.dtype
-        h = hi(y) * F.silu(hi(z))
-        h = rearrange(h, "... (g c) -> ... g c", c=self.group_size)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        h = rearrange(h, "... g c -> ... (g c)")
-        return (h * hi(self.weight)).to(dtype)
+        if torch.is_grad_enabled() and (y.requires_grad or z.requires_grad or self.weight.requires_grad):
+            return _GatedRMSNormFn.apply(y, z, self.weight, self.group_size, self.eps)
+        return gated_rmsnorm_ref(y, z, self.weight, self.group_size, self.eps)
+
+
+def gated_rmsnorm_ref(y, z, weight, group_size: int, eps: float) -> torch.Tensor:
+    """``rmsnorm(y * silu(z)) * weight`` in plain PyTorch (the reference; autograd differentiates it)."""
+    h = hi(y) * F.silu(hi(z))
+    h = rearrange(h, "... (g c) -> ... g c", c=group_size)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    h = rearrange(h, "... g c -> ... (g c)")
+    return (h * hi(weight)).to(y.dtype)
+
+
+class _GatedRMSNormFn(torch.autograd.Function):
+    """:func:`gated_rmsnorm_ref` with a hand-written backward that keeps only y, z and the
+    reciprocal RMS (autograd would keep five activations of y's size)."""
+
+    @staticmethod
+    def forward(ctx, y, z, weight, group_size, eps):
+        h = rearrange(hi(y) * F.silu(hi(z)), "... (g c) -> ... g c", c=group_size)
+        rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)  # (..., g, 1)
+        ctx.save_for_backward(y, z, weight, rstd)
+        ctx.group_size = group_size
+        return (rearrange(h * rstd, "... g c -> ... (g c)") * hi(weight)).to(y.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, z, weight, rstd = ctx.saved_tensors
+        y32, z32 = hi(y), hi(z)
+        sig = torch.sigmoid(z32)
+        gate = z32 * sig  # silu(z)
+        h_norm = rearrange(y32 * gate, "... (g c) -> ... g c", c=ctx.group_size) * rstd
+        g = hi(grad)
+        grad_weight = (g * rearrange(h_norm, "... g c -> ... (g c)")).reshape(-1, g.shape[-1]).sum(0)
+        g_norm = rearrange(g * hi(weight), "... (g c) -> ... g c", c=ctx.group_size)
+        # d rmsnorm: rstd * (g - h_norm * mean(g * h_norm)) over each group
+        grad_h = rstd * (g_norm - h_norm * (g_norm * h_norm).mean(-1, keepdim=True))
+        grad_h = rearrange(grad_h, "... g c -> ... (g c)")
+        grad_y = (grad_h * gate).to(y.dtype)
+        grad_z = (grad_h * y32 * sig * (1 + z32 * (1 - sig))).to(z.dtype)
+        return grad_y, grad_z, grad_weight.to(weight.dtype), None, None
 
 
 class Mamba2(nn.Module):
@@ -113,7 +150,12 @@ class Mamba2(nn.Module):
         z, xBC, dt = self._split(self.in_proj(u))
         if cache is not None:
             cache.conv_state = self._last_conv_inputs(xBC, mask)
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :length].transpose(1, 2))  # (B, L, conv_dim)
+        if torch.is_grad_enabled() and xBC.requires_grad:
+            # Rerun in the backward pass rather than keep the padded input and the pre-activation:
+            # two activations of the layer's widest size for one depthwise convolution's work.
+            xBC = checkpoint(self._conv_silu, xBC, use_reentrant=False)
+        else:
+            xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
         x, Bm, Cm = self._split_xbc(xBC)
 
         dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, L, H)
@@ -143,6 +185,10 @@ class Mamba2(nn.Module):
             cache.ssm_state = hi(final_state)
         y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
         return self.out_proj(y)
+
+    def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
+        """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim)."""
+        return F.silu(self.conv1d(xBC.transpose(1, 2))[..., : xBC.shape[1]].transpose(1, 2))
 
     def _last_conv_inputs(self, xBC: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, conv_dim, d_conv): each row's last d_conv convolution inputs, zeros before its start."""

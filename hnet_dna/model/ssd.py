@@ -18,9 +18,9 @@ Instead of a loop over positions, the sequence is cut into chunks of ``chunk_siz
 
 Step 3 is the same recurrence again, one position per chunk: past ``chunk_size`` chunks it runs
 as a scan of its own (recursively), so the cost grows linearly with length rather than with the
-square of the number of chunks. Step 1's decay-weighted scores have a hand-written backward
-(``_DecayedScores``): autograd's chain of sub / clamp / exp / mul would make six passes over the
-largest tensor of the scan where two suffice.
+square of the number of chunks. Step 1 has a hand-written backward
+(``_WithinChunk``): its (T, T) scores per head are the largest tensor of the scan, and autograd
+would keep them and make six passes over them where two suffice.
 
 Every exponent is a sum of log decays (<= 0), so nothing overflows. Chunk size changes only
 speed, memory and float rounding, not the result: segment sums are differences of cumulative sums
@@ -95,8 +95,10 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
 
-    x = rearrange(x, "b (c l) (g r) p -> b c l g r p", l=chunk_size, r=r)
-    B, C = (rearrange(t, "b (c l) g n -> b c l g n", l=chunk_size) for t in (B, C))
+    # Layout (batch, group, head in group, chunk, position, channels): every product below is a
+    # batched matrix product over the last two dims, and the heads of a group share B and C.
+    x = rearrange(x, "b (c l) (g r) p -> b g r c l p", l=chunk_size, r=r).contiguous()  # one copy, not one per product
+    B, C = (rearrange(t, "b (c l) g n -> b g 1 c l n", l=chunk_size) for t in (B, C))
     a = rearrange(log_decay, "b (c l) (g r) -> b g r c l", l=chunk_size, r=r)
     a_cum = a.cumsum(dim=-1)  # (b, g, r, c, T)
 
@@ -104,24 +106,20 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     # on this small tensor; the per-head decay exp(a_cum_i - a_cum_j) is clamped at 0 instead of
     # masked, so j > i cannot overflow and is zeroed by the mask.
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
-    cb = torch.einsum("bclgn,bcsgn->bgcls", C, B) * causal  # (b, g, c, T, T)
-    scores = _DecayedScores.apply(cb, a_cum)  # (b, g, r, c, T, T)
-    x_heads = rearrange(x, "b c l g r p -> b g r c l p")
-    y_within = rearrange(scores.to(x.dtype) @ x_heads, "b g r c l p -> b c l g r p")
+    cb = (C @ B.transpose(-1, -2)) * causal  # (b, g, 1, c, T, T)
+    y = _WithinChunk.apply(cb, a_cum, x)  # (b, g, r, c, T, p)
 
     # 2. each chunk's contribution to the state at its end
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, r, c, T)
-    x_weighted = x * rearrange(decay_to_end, "b g r c l -> b c l g r 1").to(x.dtype)
-    chunk_states = torch.einsum("bclgn,bclgrp->bcgrpn", B, x_weighted)
+    chunk_states = (x * decay_to_end[..., None].to(x.dtype)).transpose(-1, -2) @ B  # (b, g, r, c, p, n)
 
     # 3. carry states across chunks: state after chunk k = its decay * state after k-1 + its own
     states_in, final_state = _carry_states(chunk_states, a_cum[..., -1], initial_state, r, chunk_size)
 
     # 4. the carried-in state's contribution at each position
-    y_carried = torch.einsum("bclgn,bcgrpn->bclgrp", C, states_in)
-    y_carried = y_carried * rearrange(torch.exp(a_cum), "b g r c l -> b c l g r 1").to(x.dtype)
+    y = y + (C @ states_in.transpose(-1, -2)) * torch.exp(a_cum)[..., None].to(x.dtype)
 
-    y = rearrange(y_within + y_carried, "b c l g r p -> b (c l) (g r) p")[:, :length]
+    y = rearrange(y, "b g r c l p -> b (c l) (g r) p")[:, :length]
     if return_final_state:
         return y, rearrange(final_state, "b g r p n -> b (g r) p n")
     return y
@@ -129,57 +127,61 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
 
 def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: int):
     """States entering each chunk and the final state, from each chunk's own end-state
-    contribution ``chunk_states`` (b, c, g, r, p, n) and log decay ``chunk_decay`` (b, g, r, c).
+    contribution ``chunk_states`` (b, g, r, c, p, n) and log decay ``chunk_decay`` (b, g, r, c).
 
     Up to ``chunk_size`` chunks: one (c + 1, c + 1) matrix of decays between chunk ends. Past
     that, the same recurrence runs as a scan over the chunks (state size 1, one channel per state
     entry): the matrix would grow with the square of the length.
     """
-    batch, chunks, g, _, p, n = chunk_states.shape
+    batch, g, _, chunks, p, n = chunk_states.shape
     if initial_state is None:
-        initial = chunk_states.new_zeros(batch, g, r, p, n)
+        initial = chunk_states.new_zeros(batch, g, r, 1, p, n)
     else:
-        initial = rearrange(initial_state, "b (g r) p n -> b g r p n", r=r).to(chunk_states.dtype)
+        initial = rearrange(initial_state, "b (g r) p n -> b g r 1 p n", r=r).to(chunk_states.dtype)
     if chunks <= chunk_size:
-        states = torch.cat([initial[:, None], chunk_states], dim=1)  # (b, c+1, g, r, p, n)
+        states = torch.cat([initial, chunk_states], dim=3).flatten(-2)  # (b, g, r, c+1, p*n)
         decay_chunks = torch.exp(segment_sum(F.pad(chunk_decay, (1, 0))))  # (b, g, r, c+1, c+1)
-        carried = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunks.to(states.dtype), states)
-        return carried[:, :-1], carried[:, -1]
-    x = rearrange(chunk_states, "b c g r p n -> b c (g r) (p n)")
+        carried = (decay_chunks.to(states.dtype) @ states).unflatten(-1, (p, n))
+        return carried[:, :, :, :-1], carried[:, :, :, -1]
+    x = rearrange(chunk_states, "b g r c p n -> b c (g r) (p n)")
     ones = x.new_ones(batch, chunks, 1, 1)
     after = _ssd_scan(  # (b, c, heads, p*n): the state after each chunk
         x, rearrange(chunk_decay, "b g r c -> b c (g r)"), ones, ones, chunk_size,
-        rearrange(initial, "b g r p n -> b (g r) (p n) 1"), False,
+        rearrange(initial, "b g r 1 p n -> b (g r) (p n) 1"), False,
     )
-    after = rearrange(after, "b c (g r) (p n) -> b c g r p n", r=r, p=p)
-    return torch.cat([initial[:, None], after[:, :-1]], dim=1), after[:, -1]
+    after = rearrange(after, "b c (g r) (p n) -> b g r c p n", r=r, p=p)
+    return torch.cat([initial, after[:, :, :, :-1]], dim=3), after[:, :, :, -1]
 
 
-class _DecayedScores(torch.autograd.Function):
-    """``cb[..., i, j] * exp(min(a_cum_i - a_cum_j, 0))`` per head: the within-chunk weights.
+class _WithinChunk(torch.autograd.Function):
+    """Step 1: ``y_i = sum_{j <= i} cb_ij exp(a_cum_i - a_cum_j) x_j`` within each chunk, per head.
 
-    cb (b, g, c, T, T), causal-masked; a_cum (b, g, r, c, T) -> scores (b, g, r, c, T, T). The
-    forward builds the scores in one buffer; the backward needs only ``grad * scores`` (the
-    derivative of exp is itself; the clamp only touches j > i, where cb is 0) and, for cb, the
-    decays recomputed in place.
+    cb (b, g, 1, c, T, T), causal-masked; a_cum (b, g, r, c, T); x (b, g, r, c, T, p) -> y like x.
+    The (T, T) scores per head are the scan's largest tensor: the forward does not keep them, and
+    the backward rebuilds them in two passes rather than autograd's six (sub, clamp, exp, mul and
+    their gradients). The clamp only touches j > i, where cb is 0, so d scores / d a_cum_i =
+    scores and d scores / d a_cum_j = -scores.
     """
 
     @staticmethod
-    def forward(ctx, cb, a_cum):
-        scores = _decays(a_cum).mul_(cb[:, :, None])
-        ctx.save_for_backward(cb, a_cum, scores)
-        return scores
+    def forward(ctx, cb, a_cum, x):
+        scores = _decays(a_cum).mul_(cb)  # (b, g, r, c, T, T)
+        ctx.save_for_backward(cb, a_cum, x)
+        return scores.to(x.dtype) @ x
 
     @staticmethod
     def backward(ctx, grad):
-        cb, a_cum, scores = ctx.saved_tensors
-        grad_cb = grad_a = None
+        cb, a_cum, x = ctx.saved_tensors
+        decays = _decays(a_cum)
+        scores = decays * cb
+        grad_x = scores.transpose(-1, -2).to(grad.dtype) @ grad if ctx.needs_input_grad[2] else None
+        grad_scores = (grad @ x.transpose(-1, -2)).to(scores.dtype)  # (b, g, r, c, T, T)
+        grad_cb = (grad_scores * decays).sum(2, keepdim=True) if ctx.needs_input_grad[0] else None
+        grad_a = None
         if ctx.needs_input_grad[1]:
-            grad_seg = grad * scores  # d scores / d (a_cum_i - a_cum_j)
+            grad_seg = grad_scores.mul_(scores)  # d loss / d (a_cum_i - a_cum_j)
             grad_a = grad_seg.sum(-1) - grad_seg.sum(-2)
-        if ctx.needs_input_grad[0]:
-            grad_cb = _decays(a_cum).mul_(grad).sum(2)
-        return grad_cb, grad_a
+        return grad_cb, grad_a, grad_x
 
 
 def _decays(a_cum: torch.Tensor) -> torch.Tensor:
