@@ -1,0 +1,254 @@
+"""Where an H-Net's CPU training step goes, and how it compares with the Transformer and Mamba-2.
+
+    python benchmarks/profile_step.py                          # this checkout, 2 threads
+    python benchmarks/profile_step.py --repo ../old-checkout   # the same tables for another commit
+
+Three tables, printed as markdown:
+
+1. **components**: forward + backward of each part of the tiny (``cpu_small``) and the wide
+   (d 256) 1-stage H-Net on its real shapes (16 x 1,024 bases), alone: the blocks of the encoder,
+   main network and decoder, the chunking between them (routing, chunk gather, EMA dechunking,
+   upsampling, residual projection, ratio loss), embedding + head + loss; then the whole step and
+   what is left over (the framework's and the allocator's share);
+2. **top operators** of the whole step under ``torch.profiler`` (self CPU time);
+3. **throughput**: training bases/s of the 1-stage H-Net, the Transformer and Mamba-2 at 1 k,
+   4 k and 16 k bases per sequence (16,384 bases per step), each point in a fresh process (as
+   ``scaling.py`` measures it), with the ratios the issue sets as targets, and peak memory.
+
+``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change);
+``--allocator default`` leaves glibc's malloc as it is (``keep``, the default, applies
+:func:`hnet_dna.backends.keep_freed_memory` where the checkout has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _setup(repo: Path, threads: int, allocator: str):
+    sys.path.insert(0, str(repo))
+    import torch
+
+    from hnet_dna import backends
+
+    torch.set_num_threads(threads)
+    if allocator == "keep" and hasattr(backends, "keep_freed_memory"):
+        backends.keep_freed_memory()
+    return torch
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, float]]:
+    """(part, seconds of forward + backward) of a 1-stage H-Net, each part on its real input."""
+    import torch
+
+    from hnet_dna.model import chunking
+    from hnet_dna.model.loading import build_model
+
+    torch.manual_seed(0)
+    model = build_model(spec)
+    ids = torch.randint(0, 4, (batch, length))
+    stage = model.backbone
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    with torch.no_grad():  # the real inputs of each part
+        x = model.embeddings(ids)
+        h = stage.encoder(x, mask)
+        route = stage.routing_module(h, mask)
+        index, inner_mask = chunking.boundary_index(route.boundary_mask)
+        inner_in = chunking.downsample(h, index)
+        z = stage.main_network(inner_in, inner_mask)[0]
+        inner_in = stage.main_network._widen(inner_in)  # what the main network's blocks see
+        y = torch.randn(batch, length, h.shape[-1])
+    rows = []
+
+    def blocks(stack, inp, m, name):
+        for i, layer in enumerate(stack.layers):
+            t = inp.clone().requires_grad_()
+            rows.append((f"{name} block {i} ({layer.kind}), L={inp.shape[1]}",
+                         _timed(lambda: layer(t, mask=m).pow(2).mean().backward(), repeats)))
+
+    blocks(stage.encoder, hi(h), mask, "encoder")
+
+    def chunk_and_dechunk():
+        hh = h.clone().requires_grad_()
+        zz = z.clone().requires_grad_()
+        r = stage.routing_module(hh, mask)
+        idx, im = chunking.boundary_index(r.boundary_mask)
+        gathered = chunking.downsample(hh, idx)
+        P = chunking.downsample(r.boundary_prob, idx).clamp(chunking.P_CLAMP, 1 - chunking.P_CLAMP)
+        c = chunking.confidence(r.boundary_prob, r.boundary_mask)
+        zz = zz + 0 * gathered  # counts the gather's backward (the main network sits between them)
+        out = chunking.dechunk(zz, P, r.boundary_mask, c, stage._residual(hh))
+        loss, _, _ = chunking.ratio_loss(r.boundary_mask, r.boundary_prob, mask, 3.0)
+        (out.pow(2).mean() + loss).backward()
+
+    rows.append(("chunking: routing, gather, EMA dechunk, upsample, residual, ratio loss", _timed(chunk_and_dechunk, repeats)))
+    blocks(stage.main_network.main_network, hi(inner_in.float()), inner_mask, "main")
+    blocks(stage.decoder, hi(y), mask, "decoder")
+
+    def head():
+        xx = x.clone().requires_grad_()
+        logits = model.lm_head(xx)
+        loss, _ = model._lm_loss(logits, ids, mask, None)
+        loss.backward()
+
+    rows.append(("embedding output -> LM head -> loss", _timed(head, repeats)))
+
+    def step():
+        model(ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    total = _timed(step, repeats)
+    rows.append(("whole step", total))
+    rows.append(("left over (framework, allocator, norms between stages)", total - sum(t for _, t in rows[:-1])))
+    return rows
+
+
+def hi(t):
+    return t.float()
+
+
+def top_operators(spec, batch: int, length: int, count: int) -> str:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from hnet_dna.model.loading import build_model
+
+    torch.manual_seed(0)
+    model = build_model(spec)
+    ids = torch.randint(0, 4, (batch, length))
+
+    def step():
+        model(ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = ["| operator | self CPU (ms) | share | calls |", "|---|---|---|---|"]
+    for e in events[:count]:
+        lines.append(f"| `{e.key}` | {e.self_cpu_time_total / 1e3:.1f} | {e.self_cpu_time_total / total:.0%} | {e.count} |")
+    return "\n".join(lines)
+
+
+def throughput(repo: Path, args) -> str:
+    """Training bases/s and peak memory per point, each in a fresh process (scaling.py's child)."""
+    sys.path.insert(0, str(HERE))
+    import scaling
+
+    specs = scaling.model_specs()
+    small = {name: spec for (name, d), spec in specs.items() if d < 256}
+    lines = ["| length | H-Net bases/s | Transformer bases/s | Mamba-2 bases/s | H-Net / Transformer | H-Net / Mamba-2 "
+             "| peak MB H-Net / Transformer / Mamba-2 | peak H-Net / Transformer |", "|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for length in args.lengths:
+        batch = max(1, 16384 // length)
+        r = {}
+        for name in ("hnet_1stage", "transformer", "mamba2"):
+            point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
+                                "time_cap": 600, "memory_cap": 0, "threads": args.threads,
+                                "repo": str(repo), "allocator": args.allocator})
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+            out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
+                                 env=env, check=True).stdout
+            r[name] = json.loads(out.strip().splitlines()[-1])
+        bps = {k: batch * length / v["seconds"] for k, v in r.items()}
+        lines.append(f"| {length:,} | {bps['hnet_1stage']:,.0f} | {bps['transformer']:,.0f} | {bps['mamba2']:,.0f} | "
+                     f"{bps['hnet_1stage'] / bps['transformer']:.2f}x | {bps['hnet_1stage'] / bps['mamba2']:.2f}x | "
+                     f"{r['hnet_1stage']['peak_mb']:,.0f} / {r['transformer']['peak_mb']:,.0f} / {r['mamba2']['peak_mb']:,.0f} | "
+                     f"{r['hnet_1stage']['peak_mb'] / r['transformer']['peak_mb']:.2f}x |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def _point(point: dict) -> dict:
+    """A child: one training point of another checkout, measured as scaling.run_point does."""
+    _setup(Path(point["repo"]), point["threads"], point["allocator"])
+    import resource
+
+    import torch
+
+    from hnet_dna.model.loading import build_model
+
+    torch.manual_seed(0)
+    model = build_model(point["spec"])
+    ids = torch.randint(0, 4, (point["batch"], point["length"]))
+
+    def step():
+        model(ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = _timed(step, 3)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return {"seconds": seconds, "peak_mb": peak}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repo", type=Path, default=HERE.parent, help="the checkout whose hnet_dna is profiled")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--allocator", choices=["keep", "default"], default="keep")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--sections", default="components,operators,throughput")
+    p.add_argument("--point", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.point:
+        print(json.dumps(_point(json.loads(args.point))))
+        return
+    repo = args.repo.resolve()
+    torch = _setup(repo, args.threads, args.allocator)
+    sys.path.insert(0, str(HERE))
+    import scaling
+    from model_speed import git_commit
+
+    from hnet_dna.backends import cpu_name
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    print(f"### profile_step: hnet_dna at {commit} ({repo.name}), allocator {args.allocator}; {cpu_name()}, "
+          f"{args.threads} threads, torch {torch.__version__}; {datetime.date.today()}; script at {git_commit()}")
+    cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else list(argv)))
+    print(f"\nCommand: `{cmd}`")
+    specs = scaling.model_specs()
+    hnets = {"tiny (cpu_small)": specs[("hnet_1stage", 64)], "wide (d 256)": specs[("hnet_1stage", 256)]}
+    sections = args.sections.split(",")
+    if "components" in sections:
+        for label, spec in hnets.items():
+            rows = components(spec, 16, 1024, args.repeats)
+            total = dict(rows)["whole step"]
+            print(f"\n**components, {label} H-Net, 16 x 1,024 bases, forward + backward (best of {args.repeats})**\n")
+            print("| part | ms | share of the step |\n|---|---|---|")
+            for name, t in rows:
+                print(f"| {name} | {t * 1e3:.1f} | {t / total:.0%} |")
+    if "operators" in sections:
+        for label, spec in hnets.items():
+            print(f"\n**top operators, {label} H-Net, 16 x 1,024 bases**\n")
+            print(top_operators(spec, 16, 1024, 12))
+    if "throughput" in sections:
+        print("\n**training throughput, cpu_small sizes, 16,384 bases per step, a fresh process per point**\n")
+        throughput(repo, args)
+
+
+if __name__ == "__main__":
+    main()
