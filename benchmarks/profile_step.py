@@ -15,9 +15,7 @@ Three tables, printed as markdown:
    4 k and 16 k bases per sequence (16,384 bases per step), each point in a fresh process (as
    ``scaling.py`` measures it), with the ratios the issue sets as targets, and peak memory.
 
-``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change);
-``--allocator default`` leaves glibc's malloc as it is (``keep``, the default, applies
-:func:`hnet_dna.backends.keep_freed_memory` where the checkout has it).
+``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
 
 from __future__ import annotations
@@ -34,15 +32,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _setup(repo: Path, threads: int, allocator: str):
+def _setup(repo: Path, threads: int):
     sys.path.insert(0, str(repo))
     import torch
 
-    from hnet_dna import backends
-
     torch.set_num_threads(threads)
-    if allocator == "keep" and hasattr(backends, "keep_freed_memory"):
-        backends.keep_freed_memory()
     return torch
 
 
@@ -167,7 +161,7 @@ def throughput(repo: Path, args) -> str:
         for name in ("hnet_1stage", "transformer", "mamba2"):
             point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
                                 "time_cap": 600, "memory_cap": 0, "threads": args.threads,
-                                "repo": str(repo), "allocator": args.allocator})
+                                "repo": str(repo)})
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
                                  env=env, check=True).stdout
@@ -183,7 +177,7 @@ def throughput(repo: Path, args) -> str:
 
 def _point(point: dict) -> dict:
     """A child: one training point of another checkout, measured as scaling.run_point does."""
-    _setup(Path(point["repo"]), point["threads"], point["allocator"])
+    _setup(Path(point["repo"]), point["threads"])
     import resource
 
     import torch
@@ -198,9 +192,12 @@ def _point(point: dict) -> dict:
         model(ids, labels=ids).loss.backward()
         model.zero_grad(set_to_none=True)
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = _timed(step, 3)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    sys.path.insert(0, str(HERE))
+    from scaling import _rss_mb
+
+    before = _rss_mb()  # what the process holds now: the peak is over it, as scaling.py takes it
+    seconds = _timed(step, 3 if point["length"] <= 16384 else 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     return {"seconds": seconds, "peak_mb": peak}
 
 
@@ -208,7 +205,6 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", type=Path, default=HERE.parent, help="the checkout whose hnet_dna is profiled")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--allocator", choices=["keep", "default"], default="keep")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--sections", default="components,operators,throughput")
@@ -218,7 +214,7 @@ def main(argv=None) -> None:
         print(json.dumps(_point(json.loads(args.point))))
         return
     repo = args.repo.resolve()
-    torch = _setup(repo, args.threads, args.allocator)
+    torch = _setup(repo, args.threads)
     sys.path.insert(0, str(HERE))
     import scaling
     from model_speed import git_commit
@@ -226,7 +222,7 @@ def main(argv=None) -> None:
     from hnet_dna.backends import cpu_name
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    print(f"### profile_step: hnet_dna at {commit} ({repo.name}), allocator {args.allocator}; {cpu_name()}, "
+    print(f"### profile_step: hnet_dna at {commit} ({repo.name}); {cpu_name()}, "
           f"{args.threads} threads, torch {torch.__version__}; {datetime.date.today()}; script at {git_commit()}")
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else list(argv)))
     print(f"\nCommand: `{cmd}`")

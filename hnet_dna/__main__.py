@@ -158,7 +158,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from . import backends
-
-    backends.keep_freed_memory()  # a CPU step no longer page-faults its activations every step
     main()

@@ -15,8 +15,6 @@ or for a whole process with the environment variable ``HNET_DNA_FORCE_REFERENCE=
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
 import importlib
 import os
@@ -26,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels", "cpu_name",
-           "keep_freed_memory"]
+__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels", "cpu_name"]
 
 _forced = [os.environ.get("HNET_DNA_FORCE_REFERENCE", "0") not in ("", "0")]
 
@@ -107,28 +104,3 @@ def cpu_name() -> str:
         pass
     return platform.processor() or platform.machine() or "CPU"
 
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-@functools.lru_cache(maxsize=None)
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory in the process for the next tensor, as PyTorch's
-    CUDA caching allocator does on a GPU. Returns whether it took effect (glibc only).
-
-    By default glibc serves each allocation above 32 MiB (at most) with a fresh ``mmap`` and
-    returns it on free, so a training step that allocates and frees the same large activations
-    every step pays a page fault for every 4 KiB of them, every step: measured here, 10-30 % of a
-    CPU training step of the H-Net and Mamba-2 (benchmarks/RESULTS.md). Peak memory is unchanged;
-    memory freed inside the process is not handed back to the OS until it exits. The training
-    command and the speed benchmarks call this; a library user may too (or preload jemalloc or
-    tcmalloc, which do the same).
-    """
-    if platform.system() != "Linux":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others have no mallopt
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 40))
