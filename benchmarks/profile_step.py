@@ -178,8 +178,6 @@ def throughput(repo: Path, args) -> str:
 def _point(point: dict) -> dict:
     """A child: one training point of another checkout, measured as scaling.run_point does."""
     _setup(Path(point["repo"]), point["threads"])
-    import resource
-
     import torch
 
     from hnet_dna.model.loading import build_model
@@ -193,11 +191,12 @@ def _point(point: dict) -> dict:
         model.zero_grad(set_to_none=True)
 
     sys.path.insert(0, str(HERE))
-    from scaling import _rss_mb
+    from scaling import _rss_mb, peak_rss_mb, reset_peak_memory
 
-    before = _rss_mb()  # what the process holds now: the peak is over it, as scaling.py takes it
+    reset_peak_memory()  # as scaling.py measures it: the peak over what the process holds now
+    before = _rss_mb()
     seconds = _timed(step, 3 if point["length"] <= 16384 else 1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    peak = peak_rss_mb() - before
     return {"seconds": seconds, "peak_mb": peak}
 
 

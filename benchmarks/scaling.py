@@ -6,8 +6,8 @@ the Transformer and Mamba-2, from 1 kb to 64 kb, at the ``cpu_small`` sizes and 
     taskset -c 1 python benchmarks/scaling.py --threads 1 --out DIR          # what RESULTS.md ran
 
 Every point (model, width, length, mode) runs in a fresh process, so its peak memory is its own:
-the high-water mark of the process's resident memory during the timed steps, less what the
-process held before the first step (interpreter, weights, inputs). Modes: ``train`` (forward +
+the high-water mark of the process's resident memory from the first step on (the kernel's mark is
+reset after the model is built), less what the process held then (interpreter, weights, inputs). Modes: ``train`` (forward +
 backward of the LM loss), ``train_ckpt`` (the same with activation checkpointing per block) and
 ``infer`` (forward under ``torch.inference_mode``, what ``embed`` runs). A step holds
 ``--bases`` bases (batch = bases / length) up to that length, then one sequence.
@@ -86,6 +86,24 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_memory() -> bool:
+    """Reset the kernel's high-water mark of this process's resident memory (Linux >= 4.0), so that
+    what the model loading or an earlier pass touched does not hide a smaller peak after it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """The high-water mark of resident memory since the last :func:`reset_peak_memory` (MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _vm_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmSize:"):
@@ -120,6 +138,7 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
     if memory_cap > 0 and Path("/proc/self/status").is_file():
         limit = int((_vm_mb() + 1.5 * memory_cap + 512) * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+    reset_peak_memory()
     before = _rss_mb()
     try:
         start = time.perf_counter()
@@ -139,7 +158,7 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
         if isinstance(e, MemoryError) or "alloc" in str(e).lower():
             return {"status": "memory_cap", "seconds": None, "peak_mb": None}
         raise
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    peak = peak_rss_mb() - before
     seconds = min(times)
     status = "ok"
     if first > time_cap:
