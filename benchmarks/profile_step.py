@@ -36,7 +36,11 @@ def _setup(repo: Path, threads: int):
     sys.path.insert(0, str(repo))
     import torch
 
+    from hnet_dna import backends
+
     torch.set_num_threads(threads)
+    if hasattr(backends, "keep_freed_memory"):  # as the command-line tools run; older checkouts lack it
+        backends.keep_freed_memory()
     return torch
 
 

@@ -115,9 +115,11 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
     """Measure one point in this process (a fresh one: see :func:`measure`)."""
     import torch
 
+    from hnet_dna import backends
     from hnet_dna.model.loading import build_model
 
     torch.set_num_threads(threads)
+    backends.keep_freed_memory()  # as the command-line tools run (every model alike)
     torch.manual_seed(0)
     model = build_model(spec)
     ids = torch.randint(0, 4, (batch, length))

@@ -158,4 +158,7 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from . import backends
+
+    backends.keep_freed_memory()  # long windows: no page faults of every activation on every step
     main()

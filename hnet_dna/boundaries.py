@@ -55,6 +55,7 @@ from .commands import (
     Progress,
     atomic_path,
     check_windows,
+    window_help,
     choose_device,
     exit_on_user_error,
     parse_region,
@@ -376,8 +377,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--control-window", type=int, default=10_000,
                    help="the GC-matched control moves a boundary within windows of this many bases (default 10,000)")
     p.add_argument("--plot-region", default=None, help="CHROM:START-END for the PNG")
-    p.add_argument("--window", type=int, default=4096)
-    p.add_argument("--stride", type=int, default=None)
+    p.add_argument("--window", type=int, default=4096, help=window_help(4096, 8, "read the region in windows of this many bases"))
+    p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--index-dir", default=None)
@@ -479,4 +480,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from . import backends
+
+    backends.keep_freed_memory()  # long inputs: large activations are not page-faulted afresh per batch
     main()

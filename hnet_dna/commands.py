@@ -57,6 +57,7 @@ __all__ = [
     "parse_region",
     "resolve_region",
     "check_windows",
+    "window_help",
     "read_text_lines",
     "fingerprint",
     "write_bigwig",
@@ -204,6 +205,20 @@ def check_windows(window: int | None, stride: int | None, batch_size: int) -> No
         raise ConfigError(f"--window must be >= 2, got {window}")
     if stride is not None and not 0 < stride < window:
         raise ConfigError(f"--stride must be in 1..{window - 1} (below --window), got {stride}")
+
+
+# Peak inference memory per base of window, shipped model, CPU fp32 (benchmarks/long_inputs.py,
+# 2026-12-02: 22 MB for one 1,024-base window, 13 for 4,096, 10 for 16,384 and 8 x 4,096).
+MB_PER_1000_BASES = 10
+
+
+def window_help(default: int, batch_default: int, what: str = "read longer sequences in windows of this many bases") -> str:
+    """``--window``'s help: what a window costs in memory, so that users can fit a bound."""
+    return (f"{what} (default {default:,}). Memory grows with --window x --batch-size: the shipped model "
+            f"needs about {MB_PER_1000_BASES} MB per 1,000 bases of each window in a batch (so the defaults "
+            f"need about {MB_PER_1000_BASES * default * batch_default / 1000:,.0f} MB over the loaded model; "
+            "a model of width d about d/64 times as much); lower either to fit. Past the first window each "
+            "base is read with window - stride to window - 1 bases of left context")
 
 
 def encode_sequences(records: list[InputSequence], tokenizer: NucleotideTokenizer) -> list[torch.Tensor]:

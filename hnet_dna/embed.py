@@ -47,6 +47,7 @@ from .commands import (
     atomic_path,
     check_output,
     check_windows,
+    window_help,
     choose_device,
     encode_sequences,
     exit_on_user_error,
@@ -250,8 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boundaries", action="store_true", help="also write each level's chunk starts")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                   help=f"read longer sequences in windows of this many bases (default {DEFAULT_WINDOW})")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=window_help(DEFAULT_WINDOW, 32))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--fasta", default=None, help="the genome a BED input is read from")
     p.add_argument("--sequence-column", "--sequence_column", default=None)
@@ -285,4 +285,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from . import backends
+
+    backends.keep_freed_memory()  # long inputs: large activations are not page-faulted afresh per batch
     main()

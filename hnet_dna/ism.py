@@ -63,6 +63,7 @@ from .commands import (
     atomic_path,
     check_output,
     check_windows,
+    window_help,
     choose_device,
     encode_sequences,
     exit_on_user_error,
@@ -356,7 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned classifier's checkpoint")
     p.add_argument("--target", default=None, help="classifier: the class whose logit 'effects' holds (default: the last)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                   help=f"language model: read longer sequences in windows of this many bases (default {DEFAULT_WINDOW})")
+                   help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases"))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--batch-size", type=int, default=64, help="mutants per forward pass (default 64)")
     p.add_argument("--plot", default="3", help="sequences drawn in OUT.png: a count (default 3; 0 = no plot) or ids, comma-separated")
@@ -452,4 +453,7 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
+    from . import backends
+
+    backends.keep_freed_memory()  # long inputs: large activations are not page-faulted afresh per batch
     main()

@@ -50,6 +50,7 @@ from .commands import (
     atomic_path,
     check_output,
     check_windows,
+    window_help,
     choose_device,
     encode_sequences,
     exit_on_user_error,
@@ -293,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--both-strands", action="store_true", help="also score the reverse complement")
     p.add_argument("--flank", type=int, default=128, help="bases each side of a variant (default 128)")
     p.add_argument("--skip-ref-mismatch", action="store_true", help="skip (and count) variants whose REF is not the FASTA's")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="read longer sequences in windows of this many bases")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=window_help(DEFAULT_WINDOW, 32))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
@@ -382,4 +383,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from . import backends
+
+    backends.keep_freed_memory()  # long inputs: large activations are not page-faulted afresh per batch
     main()
