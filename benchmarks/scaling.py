@@ -273,6 +273,30 @@ def exponent_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pivot_table(rows: list[dict]) -> str:
+    """One row per series, one column per length: bases/s and peak MB, or the status."""
+    lengths = sorted({int(r["length"]) for r in rows})
+    lines = ["| model | d_model | mode | " + " | ".join(f"{n // 1024} k" for n in lengths) + " |",
+             "|---|---|---|" + "---|" * len(lengths)]
+    series: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        series.setdefault((r["model"], int(r["d_model"]), r["mode"]), {})[int(r["length"])] = r
+    for (name, d, mode), by_length in series.items():
+        cells = []
+        for n in lengths:
+            r = by_length.get(n)
+            if r is None:
+                cells.append("")
+            elif r["status"] == "ok":
+                cells.append(f"{float(r['bases_per_s']):,.0f} / {float(r['peak_mb']):,.0f}")
+            elif r["seconds"]:
+                cells.append(f"{r['status']} ({float(r['seconds']):.0f} s, {float(r['peak_mb'] or 0):,.0f})")
+            else:
+                cells.append(r["status"])
+        lines.append(f"| {name} | {d} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Time and memory per sequence against length, log-log: one line per model and width."""
     import matplotlib
@@ -324,6 +348,7 @@ def main(argv=None) -> None:
     p.add_argument("--time-cap", type=float, default=60.0, help="seconds a point's first step may take")
     p.add_argument("--memory-cap", type=float, default=8192.0, help="MB a point may need (0 = no cap)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--report", action="store_true", help="measure nothing: redraw the plot and tables from DIR/scaling.csv")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -351,14 +376,17 @@ def main(argv=None) -> None:
     started = datetime.datetime.now(datetime.timezone.utc)
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else list(argv)))
     print(f"# scaling: {cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, commit {git_commit()}", flush=True)
-    rows = sweep(specs, sorted(args.lengths), args.modes, args)
+    rows = read_rows(args.out / "scaling.csv") if args.report else sweep(specs, sorted(args.lengths), args.modes, args)
     plot(rows, args.out / "scaling.png")
     table = exponent_table(rows)
     print(table)
     finished = datetime.datetime.now(datetime.timezone.utc)
     (args.out / "scaling.md").write_text(
-        f"Scaling sweep: {cpu_name()}, {args.threads} thread(s) per point, torch {torch.__version__}, commit "
+        f"Scaling sweep: {cpu_name()}, {'threads as measured' if args.report else f'{args.threads} thread(s) per point'}, "
+        f"torch {torch.__version__}, commit "
         f"{git_commit()}, {started:%Y-%m-%d %H:%M}-{finished:%H:%M} UTC.\n\nCommand: `{cmd}`\n\n"
+        f"Training or inference bases/s / peak MB per step, by length (a step holds the CSV's batch x length "
+        f"bases; a capped point gives its first step's seconds and peak):\n\n{pivot_table(rows)}\n\n"
         f"Exponents of time and peak memory per sequence against length (longest three measured points):\n\n"
         f"{table}\n"
     )
