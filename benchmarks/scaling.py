@@ -79,11 +79,21 @@ def model_specs() -> dict[tuple[str, int], dict | str]:
 
 
 # ------------------------------------------------------------------------------ one point
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``, ``VmSize``) in MB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Resident memory now (MB)."""
+    rss = _status_mb("VmRSS")
+    return rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def reset_peak_memory() -> bool:
@@ -98,17 +108,8 @@ def reset_peak_memory() -> bool:
 
 def peak_rss_mb() -> float:
     """The high-water mark of resident memory since the last :func:`reset_peak_memory` (MB)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _vm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_cap: float, threads: int) -> dict:
@@ -138,7 +139,7 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
     # The guard behind the cap: past it an allocation fails instead of swapping the machine.
     # Address space over what the process holds now, with room for allocator slack.
     if memory_cap > 0 and Path("/proc/self/status").is_file():
-        limit = int((_vm_mb() + 1.5 * memory_cap + 512) * 2**20)
+        limit = int(((_status_mb("VmSize") or 0) + 1.5 * memory_cap + 512) * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
     reset_peak_memory()
     before = _rss_mb()

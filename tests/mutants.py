@@ -442,6 +442,32 @@ MUTANTS = [
     Mutant("heldout_bits_divided_twice", "the held-out report divides score_windows' per-base bits by the base count again",
            "hnet_dna/tasks/callbacks.py", [("parameters (this run)\", bits)]", "parameters (this run)\", bits / max(bases, 1))]")],
            "tests/test_cli.py::test_demo_recipe_runs_and_reports_against_markov"),
+
+    # issue #18: cost against length
+    Mutant("checkpointing_wired_to_nothing", "gradient checkpointing is switched on but nothing is recomputed",
+           "hnet_dna/model/isotropic.py", [("recompute = self.gradient_checkpointing and caches is None", "recompute = False and caches is None")],
+           "tests/test_hnet.py::test_gradient_checkpointing_gives_the_same_loss_and_gradients_with_less_saved"),
+    Mutant("checkpointing_flag_dropped", "--model.gradient_checkpointing does not reach the model",
+           "hnet_dna/tasks/pretrain.py", [(".gradient_checkpointing_enable(gradient_checkpointing)", "")],
+           "tests/test_cli.py::test_gradient_checkpointing_is_a_command_line_switch"),
+    Mutant("within_chunk_decay_gradient", "the within-chunk scores' backward forgets the decay's gradient at the key",
+           "hnet_dna/model/ssd.py", [("grad_a = grad_seg.sum(-1) - grad_seg.sum(-2)", "grad_a = grad_seg.sum(-1)")],
+           "tests/test_ssd.py::test_gradients_equal_the_sequential_recurrence_fp64"),
+    Mutant("chunk_scan_off_by_one", "past chunk_size chunks, each chunk receives its own end state instead of the previous one's",
+           "hnet_dna/model/ssd.py", [("torch.cat([initial, after[:, :, :, :-1]], dim=3)", "torch.cat([initial, after[:, :, :, 1:]], dim=3)")],
+           "tests/test_ssd.py::test_initial_state_is_carried"),
+    Mutant("gated_norm_gate_gradient", "the gated norm's backward drops silu's derivative term",
+           "hnet_dna/model/mamba2.py", [("sig * (1 + z32 * (1 - sig))", "sig")],
+           "tests/test_mamba2.py::test_gated_norm_backward_equals_autograd_of_the_reference_fp64"),
+    Mutant("convolution_kept", "the depthwise convolution's activations are kept for the backward again",
+           "hnet_dna/model/mamba2.py", [("if torch.is_grad_enabled() and xBC.requires_grad:", "if False:")],
+           "tests/test_mamba2.py::test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals"),
+    Mutant("freed_memory_returned", "keep_freed_memory leaves glibc's thresholds as they are",
+           "hnet_dna/backends.py", [("return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))", "return True or bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))")],
+           "tests/test_backends.py::test_keeping_freed_memory_spares_the_page_faults_of_the_next_large_tensor"),
+    Mutant("cap_does_not_stop_series", "after a capped point the sweep measures the longer lengths anyway",
+           "benchmarks/scaling.py", [("                if capped is None:\n                    r = measure_point", "                if True:\n                    r = measure_point")],
+           "tests/test_scaling.py::test_a_capped_point_is_written_with_its_status_and_its_series_stops"),
 ]
 
 
