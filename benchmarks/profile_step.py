@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,13 +44,11 @@ def _setup(repo: Path, threads: int):
 
 
 def _timed(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    """model_speed.timed on the CPU: best of ``repeats`` after one warm-up call."""
+    sys.path.insert(0, str(HERE))
+    from model_speed import timed
+
+    return timed(fn, "cpu", repeats)
 
 
 def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, float]]:
@@ -59,6 +56,7 @@ def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, f
     import torch
 
     from hnet_dna.model import chunking
+    from hnet_dna.model.layers import hi
     from hnet_dna.model.loading import build_model
 
     torch.manual_seed(0)
@@ -99,7 +97,7 @@ def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, f
         (out.pow(2).mean() + loss).backward()
 
     rows.append(("chunking: routing, gather, EMA dechunk, upsample, residual, ratio loss", _timed(chunk_and_dechunk, repeats)))
-    blocks(stage.main_network.main_network, hi(inner_in.float()), inner_mask, "main")
+    blocks(stage.main_network.main_network, hi(inner_in), inner_mask, "main")
     blocks(stage.decoder, hi(y), mask, "decoder")
 
     def head():
@@ -118,10 +116,6 @@ def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, f
     rows.append(("whole step", total))
     rows.append(("left over (framework, allocator, norms between stages)", total - sum(t for _, t in rows[:-1])))
     return rows
-
-
-def hi(t):
-    return t.float()
 
 
 def top_operators(spec, batch: int, length: int, count: int) -> str:
