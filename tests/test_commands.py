@@ -159,3 +159,14 @@ def test_window_options_are_checked_once_for_every_command():
                                            (256, None, 0, "--batch-size")):
         with pytest.raises(ConfigError, match=message):
             check_windows(window, stride, batch)
+
+
+@pytest.mark.parametrize("command", ["embed", "score", "boundaries", "ism"])
+def test_help_says_what_memory_a_window_needs(command):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"hnet_dna.{command}", "--help"], capture_output=True, text=True)
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0
+    assert "MB per 1,000 bases of each window" in text and "left context" in text
