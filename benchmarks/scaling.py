@@ -226,7 +226,7 @@ def sweep(specs: dict, lengths: list[int], modes: list[str], args, measure_point
                     r = measure_point(spec, length, batch, mode, args)
                     row["status"] = r["status"]
                     if r["seconds"] is not None:
-                        row["seconds"] = f"{r['seconds']:.4f}"
+                        row["seconds"] = f"{r['seconds']:.6g}"
                         row["bases_per_s"] = f"{batch * length / r['seconds']:.0f}"
                     if r["peak_mb"] is not None:
                         row["peak_mb"] = f"{r['peak_mb']:.1f}"
