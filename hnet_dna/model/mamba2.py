@@ -187,8 +187,16 @@ class Mamba2(nn.Module):
         return self.out_proj(y)
 
     def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
-        """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim)."""
-        return F.silu(self.conv1d(xBC.transpose(1, 2))[..., : xBC.shape[1]].transpose(1, 2))
+        """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim).
+
+        Run as a 2-D convolution over (B, C, 1, L) in channels-last memory, which is xBC's own
+        (B, L, C) layout: no transposed copies in or out, and oneDNN's channels-last depthwise
+        kernels (CPU) are 2-3x faster than Conv1d's on the transposed input, backward included."""
+        length = xBC.shape[1]
+        x = xBC.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L), channels-last strides
+        weight = self.conv1d.weight.unsqueeze(2)  # (C, 1, 1, d_conv)
+        y = F.conv2d(x, weight, self.conv1d.bias, padding=(0, self.d_conv - 1), groups=self.conv_dim)
+        return F.silu(y[..., :length].permute(0, 2, 3, 1).squeeze(1))  # (B, L, C)
 
     def _last_conv_inputs(self, xBC: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, conv_dim, d_conv): each row's last d_conv convolution inputs, zeros before its start."""
