@@ -4,18 +4,23 @@ import torch
 from hnet_dna.model.ssd import segment_sum, ssd_scan, ssd_sequential_ref
 
 
-def random_inputs(length, heads=4, groups=2, p=3, n=5, batch=2, seed=0):
+def random_inputs(length, heads=4, groups=2, p=3, n=5, batch=2, seed=0, fast_decay=False):
+    """fast_decay: positions 10-29 of the first row decay 50x faster, so the chunks there are too
+    wide for the factored within-chunk form and take the direct one (the rest stay factored)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, length, heads, p, generator=g, dtype=torch.float64)
     a = -torch.rand(batch, length, heads, generator=g, dtype=torch.float64) * 2
+    if fast_decay:
+        a[0, 10:30] *= 50
     B = torch.randn(batch, length, groups, n, generator=g, dtype=torch.float64)
     C = torch.randn(batch, length, groups, n, generator=g, dtype=torch.float64)
     return x, a, B, C
 
 
+@pytest.mark.parametrize("fast_decay", [False, True])
 @pytest.mark.parametrize("length, chunk", [(37, 8), (64, 16), (5, 16), (1, 4), (50, 50)])
-def test_chunked_scan_equals_sequential_recurrence_fp64(length, chunk):
-    x, a, B, C = random_inputs(length)
+def test_chunked_scan_equals_sequential_recurrence_fp64(length, chunk, fast_decay):
+    x, a, B, C = random_inputs(length, fast_decay=fast_decay)
     y, final = ssd_scan(x, a, B, C, chunk_size=chunk, return_final_state=True)
     y_ref, final_ref = ssd_sequential_ref(x, a, B, C, return_final_state=True)
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
@@ -32,11 +37,18 @@ def test_initial_state_is_carried(length, chunk):
     torch.testing.assert_close(final, final_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_chunk_size_changes_nothing_but_rounding_in_fp32():
-    x, a, B, C = (t.float() for t in random_inputs(100))
-    outs = [ssd_scan(x, a, B, C, chunk_size=cs) for cs in (4, 16, 100, 128)]
-    for y in outs[1:]:
-        torch.testing.assert_close(y, outs[0], rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("decay_scale", [1.0, 40.0])  # 40: every chunk past 2 positions too wide to factor
+def test_chunk_size_changes_nothing_but_rounding_in_fp32(decay_scale):
+    # The module docstring's bound: a decay factor's fp32 error is about 1e-7 relative per unit of
+    # the chunk's total log decay (here about chunk_size * mean |a| = chunk_size * decay_scale).
+    inputs = random_inputs(100)
+    inputs[1].mul_(decay_scale)
+    want = ssd_sequential_ref(*inputs)
+    x, a, B, C = (t.float() for t in inputs)
+    for cs in (4, 16, 100, 128):
+        total = min(cs, 100) * decay_scale
+        bound = 1e-7 * max(total, 1.0) * want.abs().max().item()
+        torch.testing.assert_close(ssd_scan(x, a, B, C, chunk_size=cs).double(), want, rtol=0, atol=bound)
 
 
 def test_sequential_reference_is_the_recurrence():
@@ -61,10 +73,11 @@ def test_groups_must_divide_heads():
         ssd_scan(x, a, B, C, chunk_size=4)
 
 
-@pytest.mark.parametrize("length, chunk", [(300, 4), (37, 8), (64, 16)])
-def test_gradients_equal_the_sequential_recurrence_fp64(length, chunk):
-    # (300, 4): 75 chunks carried by a scan of chunks, itself of 19 chunks, ... (the recursion)
-    inputs = [t.requires_grad_() for t in random_inputs(length)]
+@pytest.mark.parametrize("length, chunk, fast_decay", [(300, 4, False), (37, 8, False), (64, 16, False), (64, 16, True)])
+def test_gradients_equal_the_sequential_recurrence_fp64(length, chunk, fast_decay):
+    # (300, 4): 75 chunks carried by a scan of chunks, itself of 19 chunks, ... (the recursion);
+    # fast_decay: wide chunks in the direct form beside factored ones
+    inputs = [t.requires_grad_() for t in random_inputs(length, fast_decay=fast_decay)]
     init = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, length, 4, 3, dtype=torch.float64)
     grads = []

@@ -95,34 +95,73 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
 
-    # Layout (batch, group, head in group, chunk, position, channels): every product below is a
-    # batched matrix product over the last two dims, and the heads of a group share B and C.
-    x = rearrange(x, "b (c l) (g r) p -> b g r c l p", l=chunk_size, r=r).contiguous()  # one copy, not one per product
-    B, C = (rearrange(t, "b (c l) g n -> b g 1 c l n", l=chunk_size) for t in (B, C))
-    a = rearrange(log_decay, "b (c l) (g r) -> b g r c l", l=chunk_size, r=r)
-    a_cum = a.cumsum(dim=-1)  # (b, g, r, c, T)
+    # Layout (batch, group, chunk, position, head in group, channels): the input's own order when
+    # there is one group (no copy), and the heads of a group sit side by side in the channels of
+    # one matrix product with the (T, T) matrix C_i · B_j they share.
+    x = rearrange(x, "b (c l) (g r) p -> b g c l r p", l=chunk_size, r=r)
+    B, C = (rearrange(t, "b (c l) g n -> b g c l n", l=chunk_size) for t in (B, C))
+    a_cum = rearrange(log_decay, "b (c l) (g r) -> b g c r l", l=chunk_size, r=r).cumsum(dim=-1)  # (b, g, c, r, T)
 
-    # 1. within each chunk: (C_i · B_j) is shared by the heads of a group. The causal mask goes
-    # on this small tensor; the per-head decay exp(a_cum_i - a_cum_j) is clamped at 0 instead of
-    # masked, so j > i cannot overflow and is zeroed by the mask.
+    # 1. within each chunk
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
-    cb = (C @ B.transpose(-1, -2)) * causal  # (b, g, 1, c, T, T)
-    y = _WithinChunk.apply(cb, a_cum, x)  # (b, g, r, c, T, p)
+    cb = (C @ B.transpose(-1, -2)) * causal  # (b, g, c, T, T)
+    y = _within_chunk(cb, a_cum, x)  # (b, g, c, T, r, p)
 
     # 2. each chunk's contribution to the state at its end
-    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, r, c, T)
-    chunk_states = (x * decay_to_end[..., None].to(x.dtype)).transpose(-1, -2) @ B  # (b, g, r, c, p, n)
+    decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, c, r, T)
+    weighted = x * rearrange(decay_to_end, "b g c r l -> b g c l r 1").to(x.dtype)
+    chunk_states = rearrange(weighted, "b g c l r p -> b g c (r p) l") @ B  # (b, g, c, r*p, n)
+    chunk_states = rearrange(chunk_states, "b g c (r p) n -> b g r c p n", r=r)
 
     # 3. carry states across chunks: state after chunk k = its decay * state after k-1 + its own
-    states_in, final_state = _carry_states(chunk_states, a_cum[..., -1], initial_state, r, chunk_size)
+    chunk_decay = rearrange(a_cum[..., -1], "b g c r -> b g r c")
+    states_in, final_state = _carry_states(chunk_states, chunk_decay, initial_state, r, chunk_size)
 
     # 4. the carried-in state's contribution at each position
-    y = y + (C @ states_in.transpose(-1, -2)) * torch.exp(a_cum)[..., None].to(x.dtype)
+    carried = C @ rearrange(states_in, "b g r c p n -> b g c n (r p)")  # (b, g, c, T, r*p)
+    decay_in = rearrange(torch.exp(a_cum), "b g c r l -> b g c l r 1").to(x.dtype)
+    y = y + carried.unflatten(-1, (r, -1)) * decay_in
 
-    y = rearrange(y, "b g r c l p -> b (c l) (g r) p")[:, :length]
+    y = rearrange(y, "b g c l r p -> b (c l) (g r) p")[:, :length]
     if return_final_state:
         return y, rearrange(final_state, "b g r p n -> b (g r) p n")
     return y
+
+
+# Step 1 factors exp(a_i - a_j) = exp(a_i - m) * exp(m - a_j) (m: the middle of the chunk's range)
+# where a chunk's total log decay is at most this: each factor then lies within e^+-40, far from
+# fp32's overflow (e^88) and underflow, and the product is as exact as the direct exponential.
+FACTORED_RANGE = 80.0
+
+
+def _within_chunk(cb, a_cum, x):
+    """Step 1: ``y_i = sum_{j <= i} cb_ij exp(a_cum_i - a_cum_j) x_j`` within each chunk, per head.
+
+    cb (b, g, c, T, T), causal-masked; a_cum (b, g, c, r, T); x (b, g, c, T, r, p) -> y like x.
+
+    Where a chunk's decay range (over the heads of a group) is at most ``FACTORED_RANGE``, the
+    decay factors into a row and a column scale, so ``y = e * (cb @ (f * x))`` with
+    ``e_i = exp(a_i - m)`` and ``f_j = exp(m - a_j)``: one matrix product for all heads of a group
+    and nothing of size (T, T) per head (on CPU the scan was bound by passes over those). The
+    chunks with a wider range (fast decays: their early positions are forgotten within the chunk)
+    take the direct form of :class:`_WithinChunk`, computed for them alone.
+    """
+    first, last = a_cum[..., :1], a_cum[..., -1:]
+    mid = ((first + last) / 2).detach()  # y does not depend on m: no gradient to send through it
+    half = FACTORED_RANGE / 2  # clamps keep the chunks that go the other way finite (replaced below)
+    e = torch.exp((a_cum - mid).clamp(min=-half))  # (b, g, c, r, T)
+    f = torch.exp((mid - a_cum).clamp(max=half))
+    fx = x * rearrange(f, "b g c r l -> b g c l r 1").to(x.dtype)
+    y = (cb.to(x.dtype) @ fx.flatten(-2)).unflatten(-1, x.shape[-2:])
+    y = y * rearrange(e, "b g c r l -> b g c l r 1").to(x.dtype)
+    wide = ((first - last)[..., 0] > FACTORED_RANGE).any(-1)  # (b, g, c)
+    if not bool(wide.any()):
+        return y
+    index = wide.nonzero(as_tuple=True)
+    direct = _WithinChunk.apply(  # (U, r, T, p) for the U wide chunks
+        cb[index].unsqueeze(1), a_cum[index], rearrange(x[index], "u l r p -> u r l p")
+    )
+    return y.index_put(index, rearrange(direct, "u r l p -> u l r p"))
 
 
 def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: int):
@@ -154,9 +193,9 @@ def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: 
 
 
 class _WithinChunk(torch.autograd.Function):
-    """Step 1: ``y_i = sum_{j <= i} cb_ij exp(a_cum_i - a_cum_j) x_j`` within each chunk, per head.
+    """Step 1 in its direct form: ``y_i = sum_{j <= i} cb_ij exp(a_cum_i - a_cum_j) x_j``, per head.
 
-    cb (b, g, 1, c, T, T), causal-masked; a_cum (b, g, r, c, T); x (b, g, r, c, T, p) -> y like x.
+    cb (..., 1, T, T), causal-masked; a_cum (..., r, T); x (..., r, T, p) -> y like x.
     The (T, T) scores per head are the scan's largest tensor: the forward does not keep them, and
     the backward rebuilds them in two passes rather than autograd's six (sub, clamp, exp, mul and
     their gradients). The clamp only touches j > i, where cb is 0, so d scores / d a_cum_i =
@@ -165,7 +204,7 @@ class _WithinChunk(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cb, a_cum, x):
-        scores = _decays(a_cum).mul_(cb)  # (b, g, r, c, T, T)
+        scores = _decays(a_cum).mul_(cb)  # (..., r, T, T)
         ctx.save_for_backward(cb, a_cum, x)
         return scores.to(x.dtype) @ x
 
@@ -175,8 +214,8 @@ class _WithinChunk(torch.autograd.Function):
         decays = _decays(a_cum)
         scores = decays * cb
         grad_x = scores.transpose(-1, -2).to(grad.dtype) @ grad if ctx.needs_input_grad[2] else None
-        grad_scores = (grad @ x.transpose(-1, -2)).to(scores.dtype)  # (b, g, r, c, T, T)
-        grad_cb = (grad_scores * decays).sum(2, keepdim=True) if ctx.needs_input_grad[0] else None
+        grad_scores = (grad @ x.transpose(-1, -2)).to(scores.dtype)  # (..., r, T, T)
+        grad_cb = (grad_scores * decays).sum_to_size(cb.shape) if ctx.needs_input_grad[0] else None
         grad_a = None
         if ctx.needs_input_grad[1]:
             grad_seg = grad_scores.mul_(scores)  # d loss / d (a_cum_i - a_cum_j)
