@@ -18,14 +18,19 @@ Instead of a loop over positions, the sequence is cut into chunks of ``chunk_siz
 
 Step 3 is the same recurrence again, one position per chunk: past ``chunk_size`` chunks it runs
 as a scan of its own (recursively), so the cost grows linearly with length rather than with the
-square of the number of chunks. Step 1 has a hand-written backward
-(``_WithinChunk``): its (T, T) scores per head are the largest tensor of the scan, and autograd
-would keep them and make six passes over them where two suffice.
+square of the number of chunks. In step 1 the decay ``exp(a_i - a_j)`` (a: cumulative log decay)
+factors as ``exp(a_i - m) * exp(m - a_j)``: a row scale and a column scale around the diagonal
+``C_i · B_j``, which the heads of a group share, so a chunk costs one matrix product for all its
+heads and nothing of size (T, T) per head. The factors stay far from overflow while the chunk's
+log decay spans at most ``FACTORED_RANGE``; wider chunks (decays fast enough to forget their
+start within the chunk) take the direct form, ``_WithinChunk``, whose hand-written backward
+rebuilds the (T, T) scores per head instead of keeping them.
 
-Every exponent is a sum of log decays (<= 0), so nothing overflows. Chunk size changes only
-speed, memory and float rounding, not the result: segment sums are differences of cumulative sums
-within a chunk (as in mamba_ssm's kernels), so the fp32 rounding error of a decay factor grows
-with the chunk's total log decay (about 1e-7 relative per unit).
+Nothing overflows: the direct form's exponents are sums of log decays (<= 0), the factored
+form's lie within +-FACTORED_RANGE / 2. Chunk size changes only speed, memory and float rounding,
+not the result: segment sums are differences of cumulative sums within a chunk (as in mamba_ssm's
+kernels), so the fp32 rounding error of a decay factor grows with the chunk's total log decay
+(about 1e-7 relative per unit; the factored form's error is the same, measured against fp64).
 """
 
 from __future__ import annotations
