@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hnet_dna.model.attention import (
     CausalSelfAttention,
     apply_rotary,
+    blocked_sliding_window_attention,
     sliding_window_attention,
 )
 
@@ -109,10 +110,21 @@ def test_inactive_rows_keep_their_cache():
     assert torch.equal(cache.k[0], k_before[0])
 
 
-@pytest.mark.parametrize("length, window", [(100, 7), (100, 31), (64, 63), (65, 63), (50, 0), (9, 3)])
-def test_blockwise_sliding_window_equals_a_dense_mask(length, window):
+WINDOW_CASES = [(100, 7), (100, 31), (64, 63), (65, 63), (50, 0), (9, 3), (8, 7), (300, 1)]
+
+
+@pytest.mark.parametrize("attention", [sliding_window_attention, blocked_sliding_window_attention])
+@pytest.mark.parametrize("length, window", WINDOW_CASES)
+def test_blockwise_sliding_window_equals_a_dense_mask(length, window, attention):
+    # sliding_window_attention on CPU: two causal halves merged by log-sum-exp; the blocked one:
+    # one masked attention per block (other devices)
     g = torch.Generator().manual_seed(length + window)
-    q, k, v = (torch.randn(2, 3, length, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = (torch.randn(2, 3, length, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     offset = torch.arange(length)[:, None] - torch.arange(length)[None, :]
+    weights = torch.randn(2, 3, length, 8, generator=g, dtype=torch.float64)
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=(offset >= 0) & (offset <= window))
-    torch.testing.assert_close(sliding_window_attention(q, k, v, window), dense, rtol=1e-12, atol=1e-12)
+    got = attention(q, k, v, window)
+    torch.testing.assert_close(got, dense, rtol=1e-12, atol=1e-12)
+    want_grads = torch.autograd.grad((dense * weights).sum(), [q, k, v])
+    for g_got, g_want in zip(torch.autograd.grad((got * weights).sum(), [q, k, v]), want_grads):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
