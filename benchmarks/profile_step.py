@@ -13,7 +13,11 @@ Three tables, printed as markdown:
 2. **top operators** of the whole step under ``torch.profiler`` (self CPU time);
 3. **throughput**: training bases/s of the 1-stage H-Net, the Transformer and Mamba-2 at 1 k,
    4 k and 16 k bases per sequence (16,384 bases per step), each point in a fresh process (as
-   ``scaling.py`` measures it), with the ratios the issue sets as targets, and peak memory.
+   ``scaling.py`` measures it), with the ratios the issue sets as targets, and peak memory;
+4. **interleaved**: the same three models' training steps taken in turn, round after round, in one
+   process: each round gives one ratio per pair from steps a second apart, so the machine's
+   drift (this one's timings move 10-30 % within minutes) falls on all three alike. Median and
+   range of the per-round ratios. (Not in the default sections: ``--sections interleaved``.)
 
 ``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
@@ -173,6 +177,58 @@ def throughput(repo: Path, args) -> str:
     return "\n".join(lines)
 
 
+def interleaved(args) -> str:
+    """Median training-step seconds of the three cpu_small models, stepped in turn in one process,
+    and the median (min-max) over rounds of the H-Net's bases/s ratio to each baseline."""
+    import statistics
+    import time
+
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import scaling
+
+    from hnet_dna.model.loading import build_model
+
+    specs = scaling.model_specs()
+    names = ("hnet_1stage", "transformer", "mamba2")
+    small = {name: spec for (name, d), spec in specs.items() if d < 256 and name in names}
+    models = {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = build_model(small[name])
+    lines = ["| length | rounds | H-Net ms | Transformer ms | Mamba-2 ms | H-Net / Transformer (bases/s) "
+             "| H-Net / Mamba-2 (bases/s) |", "|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for length in args.lengths:
+        batch = max(1, 16384 // length)
+        ids = torch.randint(0, 4, (batch, length))
+
+        def step(model):
+            start = time.perf_counter()
+            model(ids, labels=ids).loss.backward()
+            model.zero_grad(set_to_none=True)
+            return time.perf_counter() - start
+
+        for model in models.values():  # warm-up
+            step(model)
+        rounds = args.rounds if length <= 16384 else max(2, args.rounds // 4)
+        times = {name: [] for name in names}
+        for _ in range(rounds):
+            for name in names:
+                times[name].append(step(models[name]))
+        med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+        def ratio(base):
+            r = [b / h for h, b in zip(times["hnet_1stage"], times[base])]
+            return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
+
+        lines.append(f"| {length:,} | {rounds} | {med['hnet_1stage']:,.0f} | {med['transformer']:,.0f} | "
+                     f"{med['mamba2']:,.0f} | {ratio('transformer')} | {ratio('mamba2')} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def _point(point: dict) -> dict:
     """A child: one training point of another checkout, measured as scaling.run_point does."""
     _setup(Path(point["repo"]), point["threads"])
@@ -204,7 +260,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
-    p.add_argument("--sections", default="components,operators,throughput")
+    p.add_argument("--sections", default="components,operators,throughput",
+                   help="comma-separated: components, operators, throughput, interleaved")
+    p.add_argument("--rounds", type=int, default=12, help="rounds of the interleaved section (a quarter past 16 kb)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.point:
@@ -241,6 +299,10 @@ def main(argv=None) -> None:
     if "throughput" in sections:
         print("\n**training throughput, cpu_small sizes, 16,384 bases per step, a fresh process per point**\n")
         throughput(repo, args)
+    if "interleaved" in sections:
+        print("\n**training steps in turn, one process, 16,384 bases per step (one sequence past that); "
+              "median ms per step, per-round ratio median (min-max)**\n")
+        interleaved(args)
 
 
 if __name__ == "__main__":
