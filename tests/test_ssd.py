@@ -51,6 +51,21 @@ def test_chunk_size_changes_nothing_but_rounding_in_fp32(decay_scale):
         torch.testing.assert_close(ssd_scan(x, a, B, C, chunk_size=cs).double(), want, rtol=0, atol=bound)
 
 
+def test_fp32_gradients_stay_finite_where_decays_are_too_fast_to_factor():
+    # log decay ~ -40 a step: chunks of 16 span ~640, past fp32's exponent range either way
+    inputs = random_inputs(64)
+    inputs[1].mul_(40.0)
+    weights = torch.randn(2, 64, 4, 3, dtype=torch.float64)
+    grads = []
+    for dtype in (torch.float32, torch.float64):
+        leaves = [t.to(dtype).requires_grad_() for t in inputs]
+        y = ssd_scan(*leaves, chunk_size=16)
+        grads.append(torch.autograd.grad((y * weights.to(dtype)).sum(), leaves))
+    for got, want in zip(*grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_sequential_reference_is_the_recurrence():
     # one head, one channel, state size 1: y_t = sum_{s<=t} prod_{s<r<=t} decay_r * x_s
     x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(1, 3, 1, 1)

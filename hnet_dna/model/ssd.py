@@ -153,9 +153,11 @@ def _within_chunk(cb, a_cum, x):
     """
     first, last = a_cum[..., :1], a_cum[..., -1:]
     mid = ((first + last) / 2).detach()  # y does not depend on m: no gradient to send through it
-    half = FACTORED_RANGE / 2  # clamps keep the chunks that go the other way finite (replaced below)
-    e = torch.exp((a_cum - mid).clamp(min=-half))  # (b, g, c, r, T)
-    f = torch.exp((mid - a_cum).clamp(max=half))
+    # Within the range the clamps do nothing; they keep the wide chunks' factors finite (their
+    # results are replaced below, and a replaced inf would still turn its zero gradient into NaN).
+    half = FACTORED_RANGE / 2
+    e = torch.exp((a_cum - mid).clamp(-half, half))  # (b, g, c, r, T)
+    f = torch.exp((mid - a_cum).clamp(-half, half))
     fx = x * rearrange(f, "b g c r l -> b g c l r 1").to(x.dtype)
     y = (cb.to(x.dtype) @ fx.flatten(-2)).unflatten(-1, x.shape[-2:])
     y = y * rearrange(e, "b g c r l -> b g c l r 1").to(x.dtype)
