@@ -45,8 +45,8 @@ def sliding_window_attention(q, k, v, window: int) -> torch.Tensor:
     """Causal attention where query t sees keys t - window .. t. q, k, v: (B, H, L, Dh).
 
     On CPU (PyTorch's flash kernel for CPU present) the band is computed as two causal halves
-    (:class:`_BandAttentionCPU`), which skip the masked half of every score block; elsewhere
-    :func:`blocked_sliding_window_attention`. Same results up to float rounding.
+    (:class:`_BandAttentionCPU`); elsewhere :func:`blocked_sliding_window_attention`. Same results
+    up to float rounding.
     """
     if q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         return _BandAttentionCPU.apply(q, k, v, window)
@@ -91,9 +91,10 @@ class _BandAttentionCPU(torch.autograd.Function):
     Queries are cut into blocks of Q = window + 1. Query i of block b sees keys i' <= i of its own
     block (a causal square) and keys j > i of block b - 1. The second set is a causal square too
     once both sides are reversed (queries 0 .. Q-2 and keys 1 .. Q-1 of the previous block, each
-    read backwards). Both go to PyTorch's CPU flash kernel with ``is_causal``, which skips the
-    blocks above the diagonal: half the score work of one masked (Q, 2Q - 1) attention per block.
-    Outputs merge by their log-sum-exps; in the backward, each half's gradients come from the
+    read backwards). Both go to PyTorch's CPU flash kernel with ``is_causal`` and no mask tensor
+    (the masked form builds and reads a (Q, 2Q - 1) mask per block; the kernel skips only whole
+    tiles above the diagonal, so at a 255 window the gain is the mask's cost, not half the
+    scores: forward + backward 25 % faster, measured). Outputs merge by their log-sum-exps; in the backward, each half's gradients come from the
     same flash backward given the MERGED output and log-sum-exp (its softmax is then the joint
     one restricted to that half, as in flash attention's split over keys). Only q, k, v, the
     output and the log-sum-exp are kept.
