@@ -18,6 +18,10 @@ Three tables, printed as markdown:
    process: each round gives one ratio per pair from steps a second apart, so the machine's
    drift (this one's timings move 10-30 % within minutes) falls on all three alike. Median and
    range of the per-round ratios. (Not in the default sections: ``--sections interleaved``.)
+5. **flops**: training FLOPs per base of the four cpu_small models at each length, on the causal
+   count the data-efficiency benchmark matches them on (and torch's), with the H-Net's work per
+   base over Mamba-2's: what a bases/s ratio at that length can be expected to be at equal
+   hardware efficiency. (``--sections flops``.)
 
 ``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
@@ -229,6 +233,34 @@ def interleaved(args) -> str:
     return "\n".join(lines)
 
 
+def flops_table(args) -> str:
+    """Training FLOPs per base (causal / torch count) of the cpu_small models, one sequence per length."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import scaling
+
+    from hnet_dna.data_efficiency.flops import count_training_flops
+    from hnet_dna.model.loading import build_model
+
+    specs = scaling.model_specs()
+    names = ("hnet_1stage", "hnet_2stage", "transformer", "mamba2")
+    small = {name: spec for (name, d), spec in specs.items() if d < 256}
+    lines = ["| length | " + " | ".join(f"{n} MFLOP/base (causal / torch)" for n in names)
+             + " | 1-stage H-Net / Mamba-2 (causal) |", "|---|" + "---|" * (len(names) + 1)]
+    print("\n".join(lines), flush=True)
+    for length in args.lengths:
+        counts = {}
+        for name in names:
+            torch.manual_seed(0)
+            counts[name] = count_training_flops(build_model(small[name]), torch.randint(0, 4, (1, length)))
+        cells = [f"{counts[n]['causal'] / 1e6:.2f} / {counts[n]['torch'] / 1e6:.2f}" for n in names]
+        ratio = counts["hnet_1stage"]["causal"] / counts["mamba2"]["causal"]
+        lines.append(f"| {length:,} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def _point(point: dict) -> dict:
     """A child: one training point of another checkout, measured as scaling.run_point does."""
     _setup(Path(point["repo"]), point["threads"])
@@ -262,7 +294,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--sections", default="components,operators,throughput",
-                   help="comma-separated: components, operators, throughput, interleaved")
+                   help="comma-separated: components, operators, throughput, interleaved, flops")
     p.add_argument("--rounds", type=int, default=12, help="rounds of the interleaved section (a quarter past 16 kb)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -304,6 +336,10 @@ def main(argv=None) -> None:
         print("\n**training steps in turn, one process, 16,384 bases per step (one sequence past that); "
               "median ms per step, per-round ratio median (min-max)**\n")
         interleaved(args)
+    if "flops" in sections:
+        print("\n**training FLOPs per base, freshly initialised models (routers' compression untrained), "
+              "one sequence per length**\n")
+        flops_table(args)
 
 
 if __name__ == "__main__":
