@@ -120,11 +120,14 @@ def keep_freed_memory() -> bool:
     of them again on every step. Measured here (benchmarks/RESULTS.md, 2 threads): a training step
     on one 65,536-base sequence took 10.3 s instead of 4.8 s for the small Mamba-2 and 14.2 s
     instead of 8.9 s for the small H-Net; at 16,384 bases (tensors under 32 MiB) it changes
-    nothing. Peak memory is unchanged; memory freed inside the process is not given back to the OS
-    until the process exits. The command-line tools call this; a library user may too (or preload
+    nothing. The price is memory: freed memory is not given back to the OS until the process
+    exits, and large tensors now share the heap, where gaps between them can raise the peak
+    (``embed`` on 1 Mb at its defaults: 50 s and 3.0 GB with it, 94 s and 2.3 GB without).
+    The command-line tools call this; ``HNET_DNA_KEEP_FREED_MEMORY=0`` in the environment turns it
+    off (returns False) for a tighter memory bound. A library user may call it too (or preload
     jemalloc or tcmalloc, which behave alike).
     """
-    if platform.system() != "Linux":
+    if platform.system() != "Linux" or os.environ.get("HNET_DNA_KEEP_FREED_MEMORY", "1") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
