@@ -489,6 +489,12 @@ MUTANTS = [
     Mutant("band_unmerged", "the CPU band attention returns its own-block half without the previous block's",
            "hnet_dna/model/attention.py", [("            _later(out, batch * heads, nblocks, Q).copy_(new_out)\n", "")],
            "tests/test_attention.py::test_blockwise_sliding_window_equals_a_dense_mask"),
+    Mutant("rmsnorm_mean_scale", "the RMSNorm backward takes the channels' sum where their mean belongs",
+           "hnet_dna/model/layers.py", [("value=-1.0 / x.shape[-1])", "value=-1.0)")],
+           "tests/test_layers.py::test_rmsnorm_backward_equals_autograd_of_the_reference_and_keeps_only_its_input"),
+    Mutant("rmsnorm_keeps_its_output", "the RMSNorm keeps its normalised output for the backward again",
+           "hnet_dna/model/layers.py", [("return _RMSNormFn.apply(x, self.weight, self.eps)", "return rmsnorm_ref(x, self.weight, self.eps)")],
+           "tests/test_layers.py::test_rmsnorm_backward_equals_autograd_of_the_reference_and_keeps_only_its_input"),
 ]
 
 

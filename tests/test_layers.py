@@ -3,7 +3,7 @@ import torch.nn.functional as F
 
 from hnet_dna.config import SSMConfig
 from hnet_dna.model.isotropic import Isotropic, layout_height
-from hnet_dna.model.layers import RMSNorm, SwiGLU
+from hnet_dna.model.layers import RMSNorm, SwiGLU, rmsnorm_ref
 
 
 def test_swiglu_gate_is_the_second_half_and_width_rounds_to_128():
@@ -27,6 +27,30 @@ def test_rmsnorm_formula_and_dtype():
     expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * torch.arange(8.0)
     torch.testing.assert_close(norm(x), expected)
     assert norm.to(torch.bfloat16)(x).dtype == torch.bfloat16
+
+
+def test_rmsnorm_backward_equals_autograd_of_the_reference_and_keeps_only_its_input():
+    torch.manual_seed(0)
+    norm = RMSNorm(12).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 5, 12, dtype=torch.float64)
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = norm(x)
+    got = torch.autograd.grad((out * weights).sum(), [x, norm.weight])
+    want = torch.autograd.grad((rmsnorm_ref(x, norm.weight, norm.eps) * weights).sum(), [x, norm.weight])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out, rmsnorm_ref(x, norm.weight, norm.eps))
+    # x, the weight and one value per row: not a second activation of x's size
+    assert sum(kept.values()) == x.numel() * 8 + 12 * 8 + 3 * 5 * 8, kept
 
 
 def test_layout_heights_and_block_structure():

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["RMSNorm", "SwiGLU", "round_up", "hi", "HI_DTYPE"]
+__all__ = ["RMSNorm", "SwiGLU", "round_up", "hi", "HI_DTYPE", "rmsnorm_ref"]
 
 
 def hi(t: torch.Tensor) -> torch.Tensor:
@@ -32,9 +32,40 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _RMSNormFn.apply(x, self.weight, self.eps)
+        return rmsnorm_ref(x, self.weight, self.eps)
+
+
+def rmsnorm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``x / rms(x) * weight`` in plain PyTorch (the reference; autograd differentiates it)."""
+    x32 = hi(x)
+    y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (y * hi(weight)).to(weight.dtype)
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """:func:`rmsnorm_ref` with a hand-written backward that keeps x and the reciprocal RMS only
+    (autograd's graph keeps the normalised activation too, and makes more passes over it)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
         x32 = hi(x)
-        y = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (y * hi(self.weight)).to(self.weight.dtype)
+        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1)
+        ctx.save_for_backward(x, weight, rstd)
+        return (x32 * rstd).mul_(hi(weight)).to(weight.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, rstd = ctx.saved_tensors
+        x_norm = hi(x) * rstd
+        g, w = hi(grad), hi(weight)
+        gx = g * x_norm
+        grad_weight = gx.reshape(-1, gx.shape[-1]).sum(0)
+        # d rmsnorm: rstd * (g w - x_norm * mean(g w x_norm))
+        dot = (gx @ w).unsqueeze(-1)  # (..., 1): sum over channels of g w x_norm
+        grad_x = (g * w).addcmul_(x_norm, dot, value=-1.0 / x.shape[-1]).mul_(rstd)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
 
 
 class SwiGLU(nn.Module):
