@@ -495,6 +495,12 @@ MUTANTS = [
     Mutant("rmsnorm_keeps_its_output", "the RMSNorm keeps its normalised output for the backward again",
            "hnet_dna/model/layers.py", [("return _RMSNormFn.apply(x, self.weight, self.eps)", "return rmsnorm_ref(x, self.weight, self.eps)")],
            "tests/test_layers.py::test_rmsnorm_backward_equals_autograd_of_the_reference_and_keeps_only_its_input"),
+    Mutant("x_scale_left_out_of_states", "the scan's x scale (Mamba-2's dt) reaches the outputs within a chunk but not the carried states",
+           "hnet_dna/model/ssd.py", [("decay_to_end = decay_to_end * scale", "decay_to_end = decay_to_end * 1")],
+           "tests/test_ssd.py::test_x_scale_is_scanning_the_scaled_input_values_and_gradients_fp64"),
+    Mutant("carried_state_not_rescaled", "the carried-in state joins the factored chunk without exp(m), the row scale's offset",
+           "hnet_dna/model/ssd.py", [('"b g c r 1 -> b g r c 1 1").to(states_in.dtype)', '"b g c r 1 -> b g r c 1 1").to(states_in.dtype).pow(0)')],
+           "tests/test_ssd.py::test_chunked_scan_equals_sequential_recurrence_fp64"),
 ]
 
 

@@ -104,3 +104,23 @@ def test_gradients_equal_the_sequential_recurrence_fp64(length, chunk, fast_deca
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("length, chunk, fast_decay", [(37, 8, False), (64, 16, True)])
+def test_x_scale_is_scanning_the_scaled_input_values_and_gradients_fp64(length, chunk, fast_decay):
+    x, a, B, C = random_inputs(length, fast_decay=fast_decay)
+    scale = torch.rand(2, length, 4, dtype=torch.float64) + 0.1
+    init = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    weights = torch.randn(2, length, 4, 3, dtype=torch.float64)
+    results = []
+    for scaled in (True, False):
+        leaves = [t.clone().requires_grad_() for t in (x, a, B, C, scale)]
+        xi, ai, Bi, Ci, si = leaves
+        if scaled:
+            y, final = ssd_scan(xi, ai, Bi, Ci, chunk, init, True, x_scale=si)
+        else:
+            y, final = ssd_sequential_ref(xi * si[..., None], ai, Bi, Ci, init, True)
+        loss = (y * weights).sum() + final.pow(2).sum()
+        results.append([y, final, *torch.autograd.grad(loss, leaves)])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

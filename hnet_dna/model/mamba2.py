@@ -180,11 +180,12 @@ class Mamba2(nn.Module):
             )
             y, final_state = out if cache is not None else (out, None)
         else:
-            y, final_state = ssd_scan(
-                hi(x) * dt[..., None], dt * A, hi(Bm), hi(Cm),
-                chunk_size=self.chunk_size, return_final_state=True,
+            x32 = hi(x)
+            y, final_state = ssd_scan(  # the scan of dt * x, dt folded into its decay factors
+                x32, dt * A, hi(Bm), hi(Cm),
+                chunk_size=self.chunk_size, return_final_state=True, x_scale=dt,
             )
-            y = (y + hi(x) * hi(self.D)[:, None]).to(x.dtype)
+            y = torch.addcmul(y, x32, hi(self.D)[:, None]).to(x.dtype)  # + D x, the skip
         if cache is not None:
             cache.ssm_state = hi(final_state)
         y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)

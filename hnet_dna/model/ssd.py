@@ -6,7 +6,7 @@ It computes the linear recurrence, per batch row b and head h::
     y_t     = state_t · C_t                                        # (P,)
 
 with the state starting at ``initial_state`` (zeros by default). Mamba-2 uses it with
-``x = dt * x``, ``log_decay = dt * A``; the H-Net dechunking EMA uses it with N = 1,
+``x = dt * x`` (passed as x and ``x_scale = dt``), ``log_decay = dt * A``; the H-Net dechunking EMA uses it with N = 1,
 ``x = P * z``, ``log_decay = log(1 - P)``, ``B = C = 1``.
 
 Instead of a loop over positions, the sequence is cut into chunks of ``chunk_size``:
@@ -21,10 +21,13 @@ as a scan of its own (recursively), so the cost grows linearly with length rathe
 square of the number of chunks. In step 1 the decay ``exp(a_i - a_j)`` (a: cumulative log decay)
 factors as ``exp(a_i - m) * exp(m - a_j)``: a row scale and a column scale around the diagonal
 ``C_i · B_j``, which the heads of a group share, so a chunk costs one matrix product for all its
-heads and nothing of size (T, T) per head. The factors stay far from overflow while the chunk's
-log decay spans at most ``FACTORED_RANGE``; wider chunks (decays fast enough to forget their
-start within the chunk) take the direct form, ``_WithinChunk``, whose hand-written backward
-rebuilds the (T, T) scores per head instead of keeping them.
+heads and nothing of size (T, T) per head; step 4 joins it before the row scale, as one
+multiply-add. On CPU the scan is bound by passes over activations (each a trip through memory),
+so what can be folded into those per-position scales is (Mamba-2's dt: ``x_scale``). The
+factors stay far from overflow while the chunk's log decay spans at most ``FACTORED_RANGE``;
+wider chunks (decays fast enough to forget their start within the chunk) take the direct form,
+``_WithinChunk``, whose hand-written backward rebuilds the (T, T) scores per head instead of
+keeping them.
 
 Nothing overflows: the direct form's exponents are sums of log decays (<= 0), the factored
 form's lie within +-FACTORED_RANGE / 2. Chunk size changes only speed, memory and float rounding,
@@ -63,6 +66,7 @@ def ssd_scan(
     chunk_size: int,
     initial_state: torch.Tensor | None = None,
     return_final_state: bool = False,
+    x_scale: torch.Tensor | None = None,
 ):
     """Chunked scan of the recurrence in the module docstring.
 
@@ -73,6 +77,9 @@ def ssd_scan(
         chunk_size: chunk length T.
         initial_state: (batch, H, P, N) or None (zeros).
         return_final_state: also return the state after the last position.
+        x_scale: (batch, L, H) or None: scan ``x * x_scale[..., None]`` (Mamba-2 passes x and dt).
+            The scale joins the per-position decay factors, which are H values per position
+            rather than H * P: one pass less over x forward and backward.
 
     Returns:
         y (batch, L, H, P) in x's dtype, and the final state (batch, H, P, N) when asked.
@@ -81,10 +88,10 @@ def ssd_scan(
     bf16): callers pass fp32 (or fp64) to get an fp32 (fp64) scan.
     """
     with torch.autocast(x.device.type, enabled=False):
-        return _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
+        return _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state, x_scale)
 
 
-def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state):
+def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state, x_scale=None):
     batch, length, heads, _ = x.shape
     groups = B.shape[2]
     if heads % groups:
@@ -97,6 +104,7 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
         # still the state after the last real position.
         x = F.pad(x, (0, 0, 0, 0, 0, pad))
         log_decay = F.pad(log_decay, (0, 0, 0, pad))
+        x_scale = None if x_scale is None else F.pad(x_scale, (0, 0, 0, pad))
         B = F.pad(B, (0, 0, 0, 0, 0, pad))
         C = F.pad(C, (0, 0, 0, 0, 0, pad))
 
@@ -107,13 +115,12 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     B, C = (rearrange(t, "b (c l) g n -> b g c l n", l=chunk_size) for t in (B, C))
     a_cum = rearrange(log_decay, "b (c l) (g r) -> b g c r l", l=chunk_size, r=r).cumsum(dim=-1)  # (b, g, c, r, T)
 
-    # 1. within each chunk
-    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
-    cb = (C @ B.transpose(-1, -2)) * causal  # (b, g, c, T, T)
-    y = _within_chunk(cb, a_cum, x)  # (b, g, c, T, r, p)
+    scale = None if x_scale is None else rearrange(x_scale, "b (c l) (g r) -> b g c r l", l=chunk_size, r=r)
 
     # 2. each chunk's contribution to the state at its end
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, c, r, T)
+    if scale is not None:
+        decay_to_end = decay_to_end * scale
     weighted = x * rearrange(decay_to_end, "b g c r l -> b g c l r 1").to(x.dtype)
     chunk_states = rearrange(weighted, "b g c l r p -> b g c (r p) l") @ B  # (b, g, c, r*p, n)
     chunk_states = rearrange(chunk_states, "b g c (r p) n -> b g r c p n", r=r)
@@ -122,10 +129,10 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
     chunk_decay = rearrange(a_cum[..., -1], "b g c r -> b g r c")
     states_in, final_state = _carry_states(chunk_states, chunk_decay, initial_state, r, chunk_size)
 
-    # 4. the carried-in state's contribution at each position
-    carried = C @ rearrange(states_in, "b g r c p n -> b g c n (r p)")  # (b, g, c, T, r*p)
-    decay_in = rearrange(torch.exp(a_cum), "b g c r l -> b g c l r 1").to(x.dtype)
-    y = y + carried.unflatten(-1, (r, -1)) * decay_in
+    # 1 and 4. within each chunk, plus the carried-in state decayed to each position
+    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
+    cb = (C @ B.transpose(-1, -2)) * causal  # (b, g, c, T, T)
+    y = _within_chunk_and_carried(cb, a_cum, x, scale, C, states_in)  # (b, g, c, T, r, p)
 
     y = rearrange(y, "b g c l r p -> b (c l) (g r) p")[:, :length]
     if return_final_state:
@@ -139,17 +146,23 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state)
 FACTORED_RANGE = 80.0
 
 
-def _within_chunk(cb, a_cum, x):
-    """Step 1: ``y_i = sum_{j <= i} cb_ij exp(a_cum_i - a_cum_j) x_j`` within each chunk, per head.
+def _within_chunk_and_carried(cb, a_cum, x, scale, C, states_in):
+    """Steps 1 and 4: ``y_i = sum_{j <= i} cb_ij exp(a_i - a_j) s_j x_j + exp(a_i) C_i · state_in``
+    within each chunk, per head (a: a_cum, s: the x scale or 1).
 
-    cb (b, g, c, T, T), causal-masked; a_cum (b, g, c, r, T); x (b, g, c, T, r, p) -> y like x.
+    cb (b, g, c, T, T), causal-masked; a_cum and scale (b, g, c, r, T); x (b, g, c, T, r, p);
+    C (b, g, c, T, n); states_in (b, g, r, c, p, n) -> y like x.
 
     Where a chunk's decay range (over the heads of a group) is at most ``FACTORED_RANGE``, the
-    decay factors into a row and a column scale, so ``y = e * (cb @ (f * x))`` with
-    ``e_i = exp(a_i - m)`` and ``f_j = exp(m - a_j)``: one matrix product for all heads of a group
-    and nothing of size (T, T) per head (on CPU the scan was bound by passes over those). The
-    chunks with a wider range (fast decays: their early positions are forgotten within the chunk)
-    take the direct form of :class:`_WithinChunk`, computed for them alone.
+    decays factor into a row and a column scale around ``m``, the middle of the range:
+    ``exp(a_i - a_j) = e_i f_j`` with ``e_i = exp(a_i - m)``, ``f_j = exp(m - a_j)``, and
+    ``exp(a_i) = e_i exp(m)``. So ``y = e * (cb @ (f s x) + C @ (exp(m) state_in))``: one
+    matrix product and one multiply-add for all heads of a group, nothing of size (T, T) per head,
+    and the carried state folded in before the row scale (on CPU the scan is bound by passes over
+    activations). ``exp(m) <= 1``: where it underflows, the carried state's true contribution is
+    below ``e^-47`` of it. The chunks with a wider range (fast decays: their early positions are
+    forgotten within the chunk) take the direct form of :class:`_WithinChunk`, computed for them
+    alone.
     """
     first, last = a_cum[..., :1], a_cum[..., -1:]
     mid = ((first + last) / 2).detach()  # y does not depend on m: no gradient to send through it
@@ -158,17 +171,25 @@ def _within_chunk(cb, a_cum, x):
     half = FACTORED_RANGE / 2
     e = torch.exp((a_cum - mid).clamp(-half, half))  # (b, g, c, r, T)
     f = torch.exp((mid - a_cum).clamp(-half, half))
+    if scale is not None:
+        f = f * scale
     fx = x * rearrange(f, "b g c r l -> b g c l r 1").to(x.dtype)
-    y = (cb.to(x.dtype) @ fx.flatten(-2)).unflatten(-1, x.shape[-2:])
-    y = y * rearrange(e, "b g c r l -> b g c l r 1").to(x.dtype)
+    states_scaled = states_in * rearrange(torch.exp(mid), "b g c r 1 -> b g r c 1 1").to(states_in.dtype)
+    carried = C @ rearrange(states_scaled, "b g r c p n -> b g c n (r p)")  # (b, g, c, T, r*p)
+    # in place on the product's own output, which its backward does not keep
+    y = carried.flatten(0, 2).baddbmm_(cb.to(x.dtype).flatten(0, 2), fx.flatten(-2).flatten(0, 2))
+    y = y.view(x.shape) * rearrange(e, "b g c r l -> b g c l r 1").to(x.dtype)
     wide = ((first - last)[..., 0] > FACTORED_RANGE).any(-1)  # (b, g, c)
     if not bool(wide.any()):
         return y
     index = wide.nonzero(as_tuple=True)
+    xs = x[index] if scale is None else x[index] * rearrange(scale[index], "u r l -> u l r 1").to(x.dtype)
     direct = _WithinChunk.apply(  # (U, r, T, p) for the U wide chunks
-        cb[index].unsqueeze(1), a_cum[index], rearrange(x[index], "u l r p -> u r l p")
+        cb[index].unsqueeze(1), a_cum[index], rearrange(xs, "u l r p -> u r l p")
     )
-    return y.index_put(index, rearrange(direct, "u r l p -> u l r p"))
+    carried = C[index] @ rearrange(states_in.permute(0, 1, 3, 2, 4, 5)[index], "u r p n -> u n (r p)")
+    carried = carried.unflatten(-1, x.shape[-2:]) * rearrange(torch.exp(a_cum[index]), "u r l -> u l r 1").to(x.dtype)
+    return y.index_put(index, rearrange(direct, "u r l p -> u l r p") + carried)
 
 
 def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: int):
