@@ -22,6 +22,13 @@ Three tables, printed as markdown:
    count the data-efficiency benchmark matches them on (and torch's), with the H-Net's work per
    base over Mamba-2's: what a bases/s ratio at that length can be expected to be at equal
    hardware efficiency. (``--sections flops``.)
+6. **memory**: per model and length (16,384 bases per step), three measures of one training step:
+   what autograd keeps for the backward (the saved tensors' distinct storages, counted once),
+   the peak of live tensor bytes (``torch.profiler``'s allocation records: the model's memory,
+   whatever the allocator), and the peak resident memory of a fresh process over what it held
+   before the step (what ``throughput`` reports: the allocator's gaps and kept-freed memory
+   included); then where the H-Net's kept bytes are created, by source file.
+   (``--sections memory``.)
 
 ``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
@@ -261,6 +268,88 @@ def flops_table(args) -> str:
     return "\n".join(lines)
 
 
+def kept_for_backward(model, ids) -> dict[str, float]:
+    """MB that autograd keeps for the backward of one forward, by the hnet_dna file whose line
+    created the saved tensor (each storage counted once: views share one)."""
+    import collections
+    import traceback
+
+    import torch
+
+    seen = {}
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            frames = [f for f in traceback.extract_stack() if "hnet_dna" in f.filename]
+            seen[key] = (t.untyped_storage().nbytes() / 2**20, Path(frames[-1].filename).name if frames else "other")
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(ids, labels=ids)
+    by_file = collections.Counter()
+    for mb, where in seen.values():
+        by_file[where] += mb
+    return dict(by_file.most_common())
+
+
+def peak_live_mb(model, ids) -> float:
+    """Peak MB of live tensors over one forward + backward, from the profiler's allocation records
+    (CPU): allocator-independent, unlike resident memory."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(ids, labels=ids).loss.backward()
+    model.zero_grad(set_to_none=True)
+    records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def memory_table(repo: Path, args) -> str:
+    """Kept-for-backward, peak live and peak resident MB of the three cpu_small models per length."""
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import scaling
+
+    from hnet_dna.model.loading import build_model
+
+    names = ("hnet_1stage", "transformer", "mamba2")
+    small = {name: spec for (name, d), spec in scaling.model_specs().items() if d < 256 and name in names}
+    lines = ["| length | model | kept for backward MB | peak live MB | peak resident MB (fresh process) |",
+             "|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    breakdown = None
+    for length in args.lengths:
+        batch = max(1, 16384 // length)
+        for name in names:
+            torch.manual_seed(0)
+            model = build_model(small[name])
+            ids = torch.randint(0, 4, (batch, length))
+            kept = kept_for_backward(model, ids)
+            live = peak_live_mb(model, ids)
+            if name == "hnet_1stage" and breakdown is None:
+                breakdown = length, kept
+            point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
+                                "time_cap": 600, "memory_cap": 0, "threads": args.threads, "repo": str(repo)})
+            out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, check=True).stdout
+            resident = json.loads(out.strip().splitlines()[-1])["peak_mb"]
+            lines.append(f"| {length:,} | {name} | {sum(kept.values()):,.0f} | {live:,.0f} | {resident:,.0f} |")
+            print(lines[-1], flush=True)
+    length, kept = breakdown
+    where = ", ".join(f"{k} {v:.0f}" for k, v in kept.items())
+    lines.append(f"\nH-Net at {length:,}: kept MB by the file that created them: {where}")
+    print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def _point(point: dict) -> dict:
     """A child: one training point of another checkout, measured as scaling.run_point does."""
     _setup(Path(point["repo"]), point["threads"])
@@ -294,7 +383,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--sections", default="components,operators,throughput",
-                   help="comma-separated: components, operators, throughput, interleaved, flops")
+                   help="comma-separated: components, operators, throughput, interleaved, flops, memory")
     p.add_argument("--rounds", type=int, default=12, help="rounds of the interleaved section (a quarter past 16 kb)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -340,6 +429,9 @@ def main(argv=None) -> None:
         print("\n**training FLOPs per base, freshly initialised models (routers' compression untrained), "
               "one sequence per length**\n")
         flops_table(args)
+    if "memory" in sections:
+        print("\n**training memory, cpu_small sizes, 16,384 bases per step (one sequence past that)**\n")
+        memory_table(repo, args)
 
 
 if __name__ == "__main__":

@@ -125,12 +125,22 @@ def test_gated_norm_backward_equals_autograd_of_the_reference_fp64():
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(norm(y, z), gated_rmsnorm_ref(y, z, norm.weight, 4, norm.eps))
+    # followed by a projection (Mamba-2's out_proj), whose input the function rebuilds
+    proj = torch.randn(7, 12, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 5, 7, dtype=torch.float64)
+    got = torch.autograd.grad((norm(y, z, proj) * weights).sum(), [y, z, norm.weight, proj])
+    ref = torch.nn.functional.linear(gated_rmsnorm_ref(y, z, norm.weight, 4, norm.eps), proj)
+    want = torch.autograd.grad((ref * weights).sum(), [y, z, norm.weight, proj])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(norm(y, z, proj), ref)
 
 
 def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     # What autograd keeps for one layer, in activations of the inner width per position (distinct
-    # storages): 15.3 here; 16.6 when the convolution is kept instead of recomputed, 18.3 when the
-    # gated norm's autograd graph is kept, 21.8 with the scan's scores kept too (before all three).
+    # storages): 9.5 here; 10.5 when out_proj keeps its input apart from the gated norm, 10.9
+    # when the convolution is kept instead of recomputed (15.3 before the scan rebuilt its
+    # x-sized products, 18.3 and 21.8 before the gated norm's and the scores' were not kept).
     torch.manual_seed(0)
     m = Mamba2(32, d_state=8, headdim=8, chunk_size=8)
     u = torch.randn(2, 64, 32, requires_grad=True)
@@ -143,4 +153,4 @@ def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         m(u)
     per_position = sum(kept.values()) / (2 * 64 * 4 * m.d_inner)
-    assert per_position < 16, per_position
+    assert per_position < 10, per_position

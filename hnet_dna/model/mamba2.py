@@ -47,10 +47,16 @@ class GatedRMSNorm(nn.Module):
         self.group_size = group_size
         self.weight = nn.Parameter(torch.ones(d))
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (y.requires_grad or z.requires_grad or self.weight.requires_grad):
-            return _GatedRMSNormFn.apply(y, z, self.weight, self.group_size, self.eps)
-        return gated_rmsnorm_ref(y, z, self.weight, self.group_size, self.eps)
+    def forward(self, y: torch.Tensor, z: torch.Tensor, proj_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """With ``proj_weight`` (d_out, d), the output projected by it (``F.linear``, no bias):
+        then the normalised activation is not kept for the projection's backward but rebuilt
+        there, where the norm's own backward rebuilds it anyway."""
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (y, z, self.weight, proj_weight)
+        ):
+            return _GatedRMSNormFn.apply(y, z, self.weight, proj_weight, self.group_size, self.eps)
+        out = gated_rmsnorm_ref(y, z, self.weight, self.group_size, self.eps)
+        return out if proj_weight is None else F.linear(out, proj_weight)
 
 
 def gated_rmsnorm_ref(y, z, weight, group_size: int, eps: float) -> torch.Tensor:
@@ -63,37 +69,47 @@ def gated_rmsnorm_ref(y, z, weight, group_size: int, eps: float) -> torch.Tensor
 
 
 class _GatedRMSNormFn(torch.autograd.Function):
-    """:func:`gated_rmsnorm_ref` with a hand-written backward that keeps only y, z and the
-    reciprocal RMS (autograd would keep five activations of y's size) and makes about half the
-    passes over them that autograd's graph makes (on CPU each pass is a trip through memory)."""
+    """:func:`gated_rmsnorm_ref`, optionally followed by a projection, with a hand-written
+    backward that keeps only y, z and the reciprocal RMS (autograd would keep five activations of
+    y's size, and the projection its input) and makes about half the passes over them that
+    autograd's graph makes (on CPU each pass is a trip through memory)."""
 
     @staticmethod
-    def forward(ctx, y, z, weight, group_size, eps):
+    def forward(ctx, y, z, weight, proj_weight, group_size, eps):
         h = rearrange(hi(y) * F.silu(hi(z)), "... (g c) -> ... g c", c=group_size)
         ms = torch.linalg.vector_norm(h, dim=-1, keepdim=True).square_().div_(group_size)  # (..., g, 1)
         rstd = ms.add_(eps).rsqrt_()
-        ctx.save_for_backward(y, z, weight, rstd)
+        ctx.save_for_backward(y, z, weight, proj_weight, rstd)
         ctx.group_size = group_size
-        out = rearrange(h.mul_(rstd), "... g c -> ... (g c)").mul_(hi(weight))
-        return out.to(y.dtype)
+        out = rearrange(h.mul_(rstd), "... g c -> ... (g c)").mul_(hi(weight)).to(y.dtype)
+        return out if proj_weight is None else F.linear(out, proj_weight)
 
     @staticmethod
     def backward(ctx, grad):
-        y, z, weight, rstd = ctx.saved_tensors
+        y, z, weight, proj_weight, rstd = ctx.saved_tensors
         c = ctx.group_size
-        y32, z32, g, w = hi(y), hi(z), hi(grad), hi(weight)
+        y32, z32, w = hi(y), hi(z), hi(weight)
         gate = F.silu(z32)
         h_norm = rearrange(y32 * gate, "... (g c) -> ... g c", c=c).mul_(rstd)  # normalised, before weight
-        gh = g * rearrange(h_norm, "... g c -> ... (g c)")
+        h_norm = rearrange(h_norm, "... g c -> ... (g c)")
+        grad_proj = None
+        if proj_weight is not None:
+            if ctx.needs_input_grad[3]:
+                out = (h_norm * w).to(y.dtype)  # the projection's input, rebuilt
+                grad_proj = grad.reshape(-1, grad.shape[-1]).t() @ out.reshape(-1, out.shape[-1])
+            grad = grad @ proj_weight
+        g = hi(grad)
+        gh = g * h_norm
         grad_weight = gh.reshape(-1, gh.shape[-1]).sum(0)
         # d rmsnorm: rstd * (g w - h_norm * mean(g w h_norm)) over each group
         dot = torch.einsum("...gc,gc->...g", rearrange(gh, "... (g c) -> ... g c", c=c), w.view(-1, c))
         grad_h = rearrange(g * w, "... (g c) -> ... g c", c=c)
+        h_norm = rearrange(h_norm, "... (g c) -> ... g c", c=c)
         grad_h = grad_h.addcmul_(h_norm, dot.unsqueeze(-1), value=-1.0 / c).mul_(rstd)
         grad_h = rearrange(grad_h, "... g c -> ... (g c)")
         grad_y = (grad_h * gate).to(y.dtype)
         grad_z = torch.ops.aten.silu_backward(grad_h.mul_(y32), z32).to(z.dtype)
-        return grad_y, grad_z, grad_weight.to(weight.dtype), None, None
+        return grad_y, grad_z, grad_weight.to(weight.dtype), grad_proj, None, None
 
 
 class Mamba2(nn.Module):
@@ -188,8 +204,8 @@ class Mamba2(nn.Module):
             y = torch.addcmul(y, x32, hi(self.D)[:, None]).to(x.dtype)  # + D x, the skip
         if cache is not None:
             cache.ssm_state = hi(final_state)
-        y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
-        return self.out_proj(y)
+        # the norm and out_proj as one function: out_proj's input is not kept (out_proj has no bias)
+        return self.norm(rearrange(y, "b l h p -> b l (h p)"), z, self.out_proj.weight)
 
     def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim).

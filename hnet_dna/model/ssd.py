@@ -121,9 +121,10 @@ def _ssd_scan(x, log_decay, B, C, chunk_size, initial_state, return_final_state,
     decay_to_end = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, c, r, T)
     if scale is not None:
         decay_to_end = decay_to_end * scale
-    weighted = x * rearrange(decay_to_end, "b g c r l -> b g c l r 1").to(x.dtype)
-    chunk_states = rearrange(weighted, "b g c l r p -> b g c (r p) l") @ B  # (b, g, c, r*p, n)
-    chunk_states = rearrange(chunk_states, "b g c (r p) n -> b g r c p n", r=r)
+    chunk_states = _ChunkStates.apply(  # (b*g*c, r*p, n)
+        x.flatten(0, 2), rearrange(decay_to_end, "b g c r l -> (b g c) l r").to(x.dtype), B.flatten(0, 2)
+    )
+    chunk_states = rearrange(chunk_states, "(b g c) (r p) n -> b g r c p n", b=x.shape[0], g=groups, r=r)
 
     # 3. carry states across chunks: state after chunk k = its decay * state after k-1 + its own
     chunk_decay = rearrange(a_cum[..., -1], "b g c r -> b g r c")
@@ -173,12 +174,12 @@ def _within_chunk_and_carried(cb, a_cum, x, scale, C, states_in):
     f = torch.exp((mid - a_cum).clamp(-half, half))
     if scale is not None:
         f = f * scale
-    fx = x * rearrange(f, "b g c r l -> b g c l r 1").to(x.dtype)
     states_scaled = states_in * rearrange(torch.exp(mid), "b g c r 1 -> b g r c 1 1").to(states_in.dtype)
-    carried = C @ rearrange(states_scaled, "b g r c p n -> b g c n (r p)")  # (b, g, c, T, r*p)
-    # in place on the product's own output, which its backward does not keep
-    y = carried.flatten(0, 2).baddbmm_(cb.to(x.dtype).flatten(0, 2), fx.flatten(-2).flatten(0, 2))
-    y = y.view(x.shape) * rearrange(e, "b g c r l -> b g c l r 1").to(x.dtype)
+    y = _FactoredChunks.apply(
+        cb.to(x.dtype).flatten(0, 2), x.flatten(0, 2),
+        *(rearrange(t, "b g c r l -> (b g c) l r").to(x.dtype) for t in (f, e)),
+        C.flatten(0, 2), rearrange(states_scaled, "b g r c p n -> (b g c) n (r p)"),
+    ).view(x.shape)
     wide = ((first - last)[..., 0] > FACTORED_RANGE).any(-1)  # (b, g, c)
     if not bool(wide.any()):
         return y
@@ -190,6 +191,70 @@ def _within_chunk_and_carried(cb, a_cum, x, scale, C, states_in):
     carried = C[index] @ rearrange(states_in.permute(0, 1, 3, 2, 4, 5)[index], "u r p n -> u n (r p)")
     carried = carried.unflatten(-1, x.shape[-2:]) * rearrange(torch.exp(a_cum[index]), "u r l -> u l r 1").to(x.dtype)
     return y.index_put(index, rearrange(direct, "u r l p -> u l r p") + carried)
+
+
+class _ChunkStates(torch.autograd.Function):
+    """Step 2: each chunk's contribution to the state at its end, ``sum_j w_j x_j ⊗ B_j``.
+
+    x (N, T, r, p), w (N, T, r) (decay to the chunk's end, times the x scale), B (N, T, n) ->
+    (N, r*p, n). Keeps its inputs only (autograd would also keep ``w * x``, an activation of
+    x's size) and rebuilds ``w * x`` for B's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, B):
+        ctx.save_for_backward(x, w, B)
+        weighted = (x * w.unsqueeze(-1)).flatten(-2)  # (N, T, r*p)
+        return weighted.transpose(-1, -2) @ B
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w, B = ctx.saved_tensors
+        grad_weighted = (B @ grad.transpose(-1, -2)).view(x.shape)  # (N, T, r, p)
+        grad_x = grad_weighted * w.unsqueeze(-1) if ctx.needs_input_grad[0] else None
+        grad_w = (grad_weighted * x).sum(-1) if ctx.needs_input_grad[1] else None
+        grad_B = None
+        if ctx.needs_input_grad[2]:
+            grad_B = (x * w.unsqueeze(-1)).flatten(-2) @ grad
+        return grad_x, grad_w, grad_B
+
+
+class _FactoredChunks(torch.autograd.Function):
+    """Steps 1 and 4 in the factored form: ``y = e * (cb @ (f * x) + C @ S)`` per chunk.
+
+    cb (N, T, T); x (N, T, r, p); f, e (N, T, r); C (N, T, n); S (N, n, r*p) -> y like x.
+    Keeps its inputs only (autograd would keep ``f * x`` and the product before the row scale,
+    two activations of x's size) and recomputes both in the backward: one multiply and two
+    small matrix products.
+    """
+
+    @staticmethod
+    def forward(ctx, cb, x, f, e, C, S):
+        ctx.save_for_backward(cb, x, f, e, C, S)
+        return _FactoredChunks._inner(cb, x, f, C, S)[0].view(x.shape).mul_(e.unsqueeze(-1))
+
+    @staticmethod
+    def _inner(cb, x, f, C, S):
+        """``cb @ (f * x) + C @ S`` (N, T, r*p), and ``f * x`` flattened like it."""
+        fx = (x * f.unsqueeze(-1)).flatten(-2)
+        return (C @ S).baddbmm_(cb, fx), fx
+
+    @staticmethod
+    def backward(ctx, grad):
+        cb, x, f, e, C, S = ctx.saved_tensors
+        need_cb, need_x, need_f, need_e, need_C, need_S = ctx.needs_input_grad
+        inner, fx = _FactoredChunks._inner(cb, x, f, C, S)
+        grad_e = (grad * inner.view(x.shape)).sum(-1) if need_e else None
+        grad_inner = (grad * e.unsqueeze(-1)).flatten(-2)  # (N, T, r*p)
+        grad_cb = grad_inner @ fx.transpose(-1, -2) if need_cb else None
+        grad_x = grad_f = None
+        if need_x or need_f:
+            grad_fx = (cb.transpose(-1, -2) @ grad_inner).view(x.shape)
+            grad_x = grad_fx * f.unsqueeze(-1) if need_x else None
+            grad_f = (grad_fx * x).sum(-1) if need_f else None
+        grad_C = grad_inner @ S.transpose(-1, -2) if need_C else None
+        grad_S = C.transpose(-1, -2) @ grad_inner if need_S else None
+        return grad_cb, grad_x, grad_f, grad_e, grad_C, grad_S
 
 
 def _carry_states(chunk_states, chunk_decay, initial_state, r: int, chunk_size: int):
