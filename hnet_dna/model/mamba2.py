@@ -97,17 +97,24 @@ class _GatedRMSNormFn(torch.autograd.Function):
             if ctx.needs_input_grad[3]:
                 out = (h_norm * w).to(y.dtype)  # the projection's input, rebuilt
                 grad_proj = grad.reshape(-1, grad.shape[-1]).t() @ out.reshape(-1, out.shape[-1])
+                del out
             grad = grad @ proj_weight
+        # Temporaries are dropped as soon as they are used: in a training step this backward runs
+        # with nearly every activation still kept, where live memory peaks.
         g = hi(grad)
         gh = g * h_norm
         grad_weight = gh.reshape(-1, gh.shape[-1]).sum(0)
         # d rmsnorm: rstd * (g w - h_norm * mean(g w h_norm)) over each group
         dot = torch.einsum("...gc,gc->...g", rearrange(gh, "... (g c) -> ... g c", c=c), w.view(-1, c))
+        del gh
         grad_h = rearrange(g * w, "... (g c) -> ... g c", c=c)
+        del g, grad
         h_norm = rearrange(h_norm, "... (g c) -> ... g c", c=c)
         grad_h = grad_h.addcmul_(h_norm, dot.unsqueeze(-1), value=-1.0 / c).mul_(rstd)
+        del h_norm
         grad_h = rearrange(grad_h, "... g c -> ... (g c)")
         grad_y = (grad_h * gate).to(y.dtype)
+        del gate
         grad_z = torch.ops.aten.silu_backward(grad_h.mul_(y32), z32).to(z.dtype)
         return grad_y, grad_z, grad_weight.to(weight.dtype), grad_proj, None, None
 

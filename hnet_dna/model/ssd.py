@@ -244,16 +244,21 @@ class _FactoredChunks(torch.autograd.Function):
         cb, x, f, e, C, S = ctx.saved_tensors
         need_cb, need_x, need_f, need_e, need_C, need_S = ctx.needs_input_grad
         inner, fx = _FactoredChunks._inner(cb, x, f, C, S)
-        grad_e = (grad * inner.view(x.shape)).sum(-1) if need_e else None
+        # In place where a product is not needed again: this backward runs where the live memory
+        # of a training step peaks (every activation still kept), so its temporaries count.
+        grad_e = inner.view(x.shape).mul_(grad).sum(-1) if need_e else None
+        del inner
         grad_inner = (grad * e.unsqueeze(-1)).flatten(-2)  # (N, T, r*p)
         grad_cb = grad_inner @ fx.transpose(-1, -2) if need_cb else None
+        del fx
+        grad_C = grad_inner @ S.transpose(-1, -2) if need_C else None
+        grad_S = C.transpose(-1, -2) @ grad_inner if need_S else None
         grad_x = grad_f = None
         if need_x or need_f:
             grad_fx = (cb.transpose(-1, -2) @ grad_inner).view(x.shape)
+            del grad_inner
             grad_x = grad_fx * f.unsqueeze(-1) if need_x else None
-            grad_f = (grad_fx * x).sum(-1) if need_f else None
-        grad_C = grad_inner @ S.transpose(-1, -2) if need_C else None
-        grad_S = C.transpose(-1, -2) @ grad_inner if need_S else None
+            grad_f = grad_fx.mul_(x).sum(-1) if need_f else None
         return grad_cb, grad_x, grad_f, grad_e, grad_C, grad_S
 
 
