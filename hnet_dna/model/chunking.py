@@ -74,8 +74,9 @@ class RoutingCache:
 def routing_probs(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor) -> torch.Tensor:
     """Boundary probability p (B, L) from encoder outputs x (B, L, D); p[:, 0] = 1."""
     x = hi(x)
-    prev = F.normalize(F.linear(x[:, :-1], hi(w_q)), dim=-1)
-    cur = F.normalize(F.linear(x[:, 1:], hi(w_k)), dim=-1)
+    # Project every position, then shift: a linear over a slice of x would keep a copy of it.
+    prev = F.normalize(F.linear(x, hi(w_q))[:, :-1], dim=-1)
+    cur = F.normalize(F.linear(x, hi(w_k))[:, 1:], dim=-1)
     cos = (prev * cur).sum(-1)
     p = torch.clamp((1 - cos) / 2, 0.0, 1.0)
     return F.pad(p, (1, 0), value=1.0)
@@ -159,11 +160,12 @@ def ema(z: torch.Tensor, P: torch.Tensor, initial: torch.Tensor | None = None, c
     with one head of D channels and state size 1), not a loop over positions.
     """
     z32, P32 = hi(z), hi(P)
-    x = rearrange(z32 * P32[..., None], "b m d -> b m 1 d")
     log_decay = torch.log1p(-P32)[..., None]  # (B, M, 1)
     ones = torch.ones(z.shape[0], z.shape[1], 1, 1, device=z.device, dtype=z32.dtype)
     init = None if initial is None else rearrange(hi(initial), "b d -> b 1 d 1")
-    y = ssd_scan(x, log_decay, ones, ones, chunk_size=chunk_size, initial_state=init)
+    # the scan of P z, P passed as the scan's x scale (no product of z's size)
+    y = ssd_scan(rearrange(z32, "b m d -> b m 1 d"), log_decay, ones, ones, chunk_size=chunk_size,
+                 initial_state=init, x_scale=P32[..., None])
     return rearrange(y, "b m 1 d -> b m d")
 
 
