@@ -522,6 +522,9 @@ MUTANTS = [
     Mutant("gated_norm_projection_gradient", "the fused gated norm + projection's backward takes the projection's gradient from the unweighted norm",
            "hnet_dna/model/mamba2.py", [("out = (h_norm * w).to(y.dtype)", "out = h_norm.to(y.dtype)")],
            "tests/test_mamba2.py::test_gated_norm_backward_equals_autograd_of_the_reference_fp64"),
+    Mutant("live_peak_never_frees", "profile_step's live-memory peak adds allocations and ignores frees",
+           "benchmarks/profile_step.py", [("        live += nbytes", "        live += max(nbytes, 0)")],
+           "tests/test_profile_step.py::test_kept_memory_by_file_and_the_live_peak_of_a_training_step"),
 ]
 
 

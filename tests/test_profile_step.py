@@ -1,0 +1,30 @@
+"""benchmarks/profile_step.py's memory measures: what autograd keeps, by file, and the peak of live
+tensors from the profiler's allocation records (a private profiler API: this test notices when a
+torch release moves it)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import profile_step  # noqa: E402
+
+from hnet_dna.model.loading import build_model  # noqa: E402
+
+
+def test_kept_memory_by_file_and_the_live_peak_of_a_training_step():
+    torch.manual_seed(0)
+    model = build_model("tiny-hnet")
+    ids = torch.randint(0, 4, (2, 256))
+    kept = profile_step.kept_for_backward(model, ids)
+    assert {"ssd.py", "mamba2.py", "attention.py", "layers.py"} <= set(kept), kept
+    live = profile_step.peak_live_mb(model, ids)
+    params = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    # every kept activation is live at the end of the forward (parameters were allocated before)
+    assert live >= sum(kept.values()) - params > 0, (live, kept)
+    # and the step's peak is of the same order, not a count of everything ever allocated
+    assert live < 3 * sum(kept.values()), (live, kept)
+    assert all(p.grad is None for p in model.parameters())
