@@ -136,6 +136,24 @@ def test_gated_norm_backward_equals_autograd_of_the_reference_fp64():
     torch.testing.assert_close(norm(y, z, proj), ref)
 
 
+
+def test_gated_norm_with_projection_under_bf16_autocast_matches_the_unfused_layers():
+    # the forward's projection runs in bf16 under autocast; the backward must take the same dtype
+    from hnet_dna.model.mamba2 import GatedRMSNorm
+
+    torch.manual_seed(0)
+    norm, proj = GatedRMSNorm(16, group_size=8), torch.nn.Linear(16, 8, bias=False)
+    y, z = torch.randn(2, 5, 16, requires_grad=True), torch.randn(2, 5, 16, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = norm(y, z, proj.weight) if fused else proj(norm(y, z))
+        assert out.dtype == torch.bfloat16
+        results.append([out.float(), *torch.autograd.grad(out.float().sum(), [y, z, norm.weight, proj.weight])])
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
 def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     # What autograd keeps for one layer, in activations of the inner width per position (distinct
     # storages): 9.5 here; 10.5 when out_proj keeps its input apart from the gated norm, 10.9

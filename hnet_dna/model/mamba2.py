@@ -94,11 +94,12 @@ class _GatedRMSNormFn(torch.autograd.Function):
         h_norm = rearrange(h_norm, "... g c -> ... (g c)")
         grad_proj = None
         if proj_weight is not None:
+            # In the gradient's dtype: under autocast the forward's projection ran in bf16/fp16.
             if ctx.needs_input_grad[3]:
-                out = (h_norm * w).to(y.dtype)  # the projection's input, rebuilt
-                grad_proj = grad.reshape(-1, grad.shape[-1]).t() @ out.reshape(-1, out.shape[-1])
+                out = (h_norm * w).to(grad.dtype)  # the projection's input, rebuilt
+                grad_proj = (grad.reshape(-1, grad.shape[-1]).t() @ out.reshape(-1, out.shape[-1])).to(proj_weight.dtype)
                 del out
-            grad = grad @ proj_weight
+            grad = grad @ proj_weight.to(grad.dtype)
         # Temporaries are dropped as soon as they are used: in a training step this backward runs
         # with nearly every activation still kept, where live memory peaks.
         g = hi(grad)
