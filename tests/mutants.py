@@ -525,6 +525,9 @@ MUTANTS = [
     Mutant("live_peak_never_frees", "profile_step's live-memory peak adds allocations and ignores frees",
            "benchmarks/profile_step.py", [("        live += nbytes", "        live += max(nbytes, 0)")],
            "tests/test_profile_step.py::test_kept_memory_by_file_and_the_live_peak_of_a_training_step"),
+    Mutant("gated_norm_projection_dtype", "the fused gated norm + projection's backward multiplies a bf16 gradient by the fp32 weight (autocast)",
+           "hnet_dna/model/mamba2.py", [("            grad = grad @ proj_weight.to(grad.dtype)", "            grad = grad @ proj_weight")],
+           "tests/test_mamba2.py::test_gated_norm_with_projection_under_bf16_autocast_matches_the_unfused_layers"),
 ]
 
 
