@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,20 @@ def write_bgzf(path: Path, text: str) -> Path:
 @pytest.fixture(scope="session")
 def chr20_slices() -> dict[str, str]:
     return read_fixture_fasta(DATA / "chr20_slices.fa")
+
+
+@contextmanager
+def kept_for_backward(exclude=()):
+    """Record, inside the block, what autograd keeps for the backward: yields {storage: bytes},
+    each storage once (views share theirs); the storages of the ``exclude`` tensors left out."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield kept

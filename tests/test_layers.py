@@ -5,6 +5,8 @@ from hnet_dna.config import SSMConfig
 from hnet_dna.model.isotropic import Isotropic, layout_height
 from hnet_dna.model.layers import RMSNorm, SwiGLU, rmsnorm_ref
 
+from .conftest import kept_for_backward
+
 
 def test_swiglu_gate_is_the_second_half_and_width_rounds_to_128():
     torch.manual_seed(0)
@@ -36,13 +38,7 @@ def test_rmsnorm_backward_equals_autograd_of_the_reference_and_keeps_only_its_in
         norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(3, 5, 12, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(3, 5, 12, dtype=torch.float64)
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with kept_for_backward() as kept:
         out = norm(x)
     got = torch.autograd.grad((out * weights).sum(), [x, norm.weight])
     want = torch.autograd.grad((rmsnorm_ref(x, norm.weight, norm.eps) * weights).sum(), [x, norm.weight])

@@ -4,6 +4,8 @@ import torch.nn.functional as F
 from hnet_dna import backends
 from hnet_dna.model.mamba2 import Mamba2
 
+from .conftest import kept_for_backward
+
 
 def make(seed=0, **kw):
     torch.manual_seed(seed)
@@ -154,6 +156,7 @@ def test_gated_norm_with_projection_under_bf16_autocast_matches_the_unfused_laye
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
 
+
 def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     # What autograd keeps for one layer, in activations of the inner width per position (distinct
     # storages): 9.5 here; 10.5 when out_proj keeps its input apart from the gated norm, 10.9
@@ -162,13 +165,7 @@ def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     torch.manual_seed(0)
     m = Mamba2(32, d_state=8, headdim=8, chunk_size=8)
     u = torch.randn(2, 64, 32, requires_grad=True)
-    kept = {}
-
-    def pack(t):
-        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with kept_for_backward() as kept:
         m(u)
     per_position = sum(kept.values()) / (2 * 64 * 4 * m.d_inner)
     assert per_position < 10, per_position

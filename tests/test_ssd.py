@@ -3,6 +3,8 @@ import torch
 
 from hnet_dna.model.ssd import segment_sum, ssd_scan, ssd_sequential_ref
 
+from .conftest import kept_for_backward
+
 
 def random_inputs(length, heads=4, groups=2, p=3, n=5, batch=2, seed=0, fast_decay=False):
     """fast_decay: positions 10-29 of the first row decay 50x faster, so the chunks there are too
@@ -136,14 +138,6 @@ def test_scan_keeps_its_inputs_and_chunk_sized_tensors_only():
     a = (-torch.rand(2, 256, 4)).requires_grad_()
     B, C = (torch.randn(2, 256, 1, 4, requires_grad=True) for _ in range(2))
     scale = (torch.rand(2, 256, 4) + 0.1).requires_grad_()
-    inputs = {t.untyped_storage().data_ptr() for t in (x, a, B, C, scale)}
-    kept = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in inputs:
-            kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with kept_for_backward(exclude=(x, a, B, C, scale)) as kept:
         ssd_scan(x, a, B, C, chunk_size=8, x_scale=scale)
     assert sum(kept.values()) / (x.numel() * x.element_size()) < 2.3

@@ -181,6 +181,8 @@ def _within_chunk_and_carried(cb, a_cum, x, scale, C, states_in):
         C.flatten(0, 2), rearrange(states_scaled, "b g r c p n -> (b g c) n (r p)"),
     ).view(x.shape)
     wide = ((first - last)[..., 0] > FACTORED_RANGE).any(-1)  # (b, g, c)
+    # One host sync per scan, on purpose: the direct form runs for the wide chunks alone (on CUDA
+    # Mamba-2 takes mamba_ssm's kernel and the dechunking EMA Triton's, not this scan).
     if not bool(wide.any()):
         return y
     index = wide.nonzero(as_tuple=True)
