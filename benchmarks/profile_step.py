@@ -11,17 +11,18 @@ Three tables, printed as markdown:
    upsampling, residual projection, ratio loss), embedding + head + loss; then the whole step and
    what is left over (the framework's and the allocator's share);
 2. **top operators** of the whole step under ``torch.profiler`` (self CPU time);
-3. **throughput**: training bases/s of the 1-stage H-Net, the Transformer and Mamba-2 at 1 k,
-   4 k and 16 k bases per sequence (16,384 bases per step), each point in a fresh process (as
-   ``scaling.py`` measures it), with the ratios the issue sets as targets, and peak memory;
-4. **interleaved**: the same three models' training steps taken in turn, round after round, in one
+3. **throughput**: training bases/s of the two 1-stage H-Nets (attention or Mamba-2 main network),
+   the Transformer and Mamba-2 at 1 k, 4 k and 16 k bases per sequence (16,384 bases per step),
+   each point in a fresh process (as ``scaling.py`` measures it), with the ratios the issue sets as
+   targets, and peak memory;
+4. **interleaved**: the same models' training steps taken in turn, round after round, in one
    process: each round gives one ratio per pair from steps a second apart, so the machine's
-   drift (this one's timings move 10-30 % within minutes) falls on all three alike. Median and
+   drift (this one's timings move 10-30 % within minutes) falls on all alike. Median and
    range of the per-round ratios. (Not in the default sections: ``--sections interleaved``.)
-5. **flops**: training FLOPs per base of the four cpu_small models at each length, on the causal
-   count the data-efficiency benchmark matches them on (and torch's), with the H-Net's work per
-   base over Mamba-2's: what a bases/s ratio at that length can be expected to be at equal
-   hardware efficiency. (``--sections flops``.)
+5. **flops**: training FLOPs per base of the five cpu_small models at each length, on the causal
+   count the data-efficiency benchmark matches them on (and torch's), with each 1-stage H-Net's
+   work per base over Mamba-2's: what a bases/s ratio at that length can be expected to be at
+   equal hardware efficiency. (``--sections flops``.)
 6. **memory**: per model and length (16,384 bases per step), three measures of one training step:
    what autograd keeps for the backward (the saved tensors' distinct storages, counted once),
    the peak of live tensor bytes (``torch.profiler``'s allocation records: the model's memory,
@@ -29,6 +30,10 @@ Three tables, printed as markdown:
    before the step (what ``throughput`` reports: the allocator's gaps and kept-freed memory
    included); then where the H-Net's kept bytes are created, by source file.
    (``--sections memory``.)
+
+Every model is freshly initialised (seed 0); an H-Net's routers are first fitted on the ratio loss
+alone to their target compression (``model_speed.settle_routing``), as trained routers are.
+``--hnets`` picks the H-Nets of sections 3, 4 and 6.
 
 ``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
@@ -66,16 +71,31 @@ def _timed(fn, repeats: int) -> float:
     return timed(fn, "cpu", repeats)
 
 
+def _build(spec):
+    """A model as every section measures it: seed 0, and an H-Net's routers settled at their target
+    compression (``model_speed.settle_routing``: what trained routers do; an untrained one cuts at
+    whatever its random encoder gives)."""
+    import torch
+
+    from hnet_dna.model.loading import build_model
+
+    sys.path.insert(0, str(HERE))
+    from model_speed import settle_routing
+
+    torch.manual_seed(0)
+    model = build_model(spec)
+    settle_routing(model)
+    return model
+
+
 def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, float]]:
     """(part, seconds of forward + backward) of a 1-stage H-Net, each part on its real input."""
     import torch
 
     from hnet_dna.model import chunking
     from hnet_dna.model.layers import hi
-    from hnet_dna.model.loading import build_model
 
-    torch.manual_seed(0)
-    model = build_model(spec)
+    model = _build(spec)
     ids = torch.randint(0, 4, (batch, length))
     stage = model.backbone
     mask = torch.ones(batch, length, dtype=torch.bool)
@@ -137,10 +157,7 @@ def top_operators(spec, batch: int, length: int, count: int) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from hnet_dna.model.loading import build_model
-
-    torch.manual_seed(0)
-    model = build_model(spec)
+    model = _build(spec)
     ids = torch.randint(0, 4, (batch, length))
 
     def step():
@@ -158,20 +175,25 @@ def top_operators(spec, batch: int, length: int, count: int) -> str:
     return "\n".join(lines)
 
 
+HNETS = {"hnet_1stage": "H-Net", "hnet_1stage_mamba": "Mamba-main H-Net"}  # the cpu_small 1-stage H-Nets
+BASELINES = ("transformer", "mamba2")
+
+
 def throughput(repo: Path, args) -> str:
     """Training bases/s and peak memory per point, each in a fresh process (scaling.py's child)."""
     sys.path.insert(0, str(HERE))
     import scaling
 
     specs = scaling.model_specs()
-    small = {name: spec for (name, d), spec in specs.items() if d < 256}
-    lines = ["| length | H-Net bases/s | Transformer bases/s | Mamba-2 bases/s | H-Net / Transformer | H-Net / Mamba-2 "
-             "| peak MB H-Net / Transformer / Mamba-2 | peak H-Net / Transformer |", "|---|---|---|---|---|---|---|---|"]
+    names = [n for n in HNETS if n in args.hnets] + list(BASELINES)
+    small = {name: spec for (name, d), spec in specs.items() if d < 256 and name in names}
+    lines = ["| length | model | bases/s | peak MB | / Transformer bases/s | / Mamba-2 bases/s "
+             "| / Transformer peak MB |", "|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for length in args.lengths:
         batch = max(1, 16384 // length)
         r = {}
-        for name in ("hnet_1stage", "transformer", "mamba2"):
+        for name in names:
             point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
                                 "time_cap": 600, "memory_cap": 0, "threads": args.threads,
                                 "repo": str(repo)})
@@ -180,17 +202,18 @@ def throughput(repo: Path, args) -> str:
                                  env=env, check=True).stdout
             r[name] = json.loads(out.strip().splitlines()[-1])
         bps = {k: batch * length / v["seconds"] for k, v in r.items()}
-        lines.append(f"| {length:,} | {bps['hnet_1stage']:,.0f} | {bps['transformer']:,.0f} | {bps['mamba2']:,.0f} | "
-                     f"{bps['hnet_1stage'] / bps['transformer']:.2f}x | {bps['hnet_1stage'] / bps['mamba2']:.2f}x | "
-                     f"{r['hnet_1stage']['peak_mb']:,.0f} / {r['transformer']['peak_mb']:,.0f} / {r['mamba2']['peak_mb']:,.0f} | "
-                     f"{r['hnet_1stage']['peak_mb'] / r['transformer']['peak_mb']:.2f}x |")
-        print(lines[-1], flush=True)
+        for name in names:
+            ratios = " | ".join(f"{bps[name] / bps[b]:.2f}x" if name in HNETS else "" for b in BASELINES)
+            peak = f"{r[name]['peak_mb'] / r['transformer']['peak_mb']:.2f}x" if name in HNETS else ""
+            lines.append(f"| {length:,} | {name} | {bps[name]:,.0f} | {r[name]['peak_mb']:,.0f} | {ratios} | {peak} |")
+            print(lines[-1], flush=True)
     return "\n".join(lines)
 
 
 def interleaved(args) -> str:
-    """Median training-step seconds of the three cpu_small models, stepped in turn in one process,
-    and the median (min-max) over rounds of the H-Net's bases/s ratio to each baseline."""
+    """Median training-step milliseconds of the cpu_small 1-stage H-Nets and the two baselines,
+    stepped in turn in one process, and the median (min-max) over rounds of each H-Net's bases/s
+    ratio to each baseline."""
     import statistics
     import time
 
@@ -199,17 +222,13 @@ def interleaved(args) -> str:
     sys.path.insert(0, str(HERE))
     import scaling
 
-    from hnet_dna.model.loading import build_model
-
     specs = scaling.model_specs()
-    names = ("hnet_1stage", "transformer", "mamba2")
+    hnets = [n for n in HNETS if n in args.hnets]
+    names = hnets + list(BASELINES)
     small = {name: spec for (name, d), spec in specs.items() if d < 256 and name in names}
-    models = {}
-    for name in names:
-        torch.manual_seed(0)
-        models[name] = build_model(small[name])
-    lines = ["| length | rounds | H-Net ms | Transformer ms | Mamba-2 ms | H-Net / Transformer (bases/s) "
-             "| H-Net / Mamba-2 (bases/s) |", "|---|---|---|---|---|---|---|"]
+    models = {name: _build(small[name]) for name in names}
+    lines = ["| length | rounds | H-Net | H-Net ms | Transformer ms | Mamba-2 ms | H-Net / Transformer (bases/s) "
+             "| H-Net / Mamba-2 (bases/s) |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for length in args.lengths:
         batch = max(1, 16384 // length)
@@ -230,13 +249,14 @@ def interleaved(args) -> str:
                 times[name].append(step(models[name]))
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
-        def ratio(base):
-            r = [b / h for h, b in zip(times["hnet_1stage"], times[base])]
+        def ratio(hnet, base):
+            r = [b / h for h, b in zip(times[hnet], times[base])]
             return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
-        lines.append(f"| {length:,} | {rounds} | {med['hnet_1stage']:,.0f} | {med['transformer']:,.0f} | "
-                     f"{med['mamba2']:,.0f} | {ratio('transformer')} | {ratio('mamba2')} |")
-        print(lines[-1], flush=True)
+        for hnet in hnets:
+            lines.append(f"| {length:,} | {rounds} | {HNETS[hnet]} | {med[hnet]:,.0f} | {med['transformer']:,.0f} | "
+                         f"{med['mamba2']:,.0f} | {ratio(hnet, 'transformer')} | {ratio(hnet, 'mamba2')} |")
+            print(lines[-1], flush=True)
     return "\n".join(lines)
 
 
@@ -248,22 +268,20 @@ def flops_table(args) -> str:
     import scaling
 
     from hnet_dna.data_efficiency.flops import count_training_flops
-    from hnet_dna.model.loading import build_model
 
     specs = scaling.model_specs()
-    names = ("hnet_1stage", "hnet_2stage", "transformer", "mamba2")
+    names = ("hnet_1stage", "hnet_1stage_mamba", "hnet_2stage", "transformer", "mamba2")
     small = {name: spec for (name, d), spec in specs.items() if d < 256}
     lines = ["| length | " + " | ".join(f"{n} MFLOP/base (causal / torch)" for n in names)
-             + " | 1-stage H-Net / Mamba-2 (causal) |", "|---|" + "---|" * (len(names) + 1)]
+             + " | 1-stage H-Net / Mamba-2, Mamba-main H-Net / Mamba-2 (causal) |", "|---|" + "---|" * (len(names) + 1)]
     print("\n".join(lines), flush=True)
     for length in args.lengths:
         counts = {}
         for name in names:
-            torch.manual_seed(0)
-            counts[name] = count_training_flops(build_model(small[name]), torch.randint(0, 4, (1, length)))
+            counts[name] = count_training_flops(_build(small[name]), torch.randint(0, 4, (1, length)))
         cells = [f"{counts[n]['causal'] / 1e6:.2f} / {counts[n]['torch'] / 1e6:.2f}" for n in names]
-        ratio = counts["hnet_1stage"]["causal"] / counts["mamba2"]["causal"]
-        lines.append(f"| {length:,} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+        ratios = " / ".join(f"{counts[h]['causal'] / counts['mamba2']['causal']:.2f}x" for h in HNETS)
+        lines.append(f"| {length:,} | " + " | ".join(cells) + f" | {ratios} |")
         print(lines[-1], flush=True)
     return "\n".join(lines)
 
@@ -312,15 +330,14 @@ def peak_live_mb(model, ids) -> float:
 
 
 def memory_table(repo: Path, args) -> str:
-    """Kept-for-backward, peak live and peak resident MB of the three cpu_small models per length."""
+    """Kept-for-backward, peak live and peak resident MB of the cpu_small 1-stage H-Nets and the two
+    baselines per length."""
     import torch
 
     sys.path.insert(0, str(HERE))
     import scaling
 
-    from hnet_dna.model.loading import build_model
-
-    names = ("hnet_1stage", "transformer", "mamba2")
+    names = [n for n in HNETS if n in args.hnets] + list(BASELINES)
     small = {name: spec for (name, d), spec in scaling.model_specs().items() if d < 256 and name in names}
     lines = ["| length | model | kept for backward MB | peak live MB | peak resident MB (fresh process) |",
              "|---|---|---|---|---|"]
@@ -329,8 +346,7 @@ def memory_table(repo: Path, args) -> str:
     for length in args.lengths:
         batch = max(1, 16384 // length)
         for name in names:
-            torch.manual_seed(0)
-            model = build_model(small[name])
+            model = _build(small[name])
             ids = torch.randint(0, 4, (batch, length))
             kept = kept_for_backward(model, ids)
             live = peak_live_mb(model, ids)
@@ -355,10 +371,7 @@ def _point(point: dict) -> dict:
     _setup(Path(point["repo"]), point["threads"])
     import torch
 
-    from hnet_dna.model.loading import build_model
-
-    torch.manual_seed(0)
-    model = build_model(point["spec"])
+    model = _build(point["spec"])
     ids = torch.randint(0, 4, (point["batch"], point["length"]))
 
     def step(x=ids):
@@ -384,6 +397,8 @@ def main(argv=None) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--sections", default="components,operators,throughput",
                    help="comma-separated: components, operators, throughput, interleaved, flops, memory")
+    p.add_argument("--hnets", nargs="+", default=list(HNETS), choices=list(HNETS),
+                   help="the H-Nets of the throughput, interleaved and memory sections")
     p.add_argument("--rounds", type=int, default=12, help="rounds of the interleaved section (a quarter past 16 kb)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

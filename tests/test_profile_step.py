@@ -5,6 +5,7 @@ torch release moves it)."""
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,3 +29,12 @@ def test_kept_memory_by_file_and_the_live_peak_of_a_training_step():
     # and the step's peak is of the same order, not a count of everything ever allocated
     assert live < 3 * sum(kept.values()), (live, kept)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_every_section_measures_an_h_net_at_its_target_compression():
+    # the cpu_small Mamba-main H-Net: its untrained router cuts about every 1.9 bases at seed 0
+    spec = {"preset": "tiny-hnet", "arch_layout": ["m2t1", ["M2"], "m2"], "d_intermediate": [0, 128]}
+    model = profile_step._build(spec)
+    with torch.no_grad():
+        compression = model(torch.randint(0, 4, (2, 1024))).compression()
+    assert compression[0] == pytest.approx(model.config.ratio_targets[0], rel=0.1), compression

@@ -2,6 +2,7 @@
 recorded with its status and the rest of its series as not run."""
 
 import csv
+import re
 import subprocess
 import sys
 from argparse import Namespace
@@ -25,7 +26,7 @@ def test_smoke_sweep_writes_the_table_plot_and_exponents(tmp_path):
                                      "peak_mb", "status"]
         rows = list(reader)
     assert {(r["model"], r["length"], r["mode"]) for r in rows} == {
-        (m, str(n), mode) for m in ("hnet_1stage", "transformer") for n in (256, 512) for mode in ("train", "infer")}
+        (m, str(n), mode) for m in ("hnet_1stage_mamba", "transformer") for n in (256, 512) for mode in ("train", "infer")}
     for r in rows:
         assert r["status"] == "ok"
         assert float(r["seconds"]) > 0 and float(r["peak_mb"]) > 0
@@ -36,7 +37,11 @@ def test_smoke_sweep_writes_the_table_plot_and_exponents(tmp_path):
     infer = {r["model"]: float(r["peak_mb"]) for r in rows if r["mode"] == "infer" and r["length"] == "512"}
     assert all(train[m] > infer[m] for m in train)  # a backward keeps activations; inference does not
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
-    assert "| hnet_1stage | 64 | train | 512 |" in done.stdout
+    assert "| hnet_1stage_mamba | 64 | train | 512 |" in done.stdout
+    # the H-Net was measured at its target compression (3 bases per chunk), not at its untrained
+    # router's (about 1.9 for this model at seed 0)
+    chunks = [float(c) for c in re.findall(r"model=hnet_1stage_mamba .* bases_per_chunk=([0-9.]+)", done.stdout)]
+    assert len(chunks) == 4 and all(c == pytest.approx(3.0, rel=0.1) for c in chunks), chunks
     assert "time exponent" in (tmp_path / "scaling.md").read_text()
 
 
