@@ -157,6 +157,46 @@ def test_gated_norm_with_projection_under_bf16_autocast_matches_the_unfused_laye
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
 
 
+def test_convolution_backward_equals_autograd_of_the_reference_fp64():
+    from hnet_dna.model.mamba2 import _ConvSiluFn, conv_silu_ref
+
+    torch.manual_seed(0)
+    base = torch.randn(3, 11, 20, dtype=torch.float64)
+    xBC = base[..., 4:16].detach().requires_grad_()  # a strided slice, as of in_proj's output
+    weight = torch.randn(12, 1, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 11, 12, dtype=torch.float64)
+    got_out = _ConvSiluFn.apply(xBC, weight, bias)
+    want_out = conv_silu_ref(xBC, weight, bias)
+    torch.testing.assert_close(got_out, want_out)
+    got = torch.autograd.grad((got_out * weights).sum(), [xBC, weight, bias])
+    want = torch.autograd.grad((want_out * weights).sum(), [xBC, weight, bias])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # causal: a change at position 6 moves no output before it
+    nudged = xBC.detach().clone()
+    nudged[:, 6] += 1.0
+    moved = (conv_silu_ref(nudged, weight, bias) - want_out).abs().amax((0, 2))
+    assert moved[:6].max() == 0 and moved[6:10].min() > 0
+
+
+def test_convolution_under_bf16_autocast_matches_the_reference():
+    from hnet_dna.model.mamba2 import conv_silu_ref
+
+    torch.manual_seed(0)
+    m = Mamba2(16, d_state=8, headdim=8, chunk_size=8)
+    # in the layer xBC is a slice of in_proj's output, which autocast makes bf16
+    xBC = torch.randn(2, 9, m.conv_dim).bfloat16().requires_grad_()
+    results = []
+    for fused in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m._conv_silu(xBC) if fused else conv_silu_ref(xBC, m.conv1d.weight, m.conv1d.bias)
+        results.append([out.float(), *torch.autograd.grad(out.float().sum(), [xBC, m.conv1d.weight, m.conv1d.bias])])
+    for got, want in zip(*results):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2)
+
+
 def test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals():
     # What autograd keeps for one layer, in activations of the inner width per position (distinct
     # storages): 9.5 here; 10.5 when out_proj keeps its input apart from the gated norm, 10.9

@@ -120,6 +120,58 @@ class _GatedRMSNormFn(torch.autograd.Function):
         return grad_y, grad_z, grad_weight.to(weight.dtype), grad_proj, None, None
 
 
+def conv_silu_ref(xBC: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``silu(causal depthwise convolution)``: (B, L, C) -> (B, L, C); weight (C, 1, K), bias (C,).
+
+    Run as a 2-D convolution over (B, C, 1, L) in channels-last memory, which is xBC's own
+    (B, L, C) layout: no transposed copies in or out, and oneDNN's channels-last depthwise
+    kernels (CPU) are 2-3x faster than Conv1d's on the transposed input. The reference: autograd
+    differentiates it."""
+    return F.silu(_causal_depthwise_conv(xBC, weight, bias))
+
+
+def _causal_depthwise_conv(xBC, weight, bias, anti_causal: bool = False) -> torch.Tensor:
+    """(B, L, C) -> (B, L, C): out[l] = sum_j weight[j] x[l - (K-1) + j] (+ bias); anti-causal:
+    out[l] = sum_j weight[j] x[l + j]."""
+    length, channels, k = xBC.shape[1], xBC.shape[2], weight.shape[-1]
+    x = xBC.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L), channels-last strides
+    y = F.conv2d(x, weight.unsqueeze(2), bias, padding=(0, k - 1), groups=channels)  # (B, C, 1, L + K - 1)
+    y = y[..., k - 1:] if anti_causal else y[..., :length]
+    return y.permute(0, 2, 3, 1).squeeze(1)  # (B, L, C)
+
+
+class _ConvSiluFn(torch.autograd.Function):
+    """:func:`conv_silu_ref` with a hand-written backward that keeps only its input (a view of
+    in_proj's output, kept anyway) and reruns the convolution. On CPU oneDNN's depthwise
+    convolution backward is slow (about 14 ms of a 16,384-position layer's step, measured; the
+    forward takes 2.5): here the input's gradient is the same convolution run forward over the
+    gradient with the taps reversed, and each tap's weight gradient one multiply-and-sum over a
+    shifted view. Computed in fp32 whatever the forward's dtype (autocast)."""
+
+    @staticmethod
+    def forward(ctx, xBC, weight, bias):
+        ctx.save_for_backward(xBC, weight, bias)
+        return conv_silu_ref(xBC, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xBC, weight, bias = ctx.saved_tensors
+        x32, w32 = hi(xBC), hi(weight)
+        length, k = x32.shape[1], w32.shape[-1]
+        b32 = hi(bias) if bias is not None else None
+        pre = _causal_depthwise_conv(x32, w32, b32)  # (B, L, C), before the silu
+        grad_pre = torch.ops.aten.silu_backward(hi(grad), pre)
+        del pre
+        grad_bias = grad_pre.sum((0, 1)) if bias is not None else None
+        # out[l] = sum_j w[j] x[l - (K-1) + j]  =>  grad_x[m] = sum_j w[K-1-j] grad_pre[m + j]
+        grad_x = _causal_depthwise_conv(grad_pre, w32.flip(-1), None, anti_causal=True)
+        # grad_w[c, j] = sum over rows and positions of grad_pre[l] * x[l - (k-1) + j]
+        grad_w = torch.stack([(grad_pre[:, k - 1 - j:] * x32[:, :length - (k - 1 - j)]).sum((0, 1))
+                              for j in range(k)], -1)  # (C, K)
+        return grad_x.to(xBC.dtype), grad_w.unsqueeze(1).to(weight.dtype), (
+            grad_bias.to(bias.dtype) if bias is not None else None)
+
+
 class Mamba2(nn.Module):
     def __init__(
         self,
@@ -178,12 +230,7 @@ class Mamba2(nn.Module):
         z, xBC, dt = self._split(self.in_proj(u))
         if cache is not None:
             cache.conv_state = self._last_conv_inputs(xBC, mask)
-        if torch.is_grad_enabled() and xBC.requires_grad:
-            # Rerun in the backward pass rather than keep the padded input and the pre-activation:
-            # two activations of the layer's widest size for one depthwise convolution's work.
-            xBC = checkpoint(self._conv_silu, xBC, use_reentrant=False)
-        else:
-            xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
+        xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
         x, Bm, Cm = self._split_xbc(xBC)
 
         dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, L, H)
@@ -216,16 +263,15 @@ class Mamba2(nn.Module):
         return self.norm(rearrange(y, "b l h p -> b l (h p)"), z, self.out_proj.weight)
 
     def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
-        """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim).
-
-        Run as a 2-D convolution over (B, C, 1, L) in channels-last memory, which is xBC's own
-        (B, L, C) layout: no transposed copies in or out, and oneDNN's channels-last depthwise
-        kernels (CPU) are 2-3x faster than Conv1d's on the transposed input, backward included."""
-        length = xBC.shape[1]
-        x = xBC.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L), channels-last strides
-        weight = self.conv1d.weight.unsqueeze(2)  # (C, 1, 1, d_conv)
-        y = F.conv2d(x, weight, self.conv1d.bias, padding=(0, self.d_conv - 1), groups=self.conv_dim)
-        return F.silu(y[..., :length].permute(0, 2, 3, 1).squeeze(1))  # (B, L, C)
+        """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim)."""
+        w, b = self.conv1d.weight, self.conv1d.bias
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xBC, w, b))):
+            return conv_silu_ref(xBC, w, b)
+        if xBC.device.type == "cpu":
+            return _ConvSiluFn.apply(xBC, w, b)  # oneDNN's depthwise backward is the slow part
+        # Rerun in the backward pass rather than keep the padded input and the pre-activation:
+        # two activations of the layer's widest size for one depthwise convolution's work.
+        return checkpoint(conv_silu_ref, xBC, w, b, use_reentrant=False)
 
     def _last_conv_inputs(self, xBC: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, conv_dim, d_conv): each row's last d_conv convolution inputs, zeros before its start."""
