@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["force_reference", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels", "cpu_name"]
+__all__ = ["force_reference", "reference_forced", "use_fast_path", "mamba_ssm_ops", "triton_kernels", "chunking_kernels", "cpu_name"]
 
 _forced = [os.environ.get("HNET_DNA_FORCE_REFERENCE", "0") not in ("", "0")]
 
@@ -40,6 +40,13 @@ def force_reference(enabled: bool = True):
         yield
     finally:
         _forced[0] = previous
+
+
+def reference_forced() -> bool:
+    """Whether :func:`force_reference` (or ``HNET_DNA_FORCE_REFERENCE``) is in effect: then layers
+    with a hand-written backward on CPU differentiate their reference by autograd instead, so that
+    what is run (and what a FLOP counter sees) is the reference's arithmetic."""
+    return _forced[0]
 
 
 def use_fast_path(t: torch.Tensor) -> bool:

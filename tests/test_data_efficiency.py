@@ -423,6 +423,46 @@ def test_causal_flops_of_a_model_subtract_exactly_the_masked_attention():
         training_flops_per_base(model, ids, "halved")
 
 
+@pytest.mark.parametrize("groups", [16, 1])
+def test_a_convolution_backward_costs_what_its_forward_costs_per_gradient(groups):
+    """A convolution's input and weight gradients each multiply the same pairs its forward does.
+    Torch's formula charges a grouped convolution's weight gradient as a dense one (groups times
+    more: Mamba-2's depthwise convolution was charged about 0.2 MFLOP per base per layer for about
+    1 kFLOP of work); ours counts forward + backward at 3x the forward, grouped or dense."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hnet_dna.data_efficiency.flops import _formulas
+
+    conv = torch.nn.Conv1d(16, 16, 4, groups=groups, padding=3)
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    forward = 2 * 2 * 16 * (16 // groups) * 4 * 35  # 2 FLOPs x batch x out channels x in per group x taps x outputs
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas([]))
+    with counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 3 * forward
+
+
+def test_flops_of_mamba2_count_its_convolution_as_the_reference_runs_it():
+    """On CPU the layer's convolution has a hand-written backward whose weight gradient is
+    elementwise work (not counted); the count forces the reference, whose backward is counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hnet_dna import backends
+    from hnet_dna.data_efficiency.flops import _formulas
+    from hnet_dna.model.mamba2 import Mamba2
+
+    torch.manual_seed(0)
+    layer = Mamba2(16, d_state=8, headdim=8, chunk_size=8)
+    u = torch.randn(1, 16, 16, requires_grad=True)
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas([]))
+    with backends.force_reference(), counter:
+        layer(u).sum().backward()
+    flops = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    # 2 FLOPs x outputs x channels x taps; the padded convolution makes 16 + 3 outputs (3 dropped)
+    forward = 2 * (16 + 3) * layer.conv_dim * 4
+    assert flops["aten.convolution_backward"] == 2 * forward  # input and weight gradients
+
+
 def test_flops_batch_follows_the_model_parameters():
     """After ``fit`` Lightning's teardown moves the model to the CPU whatever device it trained on:
     the FLOP-count batch goes where the parameters are (here the meta device stands in for a device

@@ -267,7 +267,7 @@ class Mamba2(nn.Module):
         w, b = self.conv1d.weight, self.conv1d.bias
         if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xBC, w, b))):
             return conv_silu_ref(xBC, w, b)
-        if xBC.device.type == "cpu":
+        if xBC.device.type == "cpu" and not backends.reference_forced():
             return _ConvSiluFn.apply(xBC, w, b)  # oneDNN's depthwise backward is the slow part
         # Rerun in the backward pass rather than keep the padded input and the pre-activation:
         # two activations of the layer's widest size for one depthwise convolution's work.
