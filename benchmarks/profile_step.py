@@ -441,7 +441,7 @@ def main(argv=None) -> None:
               "median ms per step, per-round ratio median (min-max)**\n")
         interleaved(args)
     if "flops" in sections:
-        print("\n**training FLOPs per base, freshly initialised models (routers' compression untrained), "
+        print("\n**training FLOPs per base, freshly initialised models (routers settled at 3 bases per chunk), "
               "one sequence per length**\n")
         flops_table(args)
     if "memory" in sections:
