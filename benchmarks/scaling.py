@@ -298,11 +298,17 @@ def exponents(rows: list[dict], points: int = 3) -> list[dict]:
     return out
 
 
+def _series_order(name: str, d: int, mode: str) -> tuple:
+    """Tables list the small models before the wide ones, each in MODELS order, modes in MODES order."""
+    return (d >= 256, MODELS.index(name) if name in MODELS else len(MODELS), d,
+            MODES.index(mode) if mode in MODES else len(MODES))
+
+
 def exponent_table(rows: list[dict]) -> str:
     lines = ["| model | d_model | mode | longest length measured | fitted over | time exponent | memory exponent |",
              "|---|---|---|---|---|---|---|"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    for e in exponents(rows):
+    for e in sorted(exponents(rows), key=lambda e: _series_order(e["model"], e["d_model"], e["mode"])):
         lines.append(f"| {e['model']} | {e['d_model']} | {e['mode']} | {e['longest']:,} | {e['lengths']} | "
                      f"{fmt(e['time_exponent'])} | {fmt(e['memory_exponent'])} |")
     return "\n".join(lines)
@@ -316,7 +322,7 @@ def pivot_table(rows: list[dict]) -> str:
     series: dict[tuple, dict[int, dict]] = {}
     for r in rows:
         series.setdefault((r["model"], int(r["d_model"]), r["mode"]), {})[int(r["length"])] = r
-    for (name, d, mode), by_length in series.items():
+    for (name, d, mode), by_length in sorted(series.items(), key=lambda kv: _series_order(*kv[0])):
         cells = []
         for n in lengths:
             r = by_length.get(n)
@@ -351,7 +357,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 if not rs:
                     continue
                 x = [int(r["length"]) for r in rs]
-                style = dict(color=colours.get(name, "k"), marker="o", ls="-" if d == widths[0] else "--",
+                style = dict(color=colours.get(name, "k"), marker="o", ls="-" if d < 256 else "--",
                              label=f"{name} d{d}")
                 axes[i][0].plot(x, [float(r["seconds"]) / int(r["batch"]) for r in rs], **style)
                 axes[i][1].plot(x, [float(r["peak_mb"]) / int(r["batch"]) for r in rs], **style)
