@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -131,6 +130,7 @@ def settle_routing(model, tolerance: float = 0.03, batch: int = 4, length: int =
     ids = torch.randint(0, 4, (batch, length), generator=torch.Generator().manual_seed(seed)).to(device)
     routers = [p for name, p in model.named_parameters() if ".routing_module." in name]
     wanted = {p: p.requires_grad for p in model.parameters()}
+    grads = {p: p.grad for p in routers}  # the others cannot accumulate any: their grad is off
     for p in model.parameters():
         p.requires_grad_(False)
     for p in routers:
@@ -148,7 +148,8 @@ def settle_routing(model, tolerance: float = 0.03, batch: int = 4, length: int =
     finally:
         for p, flag in wanted.items():
             p.requires_grad_(flag)
-            p.grad = None
+        for p, grad in grads.items():
+            p.grad = grad
     raise RuntimeError(f"settle_routing: compression {reached} after {max_steps} steps, targets {targets}")
 
 
@@ -162,7 +163,7 @@ def train_row(preset: str, batch: int, length: int, device: str, repeats: int) -
     torch.manual_seed(0)
     model = HNetForCausalLM(HNetConfig.from_preset(preset)).to(device)
     # As a trained H-Net compresses, not as its random init happens to; fitted on no more bases than
-    # the step holds, so that the fit's own peak (ru_maxrss is a lifetime mark) stays under the step's.
+    # the step holds.
     fit = min(length, 1024)
     settle_routing(model, batch=max(1, min(4, batch * length // fit)), length=fit)
     ids = torch.randint(0, 4, (batch, length), device=device)
@@ -176,17 +177,22 @@ def train_row(preset: str, batch: int, length: int, device: str, repeats: int) -
 
     # Peak over what the weights and inputs already hold, warmup included (the first step also
     # allocates the gradients).
+    # On CPU the kernel's high-water mark is reset after the routing fit (ru_maxrss is a lifetime
+    # mark that the fit would raise: scaling.reset_peak_memory gives back freed heap, then resets it).
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        from scaling import _rss_mb, peak_rss_mb, reset_peak_memory
+
+        reset_peak_memory()
+        base = _rss_mb() * 2**20
     out = step()  # warmup, and the compression of the measured step
     seconds = timed(step, device, repeats, warmup=0)
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = peak_rss_mb() * 2**20 - base
     return {
         "params_m": model.num_parameters() / 1e6,
         "seconds": seconds,

@@ -173,6 +173,14 @@ def test_convolution_backward_equals_autograd_of_the_reference_fp64():
     want = torch.autograd.grad((want_out * weights).sum(), [xBC, weight, bias])
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # sequences shorter than the kernel (an inner stage may hold a few chunks), kernels of 4 and 5
+    for length, k in [(1, 4), (2, 4), (3, 5), (2, 5)]:
+        xs = torch.randn(2, length, 6, dtype=torch.float64, requires_grad=True)
+        ws = torch.randn(6, 1, k, dtype=torch.float64, requires_grad=True)
+        got = torch.autograd.grad(_ConvSiluFn.apply(xs, ws, None).sum(), [xs, ws])
+        want = torch.autograd.grad(conv_silu_ref(xs, ws, None).sum(), [xs, ws])
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
     # causal: a change at position 6 moves no output before it
     nudged = xBC.detach().clone()
     nudged[:, 6] += 1.0

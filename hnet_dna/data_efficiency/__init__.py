@@ -27,7 +27,8 @@ How a run goes:
 Compute (:mod:`~hnet_dna.data_efficiency.flops`): parameters and training FLOPs per base (forward
 + backward, counted on a real training batch at the end of training, since an H-Net's cost depends
 on the compression its routers reached), in two conventions: ``flops_per_base`` as torch's
-``FlopCounterMode`` counts it (the full L x L attention scores) and ``flops_per_base_causal``
+``FlopCounterMode`` counts it (the full L x L attention scores; a convolution's backward at its real
+cost, which torch's formula overstates for grouped convolutions) and ``flops_per_base_causal``
 (attention charged for the keys each query attends to: the work a causal kernel does). The config's
 ``flops_convention`` says which one decides ``compute_matched``.
 

@@ -7,11 +7,13 @@ matrix the kernel is called with: a causal layer of length L is charged L x L pa
 causal kernel skips the upper triangle, and our sliding-window layer (blocks of W + 1 queries over
 2W + 1 keys, masked) is charged its whole blocks. Two conventions follow:
 
-* ``torch``: what the counter says (``flops_per_base``);
+* ``torch``: what the counter says (``flops_per_base``), but for a convolution's backward, counted
+  at its forward's cost per gradient (torch's formula charges a grouped convolution's weight
+  gradient as dense: the depthwise convolution of every Mamba-2 layer ``groups`` times over);
 * ``causal``: attention charged only for the pairs a query actually attends to
   (``flops_per_base_causal``): (L + 1) / 2 keys per query on average for global causal attention,
   min(i, W) + 1 for query i under a window of W; the backward scaled the same way. Everything else
-  is counted as torch counts it. This is the work a causal kernel does, and the convention the
+  is counted as in ``torch``. This is the work a causal kernel does, and the convention the
   benchmark's configs are sized on.
 
 Counting runs the PyTorch reference (:func:`hnet_dna.backends.force_reference`) on a real batch,

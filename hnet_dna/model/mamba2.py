@@ -156,18 +156,20 @@ class _ConvSiluFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         xBC, weight, bias = ctx.saved_tensors
-        x32, w32 = hi(xBC), hi(weight)
-        length, k = x32.shape[1], w32.shape[-1]
-        b32 = hi(bias) if bias is not None else None
-        pre = _causal_depthwise_conv(x32, w32, b32)  # (B, L, C), before the silu
-        grad_pre = torch.ops.aten.silu_backward(hi(grad), pre)
-        del pre
-        grad_bias = grad_pre.sum((0, 1)) if bias is not None else None
-        # out[l] = sum_j w[j] x[l - (K-1) + j]  =>  grad_x[m] = sum_j w[K-1-j] grad_pre[m + j]
-        grad_x = _causal_depthwise_conv(grad_pre, w32.flip(-1), None, anti_causal=True)
-        # grad_w[c, j] = sum over rows and positions of grad_pre[l] * x[l - (k-1) + j]
-        grad_w = torch.stack([(grad_pre[:, k - 1 - j:] * x32[:, :length - (k - 1 - j)]).sum((0, 1))
-                              for j in range(k)], -1)  # (C, K)
+        with torch.autocast(grad.device.type, enabled=False):  # fp32 even if called under autocast
+            x32, w32 = hi(xBC), hi(weight)
+            length, k = x32.shape[1], w32.shape[-1]
+            b32 = hi(bias) if bias is not None else None
+            pre = _causal_depthwise_conv(x32, w32, b32)  # (B, L, C), before the silu
+            grad_pre = torch.ops.aten.silu_backward(hi(grad), pre)
+            del pre
+            grad_bias = grad_pre.sum((0, 1)) if bias is not None else None
+            # out[l] = sum_j w[j] x[l - (K-1) + j]  =>  grad_x[m] = sum_j w[K-1-j] grad_pre[m + j]
+            grad_x = _causal_depthwise_conv(grad_pre, w32.flip(-1), None, anti_causal=True)
+            # grad_w[c, j] = sum over rows and positions of grad_pre[l] * x[l - s], s = K-1-j
+            # (no pairs when s >= L: a sequence shorter than the kernel)
+            grad_w = torch.stack([(grad_pre[:, s:] * x32[:, :max(length - s, 0)]).sum((0, 1))
+                                  for s in range(k - 1, -1, -1)], -1)  # (C, K)
         return grad_x.to(xBC.dtype), grad_w.unsqueeze(1).to(weight.dtype), (
             grad_bias.to(bias.dtype) if bias is not None else None)
 
