@@ -112,7 +112,9 @@ def reset_peak_memory() -> bool:
 
     Free heap memory is first given back to the OS (glibc's ``malloc_trim``): with
     ``keep_freed_memory`` the process keeps what the setup freed (an H-Net's routing fit, the short
-    warm-up step), and a step that reused it would fault nothing in and look smaller than it is."""
+    warm-up step), and a step that reused it would fault nothing in and look smaller than it is.
+    (Its own libc call, not one in hnet_dna.backends: profile_step's ``--repo`` measures older
+    checkouts with this script, and the same protocol must hold for them.)"""
     try:
         import ctypes
         import ctypes.util
