@@ -63,7 +63,7 @@ from .data.genome import DataError, open_fasta
 from .model.hnet import HNetForCausalLM
 from .model.loading import load_model
 
-__all__ = ["sequence_bits", "SequenceScore", "score_variants", "main"]
+__all__ = ["sequence_bits", "sequence_bits_exact", "SequenceScore", "score_variants", "main"]
 
 DEFAULT_WINDOW = 1024
 
@@ -119,6 +119,52 @@ def sequence_bits(
                 per_seq[i][t.start + lo:t.start + hi] = b
             bar.update(len(chunk), sum(t.end - t.start for _, t in chunk))
     bar.close()
+    return _summaries(per_seq, skip, per_position)
+
+
+def sequence_bits_exact(
+    model: HNetForCausalLM,
+    ids_list: list[torch.Tensor],
+    *,
+    block: int = DEFAULT_WINDOW,
+    device=None,
+    per_position: bool = False,
+    skip: list[int] | None = None,
+    progress: bool = False,
+) -> list[SequenceScore]:
+    """Score each id sequence with all of its left context: read from its start in blocks of
+    ``block`` bases, each continuing from the model's caches (:meth:`HNetForCausalLM.extend`), so
+    base t is scored given bases 0 .. t-1 whatever the length. One sequence at a time. Memory and
+    time per block grow with what was read before only through global attention layers (their
+    keys and values)."""
+    device = device if isinstance(device, torch.device) else choose_device(device)
+    model = model.to(device).eval()
+    base_ids = torch.tensor(model.tokenizer.base_ids)
+    bar = Progress(sum(-(-len(ids) // block) for ids in ids_list), sum(len(ids) for ids in ids_list), "score",
+                   enabled=progress, unit="block")
+    per_seq = [torch.full((len(ids),), math.nan, dtype=torch.float64) for ids in ids_list]
+    with torch.inference_mode():
+        for ids, bits in zip(ids_list, per_seq):
+            cache = model.allocate_cache(1)
+            last = None  # logits at the base before the block, (1, V): they predict its first base
+            for start in range(0, len(ids), block):
+                piece = ids[start:start + block]
+                logits = model.extend(piece[None].to(device), cache)[0].float()  # (K, V)
+                predicting = logits[:-1] if last is None else torch.cat([last, logits[:-1]])
+                targets = piece[1:] if last is None else piece
+                logp = F.log_softmax(predicting, dim=-1).cpu()
+                b = -logp.gather(-1, targets[:, None])[:, 0].double() / math.log(2)
+                bits[start + len(piece) - len(targets):start + len(piece)] = b.masked_fill(
+                    ~torch.isin(targets, base_ids), math.nan)
+                last = logits[-1:]
+                bar.update(1, len(piece))
+    bar.close()
+    return _summaries(per_seq, skip, per_position)
+
+
+def _summaries(per_seq: list[torch.Tensor], skip: list[int] | None, per_position: bool) -> list[SequenceScore]:
+    """Per-base bits (NaN where not scored) -> one SequenceScore per sequence, the first
+    ``skip[i]`` bases of sequence i left out (context only)."""
     out = []
     for i, b in enumerate(per_seq):
         if skip is not None and skip[i]:
@@ -296,6 +342,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-ref-mismatch", action="store_true", help="skip (and count) variants whose REF is not the FASTA's")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=window_help(DEFAULT_WINDOW, 32))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
+    p.add_argument("--exact-context", action="store_true",
+                   help="score every base with ALL the bases before it in its sequence (or region): each "
+                        "sequence is read once from its start in blocks of --window bases that continue from "
+                        "the model's caches (Mamba-2 states, attention keys, the router's and the open chunk's "
+                        "state), one sequence at a time (--stride and --batch-size do not apply). Memory per "
+                        "block is that of one window, plus the keys and values of global attention layers, "
+                        "which grow with the bases read (the shipped model: about 0.5 kB per base, 0.5 GB per "
+                        "Mb), and so does their time per base; a model without global attention (Mamba-2 main "
+                        "network) reads at a constant cost per base. Not for --vcf")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--sequence-column", "--sequence_column", default=None)
@@ -308,6 +363,9 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     check_windows(args.window, args.stride, args.batch_size)
     progress = not args.quiet
+    if args.exact_context and args.vcf is not None:
+        raise ConfigError("--exact-context applies to --input and --region; a variant is scored in its "
+                          "--flank window, read whole")
     if args.vcf is not None:
         output = check_output(args.output, (".tsv", ".vcf", ".vcf.gz", ".bcf"))
         if args.fasta is None:
@@ -345,8 +403,12 @@ def run(args: argparse.Namespace) -> None:
         letters = genome.fetch(record, start - context, end)
         ids = encode_sequences([InputSequence(f"{record}:{start - context + 1}-{end}", letters,
                                          f"{genome.path}, {record}")], model.tokenizer)
-        score = sequence_bits(model, ids, batch_size=args.batch_size, device=args.device, window=args.window,
-                              stride=stride, per_position=True, skip=[context], progress=progress)[0]
+        if args.exact_context:
+            score = sequence_bits_exact(model, ids, block=args.window, device=args.device, per_position=True,
+                                        skip=[context], progress=progress)[0]
+        else:
+            score = sequence_bits(model, ids, batch_size=args.batch_size, device=args.device, window=args.window,
+                                  stride=stride, per_position=True, skip=[context], progress=progress)[0]
         bits = score.position_bits[context:]
         with atomic_path(output) as tmp, open(tmp, "w") as f:
             f.write(f'track type=bedGraph name="hnet_dna bits" description="-log2 p per base ({args.region})"\n')
@@ -360,9 +422,15 @@ def run(args: argparse.Namespace) -> None:
                              id_column=args.id_column, index_dir=args.index_dir)
     model = load_model(args.model, warn_untrained=True)
     ids = encode_sequences(records, model.tokenizer)
-    common = {"batch_size": args.batch_size, "device": args.device, "window": args.window, "stride": args.stride}
-    scores = sequence_bits(model, ids, progress=progress, **common)
-    scores_rc = sequence_bits(model, [model.tokenizer.reverse_complement(x) for x in ids], **common) if args.both_strands else None
+    if args.exact_context:
+        def score(seqs, progress=False):
+            return sequence_bits_exact(model, seqs, block=args.window, device=args.device, progress=progress)
+    else:
+        def score(seqs, progress=False):
+            return sequence_bits(model, seqs, batch_size=args.batch_size, device=args.device, window=args.window,
+                                 stride=args.stride, progress=progress)
+    scores = score(ids, progress=progress)
+    scores_rc = score([model.tokenizer.reverse_complement(x) for x in ids]) if args.both_strands else None
     with atomic_path(output) as tmp, open(tmp, "w") as f:
         f.write("id\tlength\tscored_bases\tlog2_likelihood\tbits_per_base"
                 + ("\tlog2_likelihood_rc\tbits_per_base_rc" if scores_rc else "") + "\n")

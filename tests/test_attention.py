@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hnet_dna.model.attention import (
     CausalSelfAttention,
     apply_rotary,
+    attend_after_prefix,
     blocked_sliding_window_attention,
     sliding_window_attention,
 )
@@ -128,3 +129,26 @@ def test_blockwise_sliding_window_equals_a_dense_mask(length, window, attention)
     want_grads = torch.autograd.grad((dense * weights).sum(), [q, k, v])
     for g_got, g_want in zip(torch.autograd.grad((got * weights).sum(), [q, k, v]), want_grads):
         torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("max_scores", [1 << 25, 2 * 2 * 3 * 40])
+def test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention(max_scores):
+    """Queries at positions prefix .. prefix + K - 1 (in groups when the scores would be large):
+    the last K rows of causal attention over prefix + K positions."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 40, 8, dtype=torch.float64) for _ in range(3))
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    for prefix in (0, 1, 25):
+        got = attend_after_prefix(q[:, :, prefix:], k, v, prefix, max_scores=max_scores)
+        torch.testing.assert_close(got, full[:, :, prefix:], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("window", [-1, 3, 9])
+def test_extend_over_blocks_equals_forward_including_ring_wraparound(window):
+    attn = make(window=window, seed=4)
+    x = torch.randn(1, 30, 32, dtype=torch.float64)
+    full = attn(x)
+    cache = attn.allocate_cache(1)
+    got = torch.cat([attn.extend(x[:, s:e], cache) for s, e in ((0, 2), (2, 3), (3, 17), (17, 30))], dim=1)
+    torch.testing.assert_close(got, full, rtol=1e-12, atol=1e-12)
+    assert cache.max_length == 30 and cache.lengths.tolist() == [30]

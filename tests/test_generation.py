@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from hnet_dna.model.generation import sample_next
+from hnet_dna.model.hnet import InputError
 
 from .conftest import make_model, padded_batch
 
@@ -110,3 +111,57 @@ def test_stepping_from_an_empty_cache_matches_the_forward(preset):
     assert torch.equal(probs[0], torch.ones(2, dtype=probs[0].dtype))
     torch.testing.assert_close(torch.stack(probs, 1), full.boundary_probs[0], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(torch.stack(logits, 1), full.logits, rtol=1e-9, atol=1e-9)
+
+
+MAMBA_MAIN = {"arch_layout": ["m2t1", ["M2"], "m2"], "d_intermediate": [0, 128]}
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("tiny-hnet", {}),
+        ("tiny-hnet", {"attn_cfg": SMALL_WINDOWS}),
+        ("tiny-hnet", MAMBA_MAIN),
+        ("tiny-hnet-2stage", {}),
+        ("tiny-transformer", {"attn_cfg": {"num_heads": [2], "rotary_emb_dim": [16], "window_size": [9]}}),
+        ("tiny-transformer", {}),
+        ("tiny-mamba2", {}),
+    ],
+)
+def test_blocks_continuing_from_a_cache_match_the_full_forward(preset, overrides):
+    """extend(): any cut of a sequence into blocks gives the full forward's logits, every base
+    with all of its left context (Mamba-2 state and convolution inputs, attention keys, the last
+    encoder output the router compares with, the open chunk's EMA value)."""
+    model = make_model(preset, seed=21, **overrides)  # fp64
+    ids, _ = padded_batch([100], seed=22)
+    full = model(ids).logits
+    for sizes in ([100], [1] * 12 + [88], [3, 40, 1, 33, 23], [64, 36]):
+        cache = model.allocate_cache(1)
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        got = torch.cat([model.extend(ids[:, s:s + n], cache) for s, n in zip(starts, sizes)], dim=1)
+        torch.testing.assert_close(got, full, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])
+def test_prefill_extend_and_step_share_one_cache(preset):
+    """A prompt's prefill, then blocks, then single steps: one continuous sequence."""
+    model = make_model(preset, seed=23, **({"attn_cfg": SMALL_WINDOWS} if preset == "tiny-hnet" else {}))
+    ids, _ = padded_batch([80], seed=24)
+    full = model(ids).logits
+    _, cache = model.prefill(ids[:, :30])
+    blocks = [model.extend(ids[:, 30:47], cache), model.extend(ids[:, 47:70], cache)]
+    torch.testing.assert_close(torch.cat(blocks, 1), full[:, 30:70], rtol=1e-9, atol=1e-9)
+    for t in range(70, 80):
+        logits, _ = model.step(ids[:, t], cache)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-9, atol=1e-9)
+
+
+def test_extend_takes_one_row_of_valid_ids():
+    model = make_model("tiny-hnet", seed=0)
+    ids, _ = padded_batch([10, 10], seed=0)
+    with pytest.raises(InputError, match=r"one row"):
+        model.extend(ids, model.allocate_cache(2))
+    with pytest.raises(InputError, match=r"one row"):
+        model.extend(ids[:1, :0], model.allocate_cache(1))
+    with pytest.raises(InputError):
+        model.extend(torch.full((1, 4), 99), model.allocate_cache(1))

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from hnet_dna.model.loading import load_model
 from hnet_dna.score import main as score_main
-from hnet_dna.score import sequence_bits
+from hnet_dna.score import sequence_bits, sequence_bits_exact
 
-from .conftest import DATA, read_fixture_fasta
+from .conftest import DATA, make_model, read_fixture_fasta
 from .test_commands import genome_fixture
 
 SLICE = read_fixture_fasta(DATA / "chr20_slices.fa")["chr20_heldout"]
@@ -53,6 +53,45 @@ def test_windowed_scoring_reads_each_base_in_its_earliest_window(model):
     window_two = sequence_bits(model, [ids[0][128:384]], window=None, per_position=True)[0].position_bits
     np.testing.assert_allclose(tiled[256:384], window_two[128:], atol=2e-5)
     assert not np.allclose(tiled[256:384], full[256:384], atol=1e-6)  # less context than the full run
+
+
+@pytest.mark.parametrize("overrides", [{}, {"arch_layout": ["m2t1", ["M2"], "m2"], "d_intermediate": [0, 128]}])
+def test_exact_context_scores_every_base_as_one_read_of_the_whole_sequence(overrides):
+    """Blocks continuing from the caches: each base scored with all the bases before it, as one
+    forward over the whole sequence would (fp64: no routing decision can flip on rounding)."""
+    model = make_model("tiny-hnet", seed=5, **overrides)
+    seqs = [SLICE[:700], SLICE[1000:1100] + "NN" + SLICE[1100:1150], SLICE[2000:2001]]
+    ids = [model.tokenizer.encode(s) for s in seqs]
+    whole = sequence_bits(model, ids, window=None, per_position=True)
+    exact = sequence_bits_exact(model, ids, block=96, per_position=True)
+    for w, e in zip(whole, exact):
+        np.testing.assert_allclose(e.position_bits, w.position_bits, rtol=1e-9, atol=1e-9, equal_nan=True)
+        assert e.scored_bases == w.scored_bases and e.log2_likelihood == pytest.approx(w.log2_likelihood)
+    assert exact[0].scored_bases == 699 and exact[1].scored_bases == 149 and exact[2].scored_bases == 0
+    windowed = sequence_bits(model, ids[:1], window=96, stride=48, per_position=True)[0].position_bits
+    assert not np.allclose(windowed[96:], whole[0].position_bits[96:], atol=1e-6)  # windows: less context
+
+
+def test_score_command_with_exact_context(tmp_path, model, capsys):
+    genome, seq = genome_fixture(tmp_path, name="20")
+    out = tmp_path / "bits.bedgraph"
+    score_main(["--fasta", str(genome), "--region", "chr20:5,001-5,600", "--output", str(out), "--window", "256",
+                "--exact-context", "--quiet"])
+    bits = np.array([float(line.split("\t")[3]) for line in out.read_text().splitlines()[1:]])
+    assert len(bits) == 600
+    read = sequence_bits(model, [model.tokenizer.encode(seq[5000 - 128:5600])], window=None, per_position=True)[0]
+    np.testing.assert_allclose(bits, read.position_bits[128:], atol=2e-4)  # fp32 model, 4 decimals written
+    fa = tmp_path / "in.fa"
+    fa.write_text(f">a\n{SLICE[:600]}\n")
+    tsv = tmp_path / "s.tsv"
+    score_main(["--input", str(fa), "--output", str(tsv), "--window", "128", "--exact-context", "--quiet"])
+    row = tsv.read_text().splitlines()[1].split("\t")
+    assert float(row[3]) == pytest.approx(log2_likelihood_by_hand(model, SLICE[:600]), abs=2e-3)
+    capsys.readouterr()
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr20", 100, "x", seq[99], "G")])
+    err = bad_run(tmp_path, capsys, ["--fasta", str(genome), "--vcf", str(vcf), "--output", str(tmp_path / "e.tsv"),
+                                     "--exact-context"])
+    assert "--exact-context applies to --input and --region" in err
 
 
 def test_score_command_writes_a_tsv_of_sequence_likelihoods(tmp_path, model):

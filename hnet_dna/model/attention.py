@@ -24,7 +24,7 @@ from einops import rearrange
 from .layers import HI_DTYPE, hi
 
 __all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary", "sliding_window_attention",
-           "blocked_sliding_window_attention"]
+           "blocked_sliding_window_attention", "attend_after_prefix"]
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,29 @@ def blocked_sliding_window_attention(q, k, v, window: int) -> torch.Tensor:
     out = F.scaled_dot_product_attention(blocks(q, Q), blocks(k, span), blocks(v, span), attn_mask=mask)
     out = out.view(batch, nblocks, heads, Q, dim).permute(0, 2, 1, 3, 4)
     return out.reshape(batch, heads, nblocks * Q, dim)[:, :, :length]
+
+
+def attend_after_prefix(q, k, v, prefix: int, max_scores: int = 1 << 25) -> torch.Tensor:
+    """Causal attention of queries at positions ``prefix`` .. ``prefix + K - 1`` over keys
+    0 .. ``prefix + K - 1``: q (B, H, K, Dh), k and v (B, H, prefix + K, Dh) -> (B, H, K, Dh).
+
+    Query i sees keys up to prefix + i (the causal mask aligned at the bottom right). Queries go
+    in groups small enough that a group's scores stay under ``max_scores`` elements, whatever
+    the prefix's length.
+    """
+    batch, heads, length, _ = q.shape
+    if prefix == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    group = max(1, max_scores // (batch * heads * k.shape[2]))
+    outs = []
+    for start in range(0, length, group):
+        end = min(length, start + group)
+        keys = prefix + end  # the group's last query sees this many keys
+        i = torch.arange(prefix + start, prefix + end, device=q.device)[:, None]
+        visible = torch.arange(keys, device=q.device)[None, :] <= i  # (group, keys)
+        outs.append(F.scaled_dot_product_attention(q[:, :, start:end], k[:, :, :keys], v[:, :, :keys],
+                                                   attn_mask=visible))
+    return torch.cat(outs, dim=2)
 
 
 class _BandAttentionCPU(torch.autograd.Function):
@@ -249,6 +272,42 @@ class CausalSelfAttention(nn.Module):
         return self.out_proj(rearrange(out, "b h l d -> b l (h d)"))
 
     # ------------------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def extend(self, x: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
+        """Continue from ``cache`` over a block of positions: x (B, K, D) -> (B, K, D), every row
+        at the same position (``cache.max_length``) and no padding. The cache moves past the
+        block. A windowed layer reads its ring (the last W + 1 keys) in position order before the
+        block; a global one attends over every key so far, so its cost per position grows with it."""
+        batch, length, _ = x.shape
+        seen = cache.max_length
+        positions = torch.arange(seen, seen + length, device=x.device)
+        q, k, v = (rearrange(t, "b l h d -> b h l d") for t in self._qkv(x, positions))
+        if cache.ring:
+            capacity = cache.k.shape[2]
+            held = min(seen, capacity)
+            slots = torch.arange(seen - held, seen, device=x.device) % capacity  # in position order
+            keys = torch.cat([cache.k[:, :, slots].to(k.dtype), k], dim=2)  # positions seen-held ..
+            values = torch.cat([cache.v[:, :, slots].to(v.dtype), v], dim=2)
+            # Queries of the held positions are zeros: their outputs are dropped.
+            q_all = F.pad(q, (0, 0, held, 0))
+            if self.window_size + 1 >= held + length:
+                out = F.scaled_dot_product_attention(q_all, keys, values, is_causal=True)
+            else:
+                out = sliding_window_attention(q_all, keys, values, self.window_size)
+            out = out[:, :, held:]
+            kept = min(capacity, held + length)  # the ring now holds the last `kept` positions
+            slots = torch.arange(seen + length - kept, seen + length, device=x.device) % capacity
+            cache.k[:, :, slots] = keys[:, :, -kept:].to(cache.k.dtype)
+            cache.v[:, :, slots] = values[:, :, -kept:].to(cache.v.dtype)
+        else:
+            keys = torch.cat([cache.k[:, :, :seen].to(k.dtype), k], dim=2)  # (B, H, seen + K, Dh)
+            values = torch.cat([cache.v[:, :, :seen].to(v.dtype), v], dim=2)
+            out = attend_after_prefix(q, keys, values, seen)
+            cache.k, cache.v = keys.to(cache.k.dtype), values.to(cache.v.dtype)
+        cache.lengths = cache.lengths + length
+        cache.max_length = seen + length
+        return self.out_proj(rearrange(out, "b h l d -> b l (h d)"))
+
     def allocate_cache(self, batch: int, capacity: int = 256, device=None, dtype=None) -> AttentionCache:
         device = device or self.Wqkv.weight.device
         dtype = dtype or self.Wqkv.weight.dtype

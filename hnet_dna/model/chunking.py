@@ -108,6 +108,17 @@ class RoutingModule(nn.Module):
             cache.has_seen = mask.any(-1)
         return RoutingOutput(boundary_prob=p, boundary_mask=b, mask=mask, confidence=c)
 
+    @torch.no_grad()
+    def extend(self, x: torch.Tensor, cache: RoutingCache) -> torch.Tensor:
+        """Boundary probabilities (B, K) fp32 of a block x (B, K, D) that continues from ``cache``
+        (no padding): the block's first position is compared with the last one before it."""
+        with torch.autocast(x.device.type, enabled=False):
+            p = routing_probs(torch.cat([cache.last_hidden[:, None], hi(x)], dim=1),
+                              self.q_proj_layer.weight, self.k_proj_layer.weight)[:, 1:]
+        p[:, 0] = torch.where(cache.has_seen, p[:, 0], torch.ones_like(p[:, 0]))  # a row's first base: 1
+        cache.last_hidden, cache.has_seen = hi(x[:, -1]), torch.ones_like(cache.has_seen)
+        return p
+
     def allocate_cache(self, batch: int) -> RoutingCache:
         w = self.q_proj_layer.weight
         return RoutingCache(

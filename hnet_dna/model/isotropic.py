@@ -62,6 +62,13 @@ class Block(nn.Module):
             residual = residual + self.mlp(self.norm2(residual)).to(residual.dtype)
         return residual
 
+    def extend(self, residual: torch.Tensor, cache) -> torch.Tensor:
+        """residual: (B, K, D) fp32 -> fp32, a block continuing from ``cache``."""
+        residual = residual + self.mixer.extend(self.norm1(residual), cache).to(residual.dtype)
+        if self.mlp is not None:
+            residual = residual + self.mlp(self.norm2(residual)).to(residual.dtype)
+        return residual
+
     def allocate_cache(self, batch: int):
         return self.mixer.allocate_cache(batch)
 
@@ -97,6 +104,13 @@ class Isotropic(nn.Module):
         residual = hi(x)
         for layer, cache in zip(self.layers, caches):
             residual = layer.step(residual, cache, active)
+        return self.rmsnorm(residual).to(x.dtype)
+
+    def extend(self, x: torch.Tensor, caches: list) -> torch.Tensor:
+        """x: (B, K, D) -> (B, K, D), a block of positions continuing from ``caches``."""
+        residual = hi(x)
+        for layer, cache in zip(self.layers, caches):
+            residual = layer.extend(residual, cache)
         return self.rmsnorm(residual).to(x.dtype)
 
     def allocate_cache(self, batch: int) -> list:

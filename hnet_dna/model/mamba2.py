@@ -228,41 +228,63 @@ class Mamba2(nn.Module):
     ) -> torch.Tensor:
         """u: (B, L, d_model); mask: (B, L) bool, right-padded. With ``cache``, fill it with each
         row's state after its last real position (for decoding that follows)."""
-        batch, length, _ = u.shape
         z, xBC, dt = self._split(self.in_proj(u))
         if cache is not None:
             cache.conv_state = self._last_conv_inputs(xBC, mask)
         xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
-        x, Bm, Cm = self._split_xbc(xBC)
 
         dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, L, H)
         if mask is not None:
             # dt = 0 at padding: the state passes through unchanged, so the final state is each
             # row's state after its last real base. Outputs at real positions are unaffected.
             dt = dt * mask[..., None]
+        y, final_state = self._scan(xBC, dt, None, want_final=cache is not None)
+        if cache is not None:
+            cache.ssm_state = hi(final_state)
+        # the norm and out_proj as one function: out_proj's input is not kept (out_proj has no bias)
+        return self.norm(y, z, self.out_proj.weight)
+
+    def _scan(self, xBC, dt, initial_state, want_final: bool):
+        """The state-space scan of the convolved xBC (B, L, conv_dim) with step sizes dt (B, L, H)
+        fp32, from ``initial_state`` (B, H, P, N) or zeros. Returns (y + D x (B, L, d_inner), the
+        final state or None)."""
+        x, Bm, Cm = self._split_xbc(xBC)
         A = -torch.exp(hi(self.A_log))  # (H,)
         x = rearrange(x, "b l (h p) -> b l h p", p=self.headdim)
         Bm = rearrange(Bm, "b l (g n) -> b l g n", g=self.ngroups)
         Cm = rearrange(Cm, "b l (g n) -> b l g n", g=self.ngroups)
 
-        kernel = backends.mamba_ssm_ops() if backends.use_fast_path(u) else None
+        kernel = backends.mamba_ssm_ops() if backends.use_fast_path(xBC) else None
         if kernel is not None:
             out = kernel(
                 x, dt.float(), A.float(), Bm, Cm, chunk_size=self.chunk_size, D=self.D.float(),
-                dt_bias=None, dt_softplus=False, return_final_states=cache is not None,
+                dt_bias=None, dt_softplus=False, return_final_states=want_final,
+                initial_states=None if initial_state is None else initial_state.float(),
             )
-            y, final_state = out if cache is not None else (out, None)
+            y, final_state = out if want_final else (out, None)
         else:
             x32 = hi(x)
             y, final_state = ssd_scan(  # the scan of dt * x, dt folded into its decay factors
-                x32, dt * A, hi(Bm), hi(Cm),
-                chunk_size=self.chunk_size, return_final_state=True, x_scale=dt,
+                x32, dt * A, hi(Bm), hi(Cm), chunk_size=self.chunk_size, initial_state=initial_state,
+                return_final_state=True, x_scale=dt,
             )
             y = torch.addcmul(y, x32, hi(self.D)[:, None]).to(x.dtype)  # + D x, the skip
-        if cache is not None:
-            cache.ssm_state = hi(final_state)
-        # the norm and out_proj as one function: out_proj's input is not kept (out_proj has no bias)
-        return self.norm(rearrange(y, "b l h p -> b l (h p)"), z, self.out_proj.weight)
+        return rearrange(y, "b l h p -> b l (h p)"), final_state
+
+    @torch.no_grad()
+    def extend(self, u: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
+        """Continue from ``cache`` over a block of positions (no padding): u (B, K, d_model) ->
+        (B, K, d_model), the cache moved past the block. The same outputs as one forward over
+        everything seen so far, at a cost that does not grow with it."""
+        z, xBC, dt = self._split(self.in_proj(u))
+        # the convolution sees the last d_conv inputs before the block (zeros before the start)
+        conv_in = torch.cat([rearrange(cache.conv_state, "b c k -> b k c").to(xBC.dtype), xBC], dim=1)
+        cache.conv_state = rearrange(conv_in[:, -self.d_conv:], "b k c -> b c k").contiguous()
+        xBC = conv_silu_ref(conv_in, self.conv1d.weight, self.conv1d.bias)[:, self.d_conv:]
+        dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, K, H)
+        y, final_state = self._scan(xBC, dt, cache.ssm_state, want_final=True)
+        cache.ssm_state = hi(final_state)
+        return self.norm(y, z, self.out_proj.weight)
 
     def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim)."""
