@@ -8,8 +8,10 @@ Each command runs in its own process under ``/usr/bin/time -v`` with the shipped
 its default window; the table gives wall seconds, bases per second and the process's peak resident
 memory. The second table is the peak resident memory of one forward pass (no grad) of the default
 model on one window of each size, over what the process held before it (a fresh process each):
-the memory a window costs, which ``--help`` quotes. Prints markdown with machine, date, commit
-and command.
+the memory a window costs, which ``--help`` quotes. The third (section ``exact``) scores a region
+(``--exact-region``) with each of ``--exact-models`` (``default``: the shipped model; or a model
+folder) twice: in windows, and with ``--exact-context`` (blocks of 4,096 bases continuing from
+the model's caches). Prints markdown with machine, date, commit and command.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ def main(argv=None) -> None:
     p.add_argument("--region", default="20:30,000,001-31,000,000")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--windows", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
-    p.add_argument("--sections", default="commands,windows")
+    p.add_argument("--sections", default="commands,windows,exact")
+    p.add_argument("--exact-region", default=None, help="the region of the exact section (default --region)")
+    p.add_argument("--exact-models", nargs="+", default=["default"],
+                   help="models of the exact section: 'default' (the shipped model) or model folders")
     p.add_argument("--window-memory", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.window_memory:
@@ -103,16 +108,30 @@ def main(argv=None) -> None:
         wall, peak, said = timed_command(command)
         print(f"| `{name}` | {wall:.1f} | {length / wall:,.0f} | {peak:,.0f} | {said} |", flush=True)
 
-    if "windows" not in args.sections:
+    if "windows" in args.sections:
+        print("\nInference memory of one forward pass (default model, no grad, 1 thread): peak resident memory "
+              "over what the process held before it, a fresh process per row.\n")
+        print("| window (bases) | batch | peak MB | MB per 1,000 bases |\n|---|---|---|---|")
+        for window, batch in [(w, 1) for w in args.windows] + [(4096, 8), (1024, 32)]:
+            out = subprocess.run([py, __file__, "--fasta", args.fasta, "--out", str(args.out), "--window-memory",
+                                  json.dumps([window, batch])], capture_output=True, text=True, check=True).stdout
+            peak = json.loads(out.strip().splitlines()[-1])["peak_mb"]
+            print(f"| {window:,} | {batch} | {peak:,.1f} | {peak / (window * batch) * 1000:.1f} |", flush=True)
+
+    if "exact" not in args.sections:
         return
-    print("\nInference memory of one forward pass (default model, no grad, 1 thread): peak resident memory "
-          "over what the process held before it, a fresh process per row.\n")
-    print("| window (bases) | batch | peak MB | MB per 1,000 bases |\n|---|---|---|---|")
-    for window, batch in [(w, 1) for w in args.windows] + [(4096, 8), (1024, 32)]:
-        out = subprocess.run([py, __file__, "--fasta", args.fasta, "--out", str(args.out), "--window-memory",
-                              json.dumps([window, batch])], capture_output=True, text=True, check=True).stdout
-        peak = json.loads(out.strip().splitlines()[-1])["peak_mb"]
-        print(f"| {window:,} | {batch} | {peak:,.1f} | {peak / (window * batch) * 1000:.1f} |", flush=True)
+    region = args.exact_region or args.region
+    chrom, start, end = parse_region(region)
+    print(f"\nScoring {region} ({end - start:,} bases) in windows (the default: 1,024 bases, stride 512, "
+          "batch 32) and with `--exact-context` (one read from the start in blocks of 4,096 bases).\n")
+    print("| model | reading | wall (s) | bases/s | peak resident memory (MB) | what it said |\n|---|---|---|---|---|---|")
+    for model in args.exact_models:
+        chosen = [] if model == "default" else ["--model", model]
+        for reading, extra in (("windows", []), ("exact context", ["--exact-context", "--window", "4096"])):
+            command = [py, "-m", "hnet_dna.score", "--fasta", args.fasta, "--region", region, "--output",
+                       str(args.out / "exact.bedgraph"), "--quiet", *chosen, *extra]
+            wall, peak, said = timed_command(command)
+            print(f"| {model} | {reading} | {wall:.1f} | {(end - start) / wall:,.0f} | {peak:,.0f} | {said} |", flush=True)
 
 if __name__ == "__main__":
     main()

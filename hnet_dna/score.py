@@ -12,7 +12,9 @@ All likelihoods are in bits (log base 2). A sequence's log-likelihood is the sum
 after the first of log2 p(base | the bases before it): the first base has no context and is not
 scored, nor is any N (or a base after which the model is asked to predict an N). Sequences longer
 than ``--window`` are read in windows (:mod:`hnet_dna.commands`), each base scored in the earliest
-window holding it.
+window holding it; with ``--exact-context`` each sequence is read once from its start in blocks
+that continue from the model's caches, every base scored with all the bases before it
+(:func:`sequence_bits_exact`).
 
 * **Sequences** (FASTA, CSV/TSV or BED + ``--fasta``) -> TSV ``id length scored_bases
   log2_likelihood bits_per_base`` (+ ``log2_likelihood_rc bits_per_base_rc`` for the reverse
@@ -348,8 +350,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the model's caches (Mamba-2 states, attention keys, the router's and the open chunk's "
                         "state), one sequence at a time (--stride and --batch-size do not apply). Memory per "
                         "block is that of one window, plus the keys and values of global attention layers, "
-                        "which grow with the bases read (the shipped model: about 0.5 kB per base, 0.5 GB per "
-                        "Mb), and so does their time per base; a model without global attention (Mamba-2 main "
+                        "which grow with the bases read (the shipped model: 1.5 kB per chunk of its main network, "
+                        "about 0.5-1 kB per base: 0.5-1 GB per Mb), and so does their time per base; a model without global attention (Mamba-2 main "
                         "network) reads at a constant cost per base. Not for --vcf")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
