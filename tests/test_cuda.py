@@ -89,6 +89,21 @@ def test_cached_generation_on_cuda():
         torch.testing.assert_close(gen.logits[row], full.logits[row, n - 1 : n + 19], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("layout", [None, ["m2t1", ["M2"], "m2"]])
+def test_blocks_continuing_from_a_cache_on_cuda(layout):
+    """extend() on the GPU (mamba_ssm's scan from an initial state where installed) against the
+    full forward; fp32, so a tolerance rather than fp64 equality."""
+    overrides = {} if layout is None else {"arch_layout": layout, "d_intermediate": [0, 128]}
+    model = make_model("tiny-hnet", dtype=torch.float32, seed=7, **overrides).cuda().eval()
+    ids, _ = padded_batch([300], seed=8)
+    ids = ids.cuda()
+    with torch.no_grad():
+        full = model(ids).logits
+    cache = model.allocate_cache(1)
+    got = torch.cat([model.extend(ids[:, s:s + 70], cache) for s in range(0, 300, 70)], dim=1)
+    torch.testing.assert_close(got, full, rtol=1e-3, atol=1e-3)
+
+
 @needs_triton
 def test_fused_dechunk_at_model_size_with_default_blocks():
     """Many tiles and carry groups per row (the kernel tests use tiny inputs), compiled kernels."""
