@@ -148,7 +148,7 @@ def test_extend_over_blocks_equals_forward_including_ring_wraparound(window):
     attn = make(window=window, seed=4)
     x = torch.randn(1, 30, 32, dtype=torch.float64)
     full = attn(x)
-    cache = attn.allocate_cache(1)
+    cache = attn.allocate_cache(1, capacity=4)  # a global cache grows past 4 slots
     got = torch.cat([attn.extend(x[:, s:e], cache) for s, e in ((0, 2), (2, 3), (3, 17), (17, 30))], dim=1)
     torch.testing.assert_close(got, full, rtol=1e-12, atol=1e-12)
     assert cache.max_length == 30 and cache.lengths.tolist() == [30]

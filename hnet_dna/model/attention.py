@@ -300,10 +300,17 @@ class CausalSelfAttention(nn.Module):
             cache.k[:, :, slots] = keys[:, :, -kept:].to(cache.k.dtype)
             cache.v[:, :, slots] = values[:, :, -kept:].to(cache.v.dtype)
         else:
-            keys = torch.cat([cache.k[:, :, :seen].to(k.dtype), k], dim=2)  # (B, H, seen + K, Dh)
-            values = torch.cat([cache.v[:, :, :seen].to(v.dtype), v], dim=2)
-            out = attend_after_prefix(q, keys, values, seen)
-            cache.k, cache.v = keys.to(cache.k.dtype), values.to(cache.v.dtype)
+            if seen + length > cache.k.shape[2]:  # grow by doubling: copies stay linear in the length
+                grown = (batch, cache.k.shape[1], max(2 * cache.k.shape[2], seen + length), cache.k.shape[3])
+                for name in ("k", "v"):
+                    old = getattr(cache, name)
+                    new = old.new_zeros(grown)
+                    new[:, :, :seen] = old[:, :, :seen]
+                    setattr(cache, name, new)
+            cache.k[:, :, seen:seen + length] = k.to(cache.k.dtype)
+            cache.v[:, :, seen:seen + length] = v.to(cache.v.dtype)
+            keys, values = cache.k[:, :, :seen + length], cache.v[:, :, :seen + length]  # (B, H, seen + K, Dh)
+            out = attend_after_prefix(q, keys.to(q.dtype), values.to(q.dtype), seen)
         cache.lengths = cache.lengths + length
         cache.max_length = seen + length
         return self.out_proj(rearrange(out, "b h l d -> b l (h d)"))
