@@ -18,7 +18,9 @@ The region is read in overlapping windows (``--window``, every ``--stride`` base
 ``window - stride`` bases of left context, and every base is taken from the earliest window that
 holds it: every decision is made with at least ``window - stride`` bases of left context (fewer
 only at the start of a chromosome), and the forced boundary at each window's first position never
-reaches the tracks. Chromosome names in the outputs are written as in ``--region``.
+reaches the tracks. With ``--exact-context`` the region (after the same context) is read once, in
+blocks that continue from the model's caches: every decision is the one a single forward pass
+over the whole region would make. Chromosome names in the outputs are written as in ``--region``.
 
 With ``--annotation NAME=FILE ...`` (BED, 3+ columns, 0-based; SAF ``GeneID Chr Start End
 Strand``, 1-based inclusive, by the ``.saf`` suffix; or a ``chrom pos strand`` TSS list, 0-based),
@@ -82,9 +84,11 @@ class RegionBoundaries:
 
 
 def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, end: int, *, window: int = 4096,
-                      stride: int | None = None, batch_size: int = 8, device=None,
+                      stride: int | None = None, batch_size: int = 8, device=None, exact_context: bool = False,
                       progress: bool = False) -> RegionBoundaries:
-    """Boundary probabilities and chunk starts of every level over ``record[start:end)``."""
+    """Boundary probabilities and chunk starts of every level over ``record[start:end)``; with
+    ``exact_context``, read once from its start in blocks of ``window`` bases that continue from
+    the model's caches (every decision made with all the bases before it)."""
     check_windows(window, stride, batch_size)
     stride = stride or window // 2
     if model.config.num_stages < 2:
@@ -98,6 +102,9 @@ def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, e
     levels = model.config.num_stages - 1
     probs = [([], []) for _ in range(levels)]
     starts = [[] for _ in range(levels)]
+    if exact_context:
+        _read_once(model, ids, window, context, offset, device, probs, starts, progress)
+        return _collected(start, end, probs, starts)
     work = tiles(len(ids), window, stride)
     bar = Progress(len(work), len(ids), "boundaries", enabled=progress, unit="window")
     with torch.inference_mode():
@@ -122,6 +129,31 @@ def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, e
                     base_of = pos  # the next level decides at this level's chunk starts
             bar.update(len(chunk), sum(t.end - t.start for t in chunk))
     bar.close()
+    return _collected(start, end, probs, starts)
+
+
+def _read_once(model, ids, block: int, context: int, offset: int, device, probs, starts, progress: bool) -> None:
+    """The exact-context reading of :func:`region_boundaries`: blocks continuing from the caches;
+    appends to ``probs`` and ``starts`` (per level) the region's part of each block."""
+    bar = Progress(-(-len(ids) // block), len(ids), "boundaries", enabled=progress, unit="block")
+    cache = model.allocate_cache(1)
+    with torch.inference_mode():
+        for first in range(0, len(ids), block):
+            piece = ids[first:first + block]
+            _, levels = model.extend(piece[None].to(device), cache, return_boundary_probs=True)
+            base_of = torch.arange(first, first + len(piece))  # sequence position of each level input
+            for s, p in enumerate(levels):
+                p = p[0].float().cpu()
+                keep = base_of >= context  # the region, not the context before it
+                probs[s][0].append((base_of[keep] + offset).numpy())
+                probs[s][1].append(p[keep].numpy())
+                base_of = base_of[p > 0.5]  # the next level decides at this level's chunk starts
+                starts[s].append((base_of[base_of >= context] + offset).numpy())
+            bar.update(1, len(piece))
+    bar.close()
+
+
+def _collected(start: int, end: int, probs, starts) -> RegionBoundaries:
     return RegionBoundaries(
         start, end,
         [(np.concatenate(p).astype(np.int64), np.concatenate(v).astype(np.float32)) for p, v in probs],
@@ -379,6 +411,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plot-region", default=None, help="CHROM:START-END for the PNG")
     p.add_argument("--window", type=int, default=4096, help=window_help(4096, 8, "read the region in windows of this many bases"))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
+    p.add_argument("--exact-context", action="store_true",
+                   help="decide every boundary with ALL the bases before it in the region (after the same "
+                        "window - stride bases of context before it): one read from the start in blocks of "
+                        "--window bases that continue from the model's caches (--batch-size does not apply); "
+                        "global attention layers keep keys for every chunk read (see score --help)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--index-dir", default=None)
@@ -417,7 +454,8 @@ def run(args) -> None:
     if model.config.num_stages < 2:
         raise ConfigError(f"--model {args.model}: an isotropic model has no chunk boundaries; give an H-Net")
     result = region_boundaries(model, genome, record, start, end, window=args.window, stride=args.stride,
-                               batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+                               batch_size=args.batch_size, device=args.device, exact_context=args.exact_context,
+                               progress=not args.quiet)
     chrom_length = genome.records[record]
     for s in range(len(result.probs)):
         write_bigwig(Path(f"{prefix}.level{s}.prob.bw"), chrom, chrom_length, *result.probs[s])

@@ -595,6 +595,13 @@ MUTANTS = [
            "hnet_dna/score.py",
            [("                piece = ids[start:start + block]\n", "                piece = ids[start:start + block]\n                cache = model.allocate_cache(1)\n")],
            "tests/test_score.py::test_exact_context_scores_every_base_as_one_read_of_the_whole_sequence"),
+    Mutant("exact_boundaries_context_kept", "exact-context boundaries report the context read before the region too",
+           "hnet_dna/boundaries.py", [("                keep = base_of >= context  # the region", "                keep = base_of >= 0  # the region")],
+           "tests/test_boundaries.py::test_exact_context_decides_as_one_read_of_the_whole_region"),
+    Mutant("exact_boundaries_inner_level_misplaced", "exact-context boundaries map an inner level's decisions to the block's first bases",
+           "hnet_dna/boundaries.py",
+           [("                base_of = base_of[p > 0.5]  # the next level", "                base_of = base_of[:int((p > 0.5).sum())]  # the next level")],
+           "tests/test_boundaries.py::test_exact_context_decides_as_one_read_of_the_whole_region"),
 ]
 
 

@@ -8,8 +8,11 @@ import torch
 
 from hnet_dna.boundaries import boundary_enrichment, chunk_length_stats, local_gc, read_feature_edges, repeat_intervals
 from hnet_dna.boundaries import main as boundaries_main
+from hnet_dna.boundaries import region_boundaries
+from hnet_dna.data.genome import open_fasta
 from hnet_dna.model.loading import load_model
 
+from .conftest import make_model
 from .test_commands import genome_fixture
 
 
@@ -67,6 +70,27 @@ def test_inner_levels_are_mapped_back_to_bases(tmp_path):
     bw = pyBigWig.open(str(tmp_path / "two.level1.prob.bw"))
     decided_at = [a for a, _, _ in bw.intervals("chr20")]
     assert decided_at == outer  # level 1 decides exactly where level 0's chunks start
+
+
+@pytest.mark.parametrize("region", [(0, 700), (5000, 5600)])
+def test_exact_context_decides_as_one_read_of_the_whole_region(tmp_path, region):
+    """Blocks continuing from the caches give every level's probabilities and chunk starts of one
+    window holding the context and the whole region (fp64 two-stage model: inner levels too)."""
+    genome, _ = genome_fixture(tmp_path, name="chr20")
+    fasta = open_fasta(genome)
+    model = make_model("tiny-hnet-2stage", seed=3)
+    start, end = region
+    exact = region_boundaries(model, fasta, "chr20", start, end, window=128, stride=64, exact_context=True)
+    # the same 64 bases of context (or none at the chromosome's start), then everything in one window
+    whole = region_boundaries(model, fasta, "chr20", start, end, window=2048, stride=2048 - 64)
+    windows = region_boundaries(model, fasta, "chr20", start, end, window=128, stride=64)
+    for level in range(2):
+        np.testing.assert_array_equal(exact.starts[level], whole.starts[level])
+        np.testing.assert_array_equal(exact.probs[level][0], whole.probs[level][0])
+        np.testing.assert_allclose(exact.probs[level][1], whole.probs[level][1], rtol=1e-6, atol=1e-6)
+    assert exact.starts[0].min() >= start and (start > 0 or exact.starts[0][0] == 0)  # a chromosome's first base opens a chunk
+    # windows read some bases with less context (this random model forgets fast: small differences)
+    assert np.abs(windows.probs[0][1] - whole.probs[0][1]).max() > 1e-6 > np.abs(exact.probs[0][1] - whole.probs[0][1]).max()
 
 
 def test_enrichment_finds_planted_boundaries_and_not_shuffled_ones():

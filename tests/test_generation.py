@@ -134,12 +134,15 @@ def test_blocks_continuing_from_a_cache_match_the_full_forward(preset, overrides
     encoder output the router compares with, the open chunk's EMA value)."""
     model = make_model(preset, seed=21, **overrides)  # fp64
     ids, _ = padded_batch([100], seed=22)
-    full = model(ids).logits
+    full = model(ids)
     for sizes in ([100], [1] * 12 + [88], [3, 40, 1, 33, 23], [64, 36]):
         cache = model.allocate_cache(1)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        got = torch.cat([model.extend(ids[:, s:s + n], cache) for s, n in zip(starts, sizes)], dim=1)
-        torch.testing.assert_close(got, full, rtol=1e-9, atol=1e-9)
+        blocks = [model.extend(ids[:, s:s + n], cache, return_boundary_probs=True) for s, n in zip(starts, sizes)]
+        torch.testing.assert_close(torch.cat([logits for logits, _ in blocks], dim=1), full.logits, rtol=1e-9, atol=1e-9)
+        for level, (probs, mask) in enumerate(zip(full.boundary_probs, full.masks)):  # each level's inputs, in order
+            got = torch.cat([levels[level] for _, levels in blocks], dim=1)
+            torch.testing.assert_close(got[0], probs[0][mask[0]], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])

@@ -175,14 +175,15 @@ class HNetStage(nn.Module):
         return out[..., :width], [(p, b)] + inner_routes
 
 
-    def extend(self, x: torch.Tensor, cache: HNetCache) -> torch.Tensor:
-        """A block of positions continuing from ``cache``: x (1, K, D_parent) -> (1, K, D_parent),
-        the same outputs as one forward over everything seen so far. One row: rows would cut
-        different numbers of chunks from the same block."""
+    def extend(self, x: torch.Tensor, cache: HNetCache):
+        """A block of positions continuing from ``cache``: x (1, K, D_parent) -> ((1, K, D_parent),
+        [p per level, outer first: (1, K_s) fp32 at the level's inputs in the block]), the same as
+        one forward over everything seen so far. One row: rows would cut different numbers of
+        chunks from the same block."""
         width = x.shape[-1]
         x = self._widen(x)
         if self.is_innermost:
-            return self.main_network.extend(x, cache.main)[..., :width]
+            return self.main_network.extend(x, cache.main)[..., :width], []
         h = self.encoder.extend(x, cache.encoder)  # (1, K, D)
         residual = self._residual(h)  # fp32
         p = self.routing_module.extend(h, cache.routing)  # (1, K)
@@ -190,16 +191,18 @@ class HNetStage(nn.Module):
         index = b[0].nonzero()[:, 0]  # (M,) the block's chunk starts
         zbar = cache.last_value[:, None]  # (1, 1, D): the chunk open when the block starts
         if len(index):
-            z = self.main_network.extend(h[:, index], cache.inner)  # (1, M, D)
+            z, inner_probs = self.main_network.extend(h[:, index], cache.inner)  # (1, M, D)
             P = p[:, index].clamp(P_CLAMP, 1 - P_CLAMP)
             new = ema(z, P, initial=cache.last_value)  # (1, M, D) fp32
             cache.last_value = new[:, -1]
             zbar = torch.cat([zbar, new], dim=1)
+        else:  # nothing reaches the inner stages
+            inner_probs = [p.new_zeros(1, 0)] * self.main_network.levels
         # position t takes the latest chunk started at or before it (0: the one open before the
         # block); the straight-through confidence is 1 in value
         plug = b.long().cumsum(-1)  # (1, K)
         y = torch.gather(zbar, 1, plug[..., None].expand(-1, -1, zbar.shape[-1])) + residual
-        return self.decoder.extend(y.to(h.dtype), cache.decoder)[..., :width]
+        return self.decoder.extend(y.to(h.dtype), cache.decoder)[..., :width], [p] + inner_probs
 
 
 @dataclass
@@ -409,9 +412,12 @@ class HNetForCausalLM(nn.Module):
         return self.lm_head(hidden), routes
 
     @torch.no_grad()
-    def extend(self, input_ids: torch.Tensor, cache: HNetCache) -> torch.Tensor:
+    def extend(self, input_ids: torch.Tensor, cache: HNetCache, return_boundary_probs: bool = False):
         """Feed a block of bases (1, K) that continues from ``cache`` (from :meth:`allocate_cache`
-        for a sequence's start, or earlier calls); returns their logits (1, K, V).
+        for a sequence's start, or earlier calls); returns their logits (1, K, V), and with
+        ``return_boundary_probs`` also each level's boundary probabilities over its inputs in the
+        block ((1, K_s) fp32, outer first; a level's inputs are the previous level's chunk starts,
+        p > 0.5).
 
         Blocks in turn give the logits of one forward over the whole sequence (float rounding
         aside) with every base seeing all of its left context, at a memory and cost per block
@@ -420,7 +426,9 @@ class HNetForCausalLM(nn.Module):
         if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] == 0:
             raise InputError(f"extend takes one row of at least one id, (1, K); got shape {tuple(input_ids.shape)}")
         self._check_inputs(input_ids, None, None, None)
-        return self.lm_head(self.backbone.extend(self.embeddings(input_ids), cache))
+        hidden, probs = self.backbone.extend(self.embeddings(input_ids), cache)
+        logits = self.lm_head(hidden)
+        return (logits, probs) if return_boundary_probs else logits
 
     def generate(self, input_ids, mask=None, **kwargs):
         """Sample continuations; see :func:`hnet_dna.model.generation.generate`."""
