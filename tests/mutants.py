@@ -602,6 +602,15 @@ MUTANTS = [
            "hnet_dna/boundaries.py",
            [("                base_of = base_of[p > 0.5]  # the next level", "                base_of = base_of[:int((p > 0.5).sum())]  # the next level")],
            "tests/test_boundaries.py::test_exact_context_decides_as_one_read_of_the_whole_region"),
+    Mutant("prefix_flash_block_not_causal", "on CPU, a block's queries after a prefix see the block's later keys too",
+           "hnet_dna/model/attention.py",
+           [("out_b, lse_b = flash(q, k[:, :, prefix:], v[:, :, prefix:], 0.0, True)",
+             "out_b, lse_b = flash(q, k[:, :, prefix:], v[:, :, prefix:], 0.0, False)")],
+           "tests/test_attention.py::test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention"),
+    Mutant("prefix_grouped_mask_off_by_one", "the masked form hides each query's own key",
+           "hnet_dna/model/attention.py",
+           [("visible = torch.arange(keys, device=q.device)[None, :] <= i", "visible = torch.arange(keys, device=q.device)[None, :] < i")],
+           "tests/test_attention.py::test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention"),
 ]
 
 

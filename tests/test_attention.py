@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from hnet_dna.model.attention import (
     CausalSelfAttention,
+    _grouped_after_prefix,
     apply_rotary,
     attend_after_prefix,
     blocked_sliding_window_attention,
@@ -131,15 +132,19 @@ def test_blockwise_sliding_window_equals_a_dense_mask(length, window, attention)
         torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("max_scores", [1 << 25, 2 * 2 * 3 * 40])
-def test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention(max_scores):
-    """Queries at positions prefix .. prefix + K - 1 (in groups when the scores would be large):
-    the last K rows of causal attention over prefix + K positions."""
+@pytest.mark.parametrize("how", ["dispatch", "grouped", "grouped_small"])
+def test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention(how):
+    """Queries at positions prefix .. prefix + K - 1 (on CPU two flash attentions merged; the
+    masked form elsewhere, in groups when the scores would be large): the last K rows of causal
+    attention over prefix + K positions."""
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 40, 8, dtype=torch.float64) for _ in range(3))
     full = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     for prefix in (0, 1, 25):
-        got = attend_after_prefix(q[:, :, prefix:], k, v, prefix, max_scores=max_scores)
+        if how == "dispatch":
+            got = attend_after_prefix(q[:, :, prefix:], k, v, prefix)
+        else:
+            got = _grouped_after_prefix(q[:, :, prefix:], k, v, prefix, 1 << 25 if how == "grouped" else 2 * 3 * 40 * 3)
         torch.testing.assert_close(got, full[:, :, prefix:], rtol=1e-12, atol=1e-12)
 
 

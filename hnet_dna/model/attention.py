@@ -89,13 +89,29 @@ def attend_after_prefix(q, k, v, prefix: int, max_scores: int = 1 << 25) -> torc
     """Causal attention of queries at positions ``prefix`` .. ``prefix + K - 1`` over keys
     0 .. ``prefix + K - 1``: q (B, H, K, Dh), k and v (B, H, prefix + K, Dh) -> (B, H, K, Dh).
 
-    Query i sees keys up to prefix + i (the causal mask aligned at the bottom right). Queries go
-    in groups small enough that a group's scores stay under ``max_scores`` elements, whatever
-    the prefix's length.
+    Query i sees keys up to prefix + i (the causal mask aligned at the bottom right). On CPU two
+    flash attentions merged; elsewhere queries go in groups small enough that a group's scores
+    stay under ``max_scores`` elements, whatever the prefix's length.
     """
     batch, heads, length, _ = q.shape
     if prefix == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        # The prefix (every key visible) and the block (a causal square) as two flash attentions
+        # merged by their log-sum-exps, as in _BandAttentionCPU: no mask, no scores kept (about
+        # twice as fast as the masked groups below over a 50 k-key prefix, measured).
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out_p, lse_p = flash(q, k[:, :, :prefix], v[:, :, :prefix], 0.0, False)
+        out_b, lse_b = flash(q, k[:, :, prefix:], v[:, :, prefix:], 0.0, True)
+        merged = torch.logaddexp(lse_p, lse_b)
+        w_p, w_b = torch.exp(lse_p - merged)[..., None], torch.exp(lse_b - merged)[..., None]
+        return (out_p.to(w_p.dtype) * w_p + out_b.to(w_b.dtype) * w_b).to(q.dtype)
+    return _grouped_after_prefix(q, k, v, prefix, max_scores)
+
+
+def _grouped_after_prefix(q, k, v, prefix: int, max_scores: int) -> torch.Tensor:
+    """:func:`attend_after_prefix` with a mask, in groups of queries (any device)."""
+    batch, heads, length, _ = q.shape
     group = max(1, max_scores // (batch * heads * k.shape[2]))
     outs = []
     for start in range(0, length, group):
