@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
 import subprocess
 import sys
@@ -98,11 +99,13 @@ def main(argv=None) -> None:
         "boundaries --region (bigWig, BED, PNG)": [py, "-m", "hnet_dna.boundaries", "--fasta", args.fasta, "--region",
                                                    args.region, "--out", str(args.out / "boundaries"), "--quiet"],
     }
-    print(f"Region {args.region} ({length:,} bases), the shipped default model, each command's default window "
-          "and batch size, 2 cores.\n")
+    threads = os.environ.get("OMP_NUM_THREADS")
+    cores = f"{threads} thread(s) (OMP_NUM_THREADS)" if threads else f"{os.cpu_count()} cores"
     if "commands" not in args.sections:
         runs = {}
     else:
+        print(f"Region {args.region} ({length:,} bases), the shipped default model, each command's default window "
+              f"and batch size, {cores}.\n")
         print("| command | wall (s) | bases/s | peak resident memory (MB) | what it said |\n|---|---|---|---|---|")
     for name, command in runs.items():
         wall, peak, said = timed_command(command)
@@ -123,7 +126,7 @@ def main(argv=None) -> None:
     region = args.exact_region or args.region
     chrom, start, end = parse_region(region)
     print(f"\nScoring {region} ({end - start:,} bases) in windows (the default: 1,024 bases, stride 512, "
-          "batch 32) and with `--exact-context` (one read from the start in blocks of 4,096 bases).\n")
+          f"batch 32) and with `--exact-context` (one read from the start in blocks of 4,096 bases); {cores}.\n")
     print("| model | reading | wall (s) | bases/s | peak resident memory (MB) | what it said |\n|---|---|---|---|---|---|")
     for model in args.exact_models:
         chosen = [] if model == "default" else ["--model", model]
