@@ -136,8 +136,8 @@ def _read_once(model, ids, block: int, context: int, offset: int, device, probs,
     """The exact-context reading of :func:`region_boundaries`: blocks continuing from the caches;
     appends to ``probs`` and ``starts`` (per level) the region's part of each block."""
     bar = Progress(-(-len(ids) // block), len(ids), "boundaries", enabled=progress, unit="block")
-    cache = model.allocate_cache(1)
     with torch.inference_mode():
+        cache = model.allocate_cache(1)
         for first in range(0, len(ids), block):
             piece = ids[first:first + block]
             _, levels = model.extend(piece[None].to(device), cache, return_boundary_probs=True)

@@ -139,6 +139,8 @@ def sequence_bits_exact(
     base t is scored given bases 0 .. t-1 whatever the length. One sequence at a time. Memory and
     time per block grow with what was read before only through global attention layers (their
     keys and values)."""
+    if not isinstance(block, int) or block < 1:
+        raise ConfigError(f"block must be a number of bases >= 1, got {block!r}")
     device = device if isinstance(device, torch.device) else choose_device(device)
     model = model.to(device).eval()
     base_ids = torch.tensor(model.tokenizer.base_ids)

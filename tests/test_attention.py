@@ -157,3 +157,16 @@ def test_extend_over_blocks_equals_forward_including_ring_wraparound(window):
     got = torch.cat([attn.extend(x[:, s:e], cache) for s, e in ((0, 2), (2, 3), (3, 17), (17, 30))], dim=1)
     torch.testing.assert_close(got, full, rtol=1e-12, atol=1e-12)
     assert cache.max_length == 30 and cache.lengths.tolist() == [30]
+
+
+def test_attention_after_a_prefix_with_gradients_takes_the_differentiable_path():
+    """With gradients the CPU merge of two flash attentions (not differentiated by autograd) is
+    not used: the gradients are those of causal attention over the whole sequence."""
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 30, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, 12:]
+    grads_full = torch.autograd.grad(full.square().sum(), (q, k, v))
+    got = attend_after_prefix(q[:, :, 12:], k, v, 12)
+    grads_got = torch.autograd.grad(got.square().sum(), (q, k, v))
+    for a, b in zip(grads_got, grads_full):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -147,11 +147,13 @@ def test_blocks_continuing_from_a_cache_match_the_full_forward(preset, overrides
 
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])
 def test_prefill_extend_and_step_share_one_cache(preset):
-    """A prompt's prefill, then blocks, then single steps: one continuous sequence."""
+    """A prompt's prefill (padded: the cache's rows know their own length), then blocks, then
+    single steps: one continuous sequence."""
     model = make_model(preset, seed=23, **({"attn_cfg": SMALL_WINDOWS} if preset == "tiny-hnet" else {}))
     ids, _ = padded_batch([80], seed=24)
     full = model(ids).logits
-    _, cache = model.prefill(ids[:, :30])
+    padded = torch.cat([ids[:, :30], torch.full((1, 9), 5)], dim=1)  # a prompt padded past its 30 bases
+    _, cache = model.prefill(padded, torch.arange(39)[None] < 30)
     blocks = [model.extend(ids[:, 30:47], cache), model.extend(ids[:, 47:70], cache)]
     torch.testing.assert_close(torch.cat(blocks, 1), full[:, 30:70], rtol=1e-9, atol=1e-9)
     for t in range(70, 80):
@@ -164,7 +166,9 @@ def test_extend_takes_one_row_of_valid_ids():
     ids, _ = padded_batch([10, 10], seed=0)
     with pytest.raises(InputError, match=r"one row"):
         model.extend(ids, model.allocate_cache(2))
-    with pytest.raises(InputError, match=r"one row"):
+    with pytest.raises(InputError, match=r"empty"):
         model.extend(ids[:1, :0], model.allocate_cache(1))
+    with pytest.raises(InputError, match=r"integer tensor"):
+        model.extend([[0, 1, 2]], model.allocate_cache(1))
     with pytest.raises(InputError):
         model.extend(torch.full((1, 4), 99), model.allocate_cache(1))

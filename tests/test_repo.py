@@ -1,4 +1,4 @@
-"""The README's two commands are exactly what CI runs, and the quick start works."""
+"""The README's two commands are exactly what CI runs, the quick start works, and the mutants still apply."""
 
 import re
 from pathlib import Path
@@ -27,3 +27,14 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README quick start", "exec"), {})
     assert (tmp_path / "my-model" / "model.safetensors").is_file()
+
+
+def test_every_mutant_still_applies():
+    """Each mutant's text occurs exactly once in its file (``python tests/mutants.py`` stops at the
+    first that does not: a refactor must carry its mutants along)."""
+    from .mutants import MUTANTS
+
+    stale = [f"{m.name}: {old[:60]!r} occurs {(ROOT / m.file).read_text().count(old)} times in {m.file}"
+             for m in MUTANTS for old, _ in m.edits if (ROOT / m.file).read_text().count(old) != 1]
+    assert not stale, "\n".join(stale)
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)

@@ -89,14 +89,22 @@ def attend_after_prefix(q, k, v, prefix: int, max_scores: int = 1 << 25) -> torc
     """Causal attention of queries at positions ``prefix`` .. ``prefix + K - 1`` over keys
     0 .. ``prefix + K - 1``: q (B, H, K, Dh), k and v (B, H, prefix + K, Dh) -> (B, H, K, Dh).
 
-    Query i sees keys up to prefix + i (the causal mask aligned at the bottom right). On CPU two
-    flash attentions merged; elsewhere queries go in groups small enough that a group's scores
-    stay under ``max_scores`` elements, whatever the prefix's length.
+    Query i sees keys up to prefix + i (the causal mask aligned at the bottom right). On CPU
+    without gradients, two flash attentions merged by their log-sum-exps (autograd does not
+    differentiate the merge); on CUDA, SDPA with PyTorch's bottom-right causal bias; otherwise
+    queries go in groups small enough that a group's scores stay under ``max_scores`` elements,
+    whatever the prefix's length.
     """
-    batch, heads, length, _ = q.shape
     if prefix == 0:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if q.device.type == "cuda":
+        # a causal bias aligned at the bottom right: SDPA's fused kernels take it without a mask
+        from torch.nn.attention.bias import causal_lower_right
+
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
+    cpu_flash = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    if q.device.type == "cpu" and cpu_flash and not needs_grad:
         # The prefix (every key visible) and the block (a causal square) as two flash attentions
         # merged by their log-sum-exps, as in _BandAttentionCPU: no mask, no scores kept (about
         # twice as fast as the masked groups below over a 50 k-key prefix, measured).
@@ -291,11 +299,14 @@ class CausalSelfAttention(nn.Module):
     @torch.no_grad()
     def extend(self, x: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
         """Continue from ``cache`` over a block of positions: x (B, K, D) -> (B, K, D), every row
-        at the same position (``cache.max_length``) and no padding. The cache moves past the
+        at the same position and no padding. The cache moves past the
         block. A windowed layer reads its ring (the last W + 1 keys) in position order before the
         block; a global one attends over every key so far, so its cost per position grows with it."""
         batch, length, _ = x.shape
-        seen = cache.max_length
+        seen = int(cache.lengths.max())  # max_length only bounds it (a padded prefill)
+        if batch > 1 and bool((cache.lengths != seen).any()):
+            raise ValueError(f"extend needs every row at the same position; the cache's rows have seen "
+                             f"{cache.lengths.tolist()} positions")
         positions = torch.arange(seen, seen + length, device=x.device)
         q, k, v = (rearrange(t, "b l h d -> b h l d") for t in self._qkv(x, positions))
         if cache.ring:

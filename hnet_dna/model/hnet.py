@@ -175,6 +175,7 @@ class HNetStage(nn.Module):
         return out[..., :width], [(p, b)] + inner_routes
 
 
+    @torch.no_grad()
     def extend(self, x: torch.Tensor, cache: HNetCache):
         """A block of positions continuing from ``cache``: x (1, K, D_parent) -> ((1, K, D_parent),
         [p per level, outer first: (1, K_s) fp32 at the level's inputs in the block]), the same as
@@ -423,9 +424,9 @@ class HNetForCausalLM(nn.Module):
         aside) with every base seeing all of its left context, at a memory and cost per block
         that grow with what came before only through global attention layers (their keys).
         """
-        if input_ids.dim() != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] == 0:
-            raise InputError(f"extend takes one row of at least one id, (1, K); got shape {tuple(input_ids.shape)}")
-        self._check_inputs(input_ids, None, None, None)
+        self._check_inputs(input_ids, None, None, None)  # an integer (B, K) tensor of known ids
+        if input_ids.shape[0] != 1:
+            raise InputError(f"extend takes one row of ids, (1, K); got shape {tuple(input_ids.shape)}")
         hidden, probs = self.backbone.extend(self.embeddings(input_ids), cache)
         logits = self.lm_head(hidden)
         return (logits, probs) if return_boundary_probs else logits

@@ -62,6 +62,7 @@ class Block(nn.Module):
             residual = residual + self.mlp(self.norm2(residual)).to(residual.dtype)
         return residual
 
+    @torch.no_grad()
     def extend(self, residual: torch.Tensor, cache) -> torch.Tensor:
         """residual: (B, K, D) fp32 -> fp32, a block continuing from ``cache``."""
         residual = residual + self.mixer.extend(self.norm1(residual), cache).to(residual.dtype)
@@ -106,6 +107,7 @@ class Isotropic(nn.Module):
             residual = layer.step(residual, cache, active)
         return self.rmsnorm(residual).to(x.dtype)
 
+    @torch.no_grad()
     def extend(self, x: torch.Tensor, caches: list) -> torch.Tensor:
         """x: (B, K, D) -> (B, K, D), a block of positions continuing from ``caches``."""
         residual = hi(x)
