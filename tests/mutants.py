@@ -611,6 +611,14 @@ MUTANTS = [
            "hnet_dna/model/attention.py",
            [("visible = torch.arange(keys, device=q.device)[None, :] <= i", "visible = torch.arange(keys, device=q.device)[None, :] < i")],
            "tests/test_attention.py::test_attention_after_a_prefix_equals_the_bottom_rows_of_causal_attention"),
+    Mutant("extend_position_from_padded_length", "a block after a padded prefill starts at the padded length",
+           "hnet_dna/model/attention.py",
+           [("seen = int(cache.lengths.max())  # max_length only bounds it", "seen = cache.max_length  # max_length only bounds it")],
+           "tests/test_generation.py::test_prefill_extend_and_step_share_one_cache"),
+    Mutant("prefix_flash_merge_under_autograd", "the CPU flash merge (not differentiated by autograd) runs with gradients too",
+           "hnet_dna/model/attention.py",
+           [("if q.device.type == \"cpu\" and cpu_flash and not needs_grad:", "if q.device.type == \"cpu\" and cpu_flash:")],
+           "tests/test_attention.py::test_attention_after_a_prefix_with_gradients_takes_the_differentiable_path"),
 ]
 
 
