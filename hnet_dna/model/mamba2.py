@@ -222,7 +222,8 @@ class Mamba2(nn.Module):
         """z, xBC, dt from in_proj. Training on CPU, as three products with slices of its weight:
         the backward of one product split three ways concatenates the three gradients into a
         new (B, L, 2 d_inner + 2 G N + H) tensor first, a pass through memory that costs more
-        there than the two extra (small) products (a Mamba-2 layer's step 7 % faster, measured)."""
+        there than the two extra (small) products (cpu_small models' training steps 2-7 % faster at
+        1 kb, level at 16 kb: benchmarks/RESULTS.md)."""
         if u.device.type == "cpu" and torch.is_grad_enabled():
             w = self.in_proj.weight
             cuts = (0, self.d_inner, self.d_inner + self.conv_dim, w.shape[0])
