@@ -299,9 +299,9 @@ class CausalSelfAttention(nn.Module):
     @torch.no_grad()
     def extend(self, x: torch.Tensor, cache: AttentionCache) -> torch.Tensor:
         """Continue from ``cache`` over a block of positions: x (B, K, D) -> (B, K, D), every row
-        at the same position and no padding. The cache moves past the
-        block. A windowed layer reads its ring (the last W + 1 keys) in position order before the
-        block; a global one attends over every key so far, so its cost per position grows with it."""
+        at the same position and no padding; the cache moves past the block. A windowed layer
+        reads its ring (the last W + 1 keys) in position order before the block; a global one
+        attends over every key so far, so its cost per position grows with them."""
         batch, length, _ = x.shape
         seen = int(cache.lengths.max())  # max_length only bounds it (a padded prefill)
         if batch > 1 and bool((cache.lengths != seen).any()):
