@@ -273,7 +273,7 @@ MUTANTS = [
     Mutant("causal_count_ignores_mask", "the causal count charges a masked (sliding-window) call its whole matrix",
            "hnet_dna/data_efficiency/flops.py",
            [("        allowed = keep & allowed\n", "")],
-           "tests/test_data_efficiency.py::test_causal_flops_of_a_hand_sized_attention_layer"),
+           "tests/test_data_efficiency.py::test_attended_fraction_of_masks_windows_and_alignments"),
     Mutant("causal_count_is_torchs", "the causal count is torch's (the fraction of attended pairs ignored)",
            "hnet_dna/data_efficiency/flops.py",
            [("unattended.append(full - int(round(full * fraction)))", "unattended.append(0)")],

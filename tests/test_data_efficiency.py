@@ -402,6 +402,22 @@ def test_causal_flops_of_a_hand_sized_attention_layer(window, pairs):
     assert rest > 0 and len(unattended) == (2 if window < 0 else 4)
 
 
+def test_attended_fraction_of_masks_windows_and_alignments():
+    """The fraction of (query, key) pairs an attention call computes, from its arguments: a boolean
+    or additive mask (which the band attention on CPU no longer passes, but the masked forms do),
+    torch's top-left and bottom-right causal alignments, flash-attn's windows."""
+    from hnet_dna.data_efficiency.flops import attended_fraction
+
+    causal = torch.ones(4, 4, dtype=torch.bool).tril()
+    assert attended_fraction(4, 4, mask=causal) == 10 / 16
+    additive = torch.zeros(4, 4).masked_fill(~causal, float("-inf"))
+    assert attended_fraction(4, 4, mask=additive) == 10 / 16
+    assert attended_fraction(4, 4, is_causal=True, mask=torch.ones(4, 4, dtype=torch.bool).triu()) == 4 / 16
+    assert attended_fraction(2, 4, is_causal=True) == 3 / 8  # top-left: query i sees keys 0 .. i
+    assert attended_fraction(2, 4, is_causal=True, bottom_right=True) == 7 / 8  # keys 0 .. i + 2
+    assert attended_fraction(4, 4, window_left=1, is_causal=True) == 7 / 16  # keys i - 1 .. i
+
+
 def test_causal_flops_of_a_model_subtract_exactly_the_masked_attention():
     """A 2-layer Transformer at length 64: the causal count is torch's less the attention pairs a
     causal kernel skips (64 x 63 / 2 a head per layer), at the same 112/8 FLOPs per pair and head
