@@ -22,7 +22,8 @@ opens with ``numpy.load(path, allow_pickle=False)`` and holds, for N sequences i
 Sequences longer than ``--window`` (default 4,096; ``None`` in Python reads every sequence whole)
 are read in windows every ``--stride`` bases (default half a window); each base's output, and each chunk (by its first base), is taken from the earliest window
 holding it, so pooling over a long sequence is pooling over its bases (or chunks) each counted
-once. ``--rc-average`` averages the pooled vectors (or, with ``none``, each position's vectors) of
+once; ``--exact-context`` instead reads each sequence once in blocks that continue from the
+model's caches, every base's output made with all the bases before it. ``--rc-average`` averages the pooled vectors (or, with ``none``, each position's vectors) of
 a sequence and of its reverse complement, so a sequence and its reverse complement get the same
 embedding; boundaries are always those of the sequence as given.
 
@@ -98,19 +99,41 @@ def _run_windows(model, jobs, batch_size: int, device):
             yield j, owned_hidden, inner, starts
 
 
-def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, device, window, stride):
+def _run_exact(model, jobs, block: int, device):
+    """Read each job's whole sequence once in blocks of ``block`` bases that continue from the
+    model's caches (:meth:`HNetForCausalLM.extend_features`); yields what :func:`_run_windows`
+    yields, every base and chunk owned."""
+    for j, (ids, _) in enumerate(jobs):
+        cache = model.allocate_cache(1)
+        hidden, inner, starts = [], [], [[] for _ in range(model.config.num_stages - 1)]
+        for first in range(0, len(ids), block):
+            piece = ids[first:first + block]
+            h, probs, states = model.extend_features(piece[None].to(device), cache)
+            hidden.append(h[0].float().cpu())
+            base_of = torch.arange(first, first + len(piece))  # sequence position of each level input
+            for s, p in enumerate(probs):
+                base_of = base_of[p[0].cpu() > 0.5]  # this level's chunk starts
+                starts[s].append(base_of.numpy())
+            if states:
+                inner.append(states[-1][0].float().cpu())
+        yield j, torch.cat(hidden), torch.cat(inner) if inner else None, [np.concatenate(s) for s in starts]
+
+
+def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, device, window, stride,
+                exact_context=False):
     """Per sequence of the part: (pooled vector or per-position array, [boundary arrays])."""
     tokenizer = model.tokenizer
     strands = [(i, 0) for i in range(len(ids_list))] + ([(i, 1) for i in range(len(ids_list))] if rc_average else [])
     jobs, owner = [], []
     for i, strand in strands:
         ids = ids_list[i] if strand == 0 else tokenizer.reverse_complement(ids_list[i])
-        for tile in tiles(len(ids), window, stride):
+        for tile in tiles(len(ids), None if exact_context else window, stride):
             jobs.append((ids[tile.start:tile.end], tile))
             owner.append((i, strand))
     acc = {key: _Strand() for key in strands}
-    results = sorted(_run_windows(model, jobs, batch_size, device),
-                     key=lambda r: r[0])  # tile order within each sequence
+    run = (_run_exact(model, jobs, window or DEFAULT_WINDOW, device) if exact_context
+           else _run_windows(model, jobs, batch_size, device))
+    results = sorted(run, key=lambda r: r[0])  # tile order within each sequence
     for j, hidden, inner, starts in results:
         st = acc[owner[j]]
         st.hidden.append(hidden)
@@ -165,6 +188,7 @@ def embed_sequences(
     device: str | torch.device | None = None,
     window: int | None = DEFAULT_WINDOW,
     stride: int | None = None,
+    exact_context: bool = False,
     progress: bool = False,
     _resume_at: tuple | None = None,
 ) -> dict[str, np.ndarray]:
@@ -172,7 +196,8 @@ def embed_sequences(
 
     ``model``: an :class:`HNetForCausalLM`, or anything ``--model`` takes (None = the default
     model). Returns the arrays of the ``.npz`` the command writes (module docstring), without
-    ``ids`` when plain strings are given.
+    ``ids`` when plain strings are given. ``exact_context``: each sequence read once in blocks of
+    ``window`` bases continuing from the model's caches, one at a time (as one whole read would).
     """
     records = [s if isinstance(s, InputSequence) else InputSequence(str(i), s, f"sequence {i}")
                for i, s in enumerate(sequences)]
@@ -199,7 +224,7 @@ def embed_sequences(
                 rows = _unpack_part(part, len(members), pooled=pooling != "none")
             else:
                 rows = _embed_part(model, [ids_list[i] for i in members], pooling, rc_average, boundaries,
-                                   batch_size, device, window, stride)
+                                   batch_size, device, window, stride, exact_context)
                 if _resume is not None:
                     _resume.save(p, _pack_part(rows))
             for i, row in zip(members, rows):
@@ -253,6 +278,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=window_help(DEFAULT_WINDOW, 32))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
+    p.add_argument("--exact-context", action="store_true",
+                   help="read each sequence once from its start in blocks of --window bases that continue from "
+                        "the model's caches: every base's output with all the bases before it, as one whole "
+                        "read would give it (see score --help for the memory of global attention layers)")
     p.add_argument("--fasta", default=None, help="the genome a BED input is read from")
     p.add_argument("--sequence-column", "--sequence_column", default=None)
     p.add_argument("--id-column", "--id_column", default=None)
@@ -266,7 +295,8 @@ def run(args: argparse.Namespace) -> None:
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
     model = load_model(args.model, warn_untrained=True)
-    options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride")}
+    options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride",
+                                             "exact_context")}
     key = fingerprint([(r.id, r.sequence) for r in records], model, options)
     arrays = embed_sequences(records, model, device=args.device, progress=not args.quiet, _resume_at=(output, key),
                              **options)

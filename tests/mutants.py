@@ -619,6 +619,13 @@ MUTANTS = [
            "hnet_dna/model/attention.py",
            [("if q.device.type == \"cpu\" and cpu_flash and not needs_grad:", "if q.device.type == \"cpu\" and cpu_flash:")],
            "tests/test_attention.py::test_attention_after_a_prefix_with_gradients_takes_the_differentiable_path"),
+    Mutant("exact_embed_fresh_cache_per_block", "exact-context embedding starts every block from an empty cache",
+           "hnet_dna/embed.py",
+           [("            piece = ids[first:first + block]\n", "            piece = ids[first:first + block]\n            cache = model.allocate_cache(1)\n")],
+           "tests/test_embed.py::test_exact_context_embeds_as_one_whole_read"),
+    Mutant("exact_embed_outer_chunks", "exact-context embedding pools the outer level's chunk states, not the innermost's",
+           "hnet_dna/embed.py", [("inner.append(states[-1][0].float().cpu())", "inner.append(states[0][0].float().cpu())")],
+           "tests/test_embed.py::test_exact_context_embeds_as_one_whole_read"),
 ]
 
 

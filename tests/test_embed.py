@@ -99,6 +99,28 @@ def test_windows_read_each_base_once_with_left_context(model):
     np.testing.assert_allclose(pooled, per_base.mean(0), atol=2e-6)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "chunks", "none"])
+def test_exact_context_embeds_as_one_whole_read(pooling):
+    """Blocks continuing from the caches (fp64 two-stage model, blocks of 64): the embeddings and
+    every level's chunk starts of one read of each whole sequence, both strands averaged."""
+    from .conftest import make_model
+
+    model = make_model("tiny-hnet-2stage", seed=4)
+    seqs = [SLICE[:300], SLICE[500:529], SLICE[700:701]]
+    options = {"pooling": pooling, "rc_average": True, "boundaries": True}
+    whole = embed_sequences(seqs, model, window=None, **options)
+    exact = embed_sequences(seqs, model, window=64, exact_context=True, **options)
+    windows = embed_sequences(seqs, model, window=64, **options)
+    assert whole.keys() == exact.keys()
+    for key in whole:
+        if whole[key].dtype == np.float32:
+            np.testing.assert_allclose(exact[key], whole[key], rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(exact[key], whole[key])
+    values = "position_embeddings" if pooling == "none" else "embeddings"
+    assert not np.allclose(windows[values], whole[values], atol=1e-6)  # windows: less context
+
+
 def test_kill_and_rerun_gives_the_same_file(tmp_path):
     fa = write_fasta(tmp_path / "in.fa", [SLICE[i * 97:i * 97 + 40 + (i * 37) % 150] for i in range(40)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -143,6 +143,12 @@ def test_blocks_continuing_from_a_cache_match_the_full_forward(preset, overrides
         for level, (probs, mask) in enumerate(zip(full.boundary_probs, full.masks)):  # each level's inputs, in order
             got = torch.cat([levels[level] for _, levels in blocks], dim=1)
             torch.testing.assert_close(got[0], probs[0][mask[0]], rtol=1e-9, atol=1e-9)
+    if model.config.num_stages > 1:  # chunk states per level, block by block, as features() gives them
+        cache = model.allocate_cache(1)
+        blocks = [model.extend_features(ids[:, s:s + 30], cache) for s in range(0, 100, 30)]
+        for level, feats in enumerate(model.features(ids).levels):
+            got = torch.cat([states[level] for _, _, states in blocks], dim=1)
+            torch.testing.assert_close(got[0], feats.states[0][feats.mask[0]], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])

@@ -178,13 +178,14 @@ class HNetStage(nn.Module):
     @torch.no_grad()
     def extend(self, x: torch.Tensor, cache: HNetCache):
         """A block of positions continuing from ``cache``: x (1, K, D_parent) -> ((1, K, D_parent),
-        [p per level, outer first: (1, K_s) fp32 at the level's inputs in the block]), the same as
-        one forward over everything seen so far. One row: rows would cut different numbers of
-        chunks from the same block."""
+        [p per level, outer first: (1, K_s) fp32 at the level's inputs in the block], [chunk
+        states per level: (1, M_s, D_s), the inner network's output for the chunks the block
+        starts]), the same as one forward over everything seen so far. One row: rows would cut
+        different numbers of chunks from the same block."""
         width = x.shape[-1]
         x = self._widen(x)
         if self.is_innermost:
-            return self.main_network.extend(x, cache.main)[..., :width], []
+            return self.main_network.extend(x, cache.main)[..., :width], [], []
         h = self.encoder.extend(x, cache.encoder)  # (1, K, D)
         residual = self._residual(h)  # fp32
         p = self.routing_module.extend(h, cache.routing)  # (1, K)
@@ -192,18 +193,29 @@ class HNetStage(nn.Module):
         index = b[0].nonzero()[:, 0]  # (M,) the block's chunk starts
         zbar = cache.last_value[:, None]  # (1, 1, D): the chunk open when the block starts
         if len(index):
-            z, inner_probs = self.main_network.extend(h[:, index], cache.inner)  # (1, M, D)
+            z, inner_probs, inner_states = self.main_network.extend(h[:, index], cache.inner)  # (1, M, D)
             P = p[:, index].clamp(P_CLAMP, 1 - P_CLAMP)
             new = ema(z, P, initial=cache.last_value)  # (1, M, D) fp32
             cache.last_value = new[:, -1]
             zbar = torch.cat([zbar, new], dim=1)
         else:  # nothing reaches the inner stages
-            inner_probs = [p.new_zeros(1, 0)] * self.main_network.levels
+            z = h.new_zeros(1, 0, h.shape[-1])
+            inner_probs, inner_states = self.main_network._no_chunks(p)
         # position t takes the latest chunk started at or before it (0: the one open before the
         # block); the straight-through confidence is 1 in value
         plug = b.long().cumsum(-1)  # (1, K)
         y = torch.gather(zbar, 1, plug[..., None].expand(-1, -1, zbar.shape[-1])) + residual
-        return self.decoder.extend(y.to(h.dtype), cache.decoder)[..., :width], [p] + inner_probs
+        out = self.decoder.extend(y.to(h.dtype), cache.decoder)[..., :width]
+        return out, [p] + inner_probs, [z] + inner_states
+
+    def _no_chunks(self, like: torch.Tensor):
+        """What :meth:`extend` reports for its levels when no chunk reaches this stage: empty
+        probabilities (1, 0) and chunk states (1, 0, D_s) per level."""
+        if self.is_innermost:
+            return [], []
+        probs, states = self.main_network._no_chunks(like)
+        d = self.residual_proj.weight.shape[0]
+        return [like.new_zeros(1, 0)] + probs, [like.new_zeros(1, 0, d)] + states
 
 
 @dataclass
@@ -424,12 +436,19 @@ class HNetForCausalLM(nn.Module):
         aside) with every base seeing all of its left context, at a memory and cost per block
         that grow with what came before only through global attention layers (their keys).
         """
+        hidden, probs, _ = self.extend_features(input_ids, cache)
+        logits = self.lm_head(hidden)
+        return (logits, probs) if return_boundary_probs else logits
+
+    @torch.no_grad()
+    def extend_features(self, input_ids: torch.Tensor, cache: HNetCache):
+        """:meth:`extend` without the LM head: (hidden (1, K, D_0), [boundary probabilities per
+        level, (1, K_s)], [chunk states per level: (1, M_s, D_s) for the chunks the block starts,
+        as :class:`~hnet_dna.model.features.ChunkLevel` ``states``])."""
         self._check_inputs(input_ids, None, None, None)  # an integer (B, K) tensor of known ids
         if input_ids.shape[0] != 1:
             raise InputError(f"extend takes one row of ids, (1, K); got shape {tuple(input_ids.shape)}")
-        hidden, probs = self.backbone.extend(self.embeddings(input_ids), cache)
-        logits = self.lm_head(hidden)
-        return (logits, probs) if return_boundary_probs else logits
+        return self.backbone.extend(self.embeddings(input_ids), cache)
 
     def generate(self, input_ids, mask=None, **kwargs):
         """Sample continuations; see :func:`hnet_dna.model.generation.generate`."""
