@@ -61,6 +61,7 @@ from .commands import (
     choose_device,
     exit_on_user_error,
     parse_region,
+    read_exact,
     read_text_lines,
     resolve_region,
     tiles,
@@ -137,19 +138,14 @@ def _read_once(model, ids, block: int, context: int, offset: int, device, probs,
     appends to ``probs`` and ``starts`` (per level) the region's part of each block."""
     bar = Progress(-(-len(ids) // block), len(ids), "boundaries", enabled=progress, unit="block")
     with torch.inference_mode():
-        cache = model.allocate_cache(1)
-        for first in range(0, len(ids), block):
-            piece = ids[first:first + block]
-            _, levels = model.extend(piece[None].to(device), cache, return_boundary_probs=True)
-            base_of = torch.arange(first, first + len(piece))  # sequence position of each level input
-            for s, p in enumerate(levels):
-                p = p[0].float().cpu()
-                keep = base_of >= context  # the region, not the context before it
-                probs[s][0].append((base_of[keep] + offset).numpy())
+        for blk in read_exact(model, ids, block, device):
+            for s, (inputs, p) in enumerate(zip(blk.inputs, blk.probs)):
+                keep = inputs >= context  # the region, not the context before it
+                probs[s][0].append((inputs[keep] + offset).numpy())
                 probs[s][1].append(p[keep].numpy())
-                base_of = base_of[p > 0.5]  # the next level decides at this level's chunk starts
-                starts[s].append((base_of[base_of >= context] + offset).numpy())
-            bar.update(1, len(piece))
+                chosen = blk.chunk_starts(s)
+                starts[s].append((chosen[chosen >= context] + offset).numpy())
+            bar.update(1, len(blk.hidden))
     bar.close()
 
 

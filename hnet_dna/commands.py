@@ -15,7 +15,9 @@ Inputs (:func:`read_sequences`), by file name (``.gz`` allowed):
 
 Long sequences are cut into overlapping windows (:func:`tiles`): windows start every ``stride``
 bases and are ``window`` long; each base is read from the earliest window that holds it, so every
-base after the first window has at least ``window - stride`` bases of left context.
+base after the first window has at least ``window - stride`` bases of left context. With
+``--exact-context`` a sequence is instead read once in blocks that continue from the model's
+caches (:func:`read_exact`): every base with all the bases before it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,8 @@ __all__ = [
     "encode_sequences",
     "length_batches",
     "tiles",
+    "ExactBlock",
+    "read_exact",
     "choose_device",
     "atomic_path",
     "ResumableParts",
@@ -277,6 +282,40 @@ def tiles(length: int, window: int | None, stride: int | None) -> list[Tile]:
         if end == length:
             return out
         start += stride
+
+
+@dataclass
+class ExactBlock:
+    """One block of :func:`read_exact`: the model's outputs for bases ``start`` .. ``start + K - 1``
+    of the sequence, made with all the bases before them."""
+
+    start: int
+    hidden: torch.Tensor  # (K, D_0) the backbone's output (what the LM head reads), on the model's device
+    inputs: list  # per chunking level: (K_s,) long, CPU: the sequence position of each of the level's inputs
+    probs: list  # per level: (K_s,) fp32, CPU: the boundary probability at those inputs
+    states: list  # per level: (M_s, D_s) the chunk states of the chunks the block starts
+
+    def chunk_starts(self, level: int) -> torch.Tensor:
+        """Sequence positions where the level's chunks in this block start."""
+        return self.inputs[level][self.probs[level] > 0.5]
+
+
+def read_exact(model, ids: torch.Tensor, block: int, device) -> Iterator[ExactBlock]:
+    """Read one id sequence (L,) from its start in blocks of ``block`` bases, each continuing from
+    the model's caches (:meth:`~hnet_dna.model.HNetForCausalLM.extend_features`); yields one
+    :class:`ExactBlock` per block. Call it under ``torch.inference_mode()``."""
+    cache = model.allocate_cache(1)
+    for start in range(0, len(ids), block):
+        piece = ids[start:start + block]
+        hidden, probs, states = model.extend_features(piece[None].to(device), cache)
+        inputs, level_probs = [], []
+        base_of = torch.arange(start, start + len(piece))  # level 0's inputs: the bases
+        for p in probs:
+            p = p[0].float().cpu()
+            inputs.append(base_of)
+            level_probs.append(p)
+            base_of = base_of[p > 0.5]  # the next level's inputs: this level's chunk starts
+        yield ExactBlock(start, hidden[0], inputs, level_probs, [z[0] for z in states])
 
 
 # ----------------------------------------------------------------------------- model & device

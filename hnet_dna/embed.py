@@ -52,6 +52,7 @@ from .commands import (
     choose_device,
     encode_sequences,
     exit_on_user_error,
+    read_exact,
     fingerprint,
     length_batches,
     read_sequences,
@@ -100,23 +101,18 @@ def _run_windows(model, jobs, batch_size: int, device):
 
 
 def _run_exact(model, jobs, block: int, device):
-    """Read each job's whole sequence once in blocks of ``block`` bases that continue from the
-    model's caches (:meth:`HNetForCausalLM.extend_features`); yields what :func:`_run_windows`
-    yields, every base and chunk owned."""
+    """Read each job's whole sequence once (:func:`~hnet_dna.commands.read_exact`); yields what
+    :func:`_run_windows` yields, every base and chunk owned."""
+    levels = range(model.config.num_stages - 1)
     for j, (ids, _) in enumerate(jobs):
-        cache = model.allocate_cache(1)
-        hidden, inner, starts = [], [], [[] for _ in range(model.config.num_stages - 1)]
-        for first in range(0, len(ids), block):
-            piece = ids[first:first + block]
-            h, probs, states = model.extend_features(piece[None].to(device), cache)
-            hidden.append(h[0].float().cpu())
-            base_of = torch.arange(first, first + len(piece))  # sequence position of each level input
-            for s, p in enumerate(probs):
-                base_of = base_of[p[0].cpu() > 0.5]  # this level's chunk starts
-                starts[s].append(base_of.numpy())
-            if states:
-                inner.append(states[-1][0].float().cpu())
-        yield j, torch.cat(hidden), torch.cat(inner) if inner else None, [np.concatenate(s) for s in starts]
+        hidden, inner, starts = [], [], [[] for _ in levels]
+        for blk in read_exact(model, ids, block, device):
+            hidden.append(blk.hidden.float().cpu())
+            if levels:
+                inner.append(blk.states[-1].float().cpu())  # the innermost level's chunks
+            for s in levels:
+                starts[s].append(blk.chunk_starts(s))
+        yield j, torch.cat(hidden), torch.cat(inner) if levels else None, [torch.cat(x).numpy() for x in starts]
 
 
 def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, device, window, stride,

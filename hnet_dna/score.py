@@ -56,6 +56,7 @@ from .commands import (
     choose_device,
     encode_sequences,
     exit_on_user_error,
+    read_exact,
     read_sequences,
     resolve_region,
     tiles,
@@ -135,7 +136,7 @@ def sequence_bits_exact(
     progress: bool = False,
 ) -> list[SequenceScore]:
     """Score each id sequence with all of its left context: read from its start in blocks of
-    ``block`` bases, each continuing from the model's caches (:meth:`HNetForCausalLM.extend`), so
+    ``block`` bases, each continuing from the model's caches (:func:`~hnet_dna.commands.read_exact`), so
     base t is scored given bases 0 .. t-1 whatever the length. One sequence at a time. Memory and
     time per block grow with what was read before only through global attention layers (their
     keys and values)."""
@@ -149,17 +150,16 @@ def sequence_bits_exact(
     per_seq = [torch.full((len(ids),), math.nan, dtype=torch.float64) for ids in ids_list]
     with torch.inference_mode():
         for ids, bits in zip(ids_list, per_seq):
-            cache = model.allocate_cache(1)
             last = None  # logits at the base before the block, (1, V): they predict its first base
-            for start in range(0, len(ids), block):
-                piece = ids[start:start + block]
-                logits = model.extend(piece[None].to(device), cache)[0].float()  # (K, V)
+            for blk in read_exact(model, ids, block, device):
+                piece = ids[blk.start:blk.start + len(blk.hidden)]
+                logits = model.lm_head(blk.hidden).float()  # (K, V)
                 predicting = logits[:-1] if last is None else torch.cat([last, logits[:-1]])
                 targets = piece[1:] if last is None else piece
                 logp = F.log_softmax(predicting, dim=-1).cpu()
                 b = -logp.gather(-1, targets[:, None])[:, 0].double() / math.log(2)
-                bits[start + len(piece) - len(targets):start + len(piece)] = b.masked_fill(
-                    ~torch.isin(targets, base_ids), math.nan)
+                end = blk.start + len(piece)
+                bits[end - len(targets):end] = b.masked_fill(~torch.isin(targets, base_ids), math.nan)
                 last = logits[-1:]
                 bar.update(1, len(piece))
     bar.close()
@@ -352,9 +352,10 @@ def _parser() -> argparse.ArgumentParser:
                         "the model's caches (Mamba-2 states, attention keys, the router's and the open chunk's "
                         "state), one sequence at a time (--stride and --batch-size do not apply). Memory per "
                         "block is that of one window, plus the keys and values of global attention layers, "
-                        "which grow with the bases read (the shipped model: 1.5 kB per chunk of its main network, "
-                        "about 0.5-1 kB per base: 0.5-1 GB per Mb), and so does their time per base; a model without global attention (Mamba-2 main "
-                        "network) reads at a constant cost per base. Not for --vcf")
+                        "which grow with the bases read (the shipped model: 1.5 kB per chunk of its main "
+                        "network, about 0.5-1 kB per base: 0.5-1 GB per Mb), and so does their time per base; a "
+                        "model without global attention (Mamba-2 main network) reads at a constant cost per "
+                        "base. Not for --vcf")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--sequence-column", "--sequence_column", default=None)

@@ -135,20 +135,18 @@ def test_blocks_continuing_from_a_cache_match_the_full_forward(preset, overrides
     model = make_model(preset, seed=21, **overrides)  # fp64
     ids, _ = padded_batch([100], seed=22)
     full = model(ids)
+    levels = model.features(ids).levels  # chunk states per level
     for sizes in ([100], [1] * 12 + [88], [3, 40, 1, 33, 23], [64, 36]):
         cache = model.allocate_cache(1)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
-        blocks = [model.extend(ids[:, s:s + n], cache, return_boundary_probs=True) for s, n in zip(starts, sizes)]
-        torch.testing.assert_close(torch.cat([logits for logits, _ in blocks], dim=1), full.logits, rtol=1e-9, atol=1e-9)
+        blocks = [model.extend_features(ids[:, s:s + n], cache) for s, n in zip(starts, sizes)]
+        logits = model.lm_head(torch.cat([hidden for hidden, _, _ in blocks], dim=1))
+        torch.testing.assert_close(logits, full.logits, rtol=1e-9, atol=1e-9)
         for level, (probs, mask) in enumerate(zip(full.boundary_probs, full.masks)):  # each level's inputs, in order
-            got = torch.cat([levels[level] for _, levels in blocks], dim=1)
+            got = torch.cat([block_probs[level] for _, block_probs, _ in blocks], dim=1)
             torch.testing.assert_close(got[0], probs[0][mask[0]], rtol=1e-9, atol=1e-9)
-    if model.config.num_stages > 1:  # chunk states per level, block by block, as features() gives them
-        cache = model.allocate_cache(1)
-        blocks = [model.extend_features(ids[:, s:s + 30], cache) for s in range(0, 100, 30)]
-        for level, feats in enumerate(model.features(ids).levels):
-            got = torch.cat([states[level] for _, _, states in blocks], dim=1)
-            torch.testing.assert_close(got[0], feats.states[0][feats.mask[0]], rtol=1e-9, atol=1e-9)
+            states = torch.cat([block_states[level] for _, _, block_states in blocks], dim=1)
+            torch.testing.assert_close(states[0], levels[level].states[0][levels[level].mask[0]], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("preset", ["tiny-hnet", "tiny-hnet-2stage"])

@@ -425,26 +425,22 @@ class HNetForCausalLM(nn.Module):
         return self.lm_head(hidden), routes
 
     @torch.no_grad()
-    def extend(self, input_ids: torch.Tensor, cache: HNetCache, return_boundary_probs: bool = False):
+    def extend(self, input_ids: torch.Tensor, cache: HNetCache) -> torch.Tensor:
         """Feed a block of bases (1, K) that continues from ``cache`` (from :meth:`allocate_cache`
-        for a sequence's start, or earlier calls); returns their logits (1, K, V), and with
-        ``return_boundary_probs`` also each level's boundary probabilities over its inputs in the
-        block ((1, K_s) fp32, outer first; a level's inputs are the previous level's chunk starts,
-        p > 0.5).
+        for a sequence's start, or earlier calls); returns their logits (1, K, V).
 
         Blocks in turn give the logits of one forward over the whole sequence (float rounding
         aside) with every base seeing all of its left context, at a memory and cost per block
         that grow with what came before only through global attention layers (their keys).
         """
-        hidden, probs, _ = self.extend_features(input_ids, cache)
-        logits = self.lm_head(hidden)
-        return (logits, probs) if return_boundary_probs else logits
+        return self.lm_head(self.extend_features(input_ids, cache)[0])
 
     @torch.no_grad()
     def extend_features(self, input_ids: torch.Tensor, cache: HNetCache):
         """:meth:`extend` without the LM head: (hidden (1, K, D_0), [boundary probabilities per
-        level, (1, K_s)], [chunk states per level: (1, M_s, D_s) for the chunks the block starts,
-        as :class:`~hnet_dna.model.features.ChunkLevel` ``states``])."""
+        level over its inputs in the block, (1, K_s) fp32, outer first: a level's inputs are the
+        previous level's chunk starts, p > 0.5], [chunk states per level: (1, M_s, D_s) for the
+        chunks the block starts, as :class:`~hnet_dna.model.features.ChunkLevel` ``states``])."""
         self._check_inputs(input_ids, None, None, None)  # an integer (B, K) tensor of known ids
         if input_ids.shape[0] != 1:
             raise InputError(f"extend takes one row of ids, (1, K); got shape {tuple(input_ids.shape)}")
