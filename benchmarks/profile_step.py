@@ -33,7 +33,10 @@ Three tables, printed as markdown:
 
 Every model is freshly initialised (seed 0); an H-Net's routers are first fitted on the ratio loss
 alone to their target compression (``model_speed.settle_routing``), as trained routers are.
-``--hnets`` picks the H-Nets of sections 3, 4 and 6.
+``--hnets`` picks the H-Nets of sections 3, 4 and 6; ``--checkpointing hnets`` (or ``all``) runs
+them with each block recomputed in the backward (``--model.gradient_checkpointing true``): memory
+traded for time, on the H-Nets alone or on every model.
+``--compile`` steps every model of the interleaved section under ``torch.compile``.
 
 ``--repo`` imports ``hnet_dna`` from another checkout (an older commit: the "before" of a change).
 """
@@ -71,10 +74,11 @@ def _timed(fn, repeats: int) -> float:
     return timed(fn, "cpu", repeats)
 
 
-def _build(spec):
+def _build(spec, checkpointing: bool = False):
     """A model as every section measures it: seed 0, and an H-Net's routers settled at their target
     compression (``model_speed.settle_routing``: what trained routers do; an untrained one cuts at
-    whatever its random encoder gives)."""
+    whatever its random encoder gives); with ``checkpointing``, each block recomputed in the
+    backward (``gradient_checkpointing_enable``, as ``--model.gradient_checkpointing true``)."""
     import torch
 
     from hnet_dna.model.loading import build_model
@@ -85,7 +89,19 @@ def _build(spec):
     torch.manual_seed(0)
     model = build_model(spec)
     settle_routing(model)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
     return model
+
+
+def _checkpointed(name: str, args) -> bool:
+    """Whether ``--checkpointing`` (none, hnets, all) recomputes this model's blocks."""
+    return args.checkpointing == "all" or (args.checkpointing == "hnets" and name in HNETS)
+
+
+def _label(name: str, args, shown: str | None = None) -> str:
+    """``shown`` (or the name), marked when ``--checkpointing`` recomputes the model's blocks."""
+    return (shown or name) + (" (checkpointed)" if _checkpointed(name, args) else "")
 
 
 def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, float]]:
@@ -196,7 +212,7 @@ def throughput(repo: Path, args) -> str:
         for name in names:
             point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
                                 "time_cap": 600, "memory_cap": 0, "threads": args.threads,
-                                "repo": str(repo)})
+                                "repo": str(repo), "checkpointing": _checkpointed(name, args)})
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
                                  env=env, check=True).stdout
@@ -205,7 +221,8 @@ def throughput(repo: Path, args) -> str:
         for name in names:
             ratios = " | ".join(f"{bps[name] / bps[b]:.2f}x" if name in HNETS else "" for b in BASELINES)
             peak = f"{r[name]['peak_mb'] / r['transformer']['peak_mb']:.2f}x" if name in HNETS else ""
-            lines.append(f"| {length:,} | {name} | {bps[name]:,.0f} | {r[name]['peak_mb']:,.0f} | {ratios} | {peak} |")
+            lines.append(f"| {length:,} | {_label(name, args)} | {bps[name]:,.0f} | {r[name]['peak_mb']:,.0f} "
+                         f"| {ratios} | {peak} |")
             print(lines[-1], flush=True)
     return "\n".join(lines)
 
@@ -226,7 +243,9 @@ def interleaved(args) -> str:
     hnets = [n for n in HNETS if n in args.hnets]
     names = hnets + list(BASELINES)
     small = {name: spec for (name, d), spec in specs.items() if d < 256 and name in names}
-    models = {name: _build(small[name]) for name in names}
+    models = {name: _build(small[name], _checkpointed(name, args)) for name in names}
+    if args.compile:  # every model alike; the first (warm-up) step of each length compiles
+        models = {name: torch.compile(model) for name, model in models.items()}
     lines = ["| length | rounds | H-Net | H-Net ms | Transformer ms | Mamba-2 ms | H-Net / Transformer (bases/s) "
              "| H-Net / Mamba-2 (bases/s) |", "|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
@@ -240,8 +259,9 @@ def interleaved(args) -> str:
             model.zero_grad(set_to_none=True)
             return time.perf_counter() - start
 
-        for model in models.values():  # warm-up
-            step(model)
+        for model in models.values():  # warm-up (compiled: a second step, for any recompile)
+            for _ in range(2 if args.compile else 1):
+                step(model)
         rounds = args.rounds if length <= 16384 else max(2, args.rounds // 4)
         times = {name: [] for name in names}
         for _ in range(rounds):
@@ -254,7 +274,7 @@ def interleaved(args) -> str:
             return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
         for hnet in hnets:
-            lines.append(f"| {length:,} | {rounds} | {HNETS[hnet]} | {med[hnet]:,.0f} | {med['transformer']:,.0f} | "
+            lines.append(f"| {length:,} | {rounds} | {_label(hnet, args, HNETS[hnet])} | {med[hnet]:,.0f} | {med['transformer']:,.0f} | "
                          f"{med['mamba2']:,.0f} | {ratio(hnet, 'transformer')} | {ratio(hnet, 'mamba2')} |")
             print(lines[-1], flush=True)
     return "\n".join(lines)
@@ -346,19 +366,24 @@ def memory_table(repo: Path, args) -> str:
     for length in args.lengths:
         batch = max(1, 16384 // length)
         for name in names:
-            model = _build(small[name])
+            model = _build(small[name], _checkpointed(name, args))
             ids = torch.randint(0, 4, (batch, length))
             kept = kept_for_backward(model, ids)
             live = peak_live_mb(model, ids)
-            if name == "hnet_1stage" and breakdown is None:
+            if name == "hnet_1stage" and breakdown is None and not _checkpointed(name, args):
                 breakdown = length, kept
             point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
-                                "time_cap": 600, "memory_cap": 0, "threads": args.threads, "repo": str(repo)})
+                                "time_cap": 600, "memory_cap": 0, "threads": args.threads, "repo": str(repo),
+                                "checkpointing": _checkpointed(name, args)})
             out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, check=True).stdout
             resident = json.loads(out.strip().splitlines()[-1])["peak_mb"]
-            lines.append(f"| {length:,} | {name} | {sum(kept.values()):,.0f} | {live:,.0f} | {resident:,.0f} |")
+            # a checkpointed block's own saved-tensor hooks hide what it keeps from kept_for_backward
+            kept_mb = "n/a" if _checkpointed(name, args) else f"{sum(kept.values()):,.0f}"
+            lines.append(f"| {length:,} | {_label(name, args)} | {kept_mb} | {live:,.0f} | {resident:,.0f} |")
             print(lines[-1], flush=True)
+    if breakdown is None:
+        return "\n".join(lines)
     length, kept = breakdown
     where = ", ".join(f"{k} {v:.0f}" for k, v in kept.items())
     lines.append(f"\nH-Net at {length:,}: kept MB by the file that created them: {where}")
@@ -371,7 +396,7 @@ def _point(point: dict) -> dict:
     _setup(Path(point["repo"]), point["threads"])
     import torch
 
-    model = _build(point["spec"])
+    model = _build(point["spec"], point.get("checkpointing", False))
     ids = torch.randint(0, 4, (point["batch"], point["length"]))
 
     def step(x=ids):
@@ -400,6 +425,12 @@ def main(argv=None) -> None:
     p.add_argument("--hnets", nargs="+", default=list(HNETS), choices=list(HNETS),
                    help="the H-Nets of the throughput, interleaved and memory sections")
     p.add_argument("--rounds", type=int, default=12, help="rounds of the interleaved section (a quarter past 16 kb)")
+    p.add_argument("--checkpointing", choices=("none", "hnets", "all"), default="none",
+                   help="recompute each block in the backward (--model.gradient_checkpointing true) for no "
+                        "model, the H-Nets only, or every model: throughput, interleaved and memory sections")
+    p.add_argument("--compile", action="store_true",
+                   help="interleaved section: every model under torch.compile (Inductor's C++ backend; "
+                        "minutes of compiling per model and length)")
     p.add_argument("--point", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.point:

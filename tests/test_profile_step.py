@@ -38,3 +38,16 @@ def test_every_section_measures_an_h_net_at_its_target_compression():
     with torch.no_grad():
         compression = model(torch.randint(0, 4, (2, 1024))).compression()
     assert compression[0] == pytest.approx(model.config.ratio_targets[0], rel=0.1), compression
+
+
+def test_checkpointing_option_recomputes_the_chosen_models_blocks():
+    import argparse
+
+    for choice, checkpointed in (("none", set()), ("hnets", set(profile_step.HNETS)),
+                                 ("all", set(profile_step.HNETS) | set(profile_step.BASELINES))):
+        args = argparse.Namespace(checkpointing=choice)
+        names = list(profile_step.HNETS) + list(profile_step.BASELINES)
+        assert {n for n in names if profile_step._checkpointed(n, args)} == checkpointed, choice
+    model = profile_step._build({"preset": "tiny-transformer", "arch_layout": ["T1"]}, checkpointing=True)
+    assert model.is_gradient_checkpointing
+    assert not profile_step._build({"preset": "tiny-transformer", "arch_layout": ["T1"]}).is_gradient_checkpointing
