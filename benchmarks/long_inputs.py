@@ -48,14 +48,14 @@ def window_memory(window: int, batch: int) -> dict:
     import torch
 
     from hnet_dna.model.loading import load_model
-    from scaling import _rss_mb, peak_rss_mb, reset_peak_memory
+    from scaling import rss_mb, peak_rss_mb, reset_peak_memory
 
     torch.set_num_threads(1)
     model = load_model(None).eval()
     ids = torch.randint(0, 4, (batch, window))
     with torch.inference_mode():
         reset_peak_memory()  # loading the weights peaked higher than a small window's pass
-        before = _rss_mb()
+        before = rss_mb()
         model(ids)
     return {"peak_mb": peak_rss_mb() - before}
 

@@ -183,10 +183,10 @@ def train_row(preset: str, batch: int, length: int, device: str, repeats: int) -
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        from scaling import _rss_mb, peak_rss_mb, reset_peak_memory
+        from scaling import rss_mb, peak_rss_mb, reset_peak_memory
 
         reset_peak_memory()
-        base = _rss_mb() * 2**20
+        base = rss_mb() * 2**20
     out = step()  # warmup, and the compression of the measured step
     seconds = timed(step, device, repeats, warmup=0)
     if device == "cuda":

@@ -404,11 +404,11 @@ def _point(point: dict) -> dict:
         model.zero_grad(set_to_none=True)
 
     sys.path.insert(0, str(HERE))
-    from scaling import _rss_mb, peak_rss_mb, reset_peak_memory
+    from scaling import rss_mb, peak_rss_mb, reset_peak_memory
 
     step(torch.randint(0, 4, (1, min(point["length"], 128))))  # the kernels' code and one-time buffers
     reset_peak_memory()  # as scaling.py measures it: the peak over what the process holds now
-    before = _rss_mb()
+    before = rss_mb()
     seconds = _timed(step, 3 if point["length"] <= 16384 else 1)
     peak = peak_rss_mb() - before
     return {"seconds": seconds, "peak_mb": peak}

@@ -100,7 +100,7 @@ def _status_mb(field: str) -> float | None:
     return None
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     """Resident memory now (MB)."""
     rss = _status_mb("VmRSS")
     return rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -174,7 +174,7 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
         limit = int(((_status_mb("VmSize") or 0) + 1.5 * memory_cap + 512) * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
     reset_peak_memory()
-    before = _rss_mb()
+    before = rss_mb()
     try:
         start = time.perf_counter()
         compression = step()  # warm-up; allocates the gradients
