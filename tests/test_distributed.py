@@ -138,3 +138,30 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(workdir):
     assert sorted(after) == list(range(first, 45))
     for step, loss in after.items():
         assert loss == reference[step], (step, loss, reference[step])
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_cli_destroys_the_process_group_it_leaves(tmp_path, monkeypatch, fails):
+    # A gloo group left to the interpreter's shutdown can abort a finished DDP fit (SIGABRT at exit):
+    # the CLI destroys it, also when the run raises.
+    import torch.distributed as dist
+
+    import hnet_dna.__main__ as cli_main
+
+    def run_that_leaves_a_group(*args, **kwargs):
+        store = dist.FileStore(str(tmp_path / "store"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+        if fails:
+            raise RuntimeError("the run failed")
+
+    monkeypatch.setattr(cli_main, "HNetCLI", run_that_leaves_a_group)
+    try:
+        if fails:
+            with pytest.raises(RuntimeError, match="the run failed"):
+                main([])
+        else:
+            main([])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
