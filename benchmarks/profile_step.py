@@ -104,6 +104,13 @@ def _label(name: str, args, shown: str | None = None) -> str:
     return (shown or name) + (" (checkpointed)" if _checkpointed(name, args) else "")
 
 
+def _point_spec(name: str, spec, length: int, batch: int, args, repo: Path) -> str:
+    """The JSON a fresh ``--point`` child measures: one training step of ``name`` as ``args`` ask."""
+    return json.dumps({"spec": spec, "length": length, "batch": batch, "mode": "train", "time_cap": 600,
+                       "memory_cap": 0, "threads": args.threads, "repo": str(repo),
+                       "checkpointing": _checkpointed(name, args)})
+
+
 def components(spec, batch: int, length: int, repeats: int) -> list[tuple[str, float]]:
     """(part, seconds of forward + backward) of a 1-stage H-Net, each part on its real input."""
     import torch
@@ -210,9 +217,7 @@ def throughput(repo: Path, args) -> str:
         batch = max(1, 16384 // length)
         r = {}
         for name in names:
-            point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
-                                "time_cap": 600, "memory_cap": 0, "threads": args.threads,
-                                "repo": str(repo), "checkpointing": _checkpointed(name, args)})
+            point = _point_spec(name, small[name], length, batch, args, repo)
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
                                  env=env, check=True).stdout
@@ -262,11 +267,15 @@ def interleaved(args) -> str:
         for model in models.values():  # warm-up (compiled: a second step, for any recompile)
             for _ in range(2 if args.compile else 1):
                 step(model)
+        graphs = _compiled_graphs()
         rounds = args.rounds if length <= 16384 else max(2, args.rounds // 4)
         times = {name: [] for name in names}
         for _ in range(rounds):
             for name in names:
                 times[name].append(step(models[name]))
+        if _compiled_graphs() != graphs:  # a recompile inside the timed rounds: its round is slow
+            print(f"({_compiled_graphs() - graphs} graphs compiled during the timed rounds at {length:,}: "
+                  "the min of the ratios includes compiling)", flush=True)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
         def ratio(hnet, base):
@@ -274,10 +283,20 @@ def interleaved(args) -> str:
             return f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})"
 
         for hnet in hnets:
-            lines.append(f"| {length:,} | {rounds} | {_label(hnet, args, HNETS[hnet])} | {med[hnet]:,.0f} | {med['transformer']:,.0f} | "
+            shown = HNETS[hnet] + (" (compiled, as every model)" if args.compile else "")
+            lines.append(f"| {length:,} | {rounds} | {_label(hnet, args, shown)} | {med[hnet]:,.0f} | {med['transformer']:,.0f} | "
                          f"{med['mamba2']:,.0f} | {ratio(hnet, 'transformer')} | {ratio(hnet, 'mamba2')} |")
             print(lines[-1], flush=True)
     return "\n".join(lines)
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (0 before any)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 def flops_table(args) -> str:
@@ -368,18 +387,16 @@ def memory_table(repo: Path, args) -> str:
         for name in names:
             model = _build(small[name], _checkpointed(name, args))
             ids = torch.randint(0, 4, (batch, length))
-            kept = kept_for_backward(model, ids)
+            # a checkpointed block's own saved-tensor hooks hide what it keeps from kept_for_backward
+            kept = None if _checkpointed(name, args) else kept_for_backward(model, ids)
             live = peak_live_mb(model, ids)
-            if name == "hnet_1stage" and breakdown is None and not _checkpointed(name, args):
+            if name == "hnet_1stage" and breakdown is None and kept is not None:
                 breakdown = length, kept
-            point = json.dumps({"spec": small[name], "length": length, "batch": batch, "mode": "train",
-                                "time_cap": 600, "memory_cap": 0, "threads": args.threads, "repo": str(repo),
-                                "checkpointing": _checkpointed(name, args)})
+            point = _point_spec(name, small[name], length, batch, args, repo)
             out = subprocess.run([sys.executable, __file__, "--point", point], capture_output=True, text=True,
                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, check=True).stdout
             resident = json.loads(out.strip().splitlines()[-1])["peak_mb"]
-            # a checkpointed block's own saved-tensor hooks hide what it keeps from kept_for_backward
-            kept_mb = "n/a" if _checkpointed(name, args) else f"{sum(kept.values()):,.0f}"
+            kept_mb = "n/a" if kept is None else f"{sum(kept.values()):,.0f}"
             lines.append(f"| {length:,} | {_label(name, args)} | {kept_mb} | {live:,.0f} | {resident:,.0f} |")
             print(lines[-1], flush=True)
     if breakdown is None:

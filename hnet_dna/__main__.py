@@ -23,7 +23,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
-from .commands import USER_ERRORS, exit_on_user_error  # noqa: F401  (USER_ERRORS: kept importable here)
+from .commands import USER_ERRORS, closing_process_group, exit_on_user_error  # noqa: F401  (USER_ERRORS: kept importable here)
 from .data.datamodule import check_resume_world_size
 from .weights import CheckpointError
 
@@ -145,7 +145,7 @@ def _train_loader_states(checkpoint: dict) -> list[dict]:
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
+    with closing_process_group():
         exit_on_user_error(lambda: HNetCLI(
             pl.LightningModule,
             pl.LightningDataModule,
@@ -156,21 +156,6 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"prog": "python -m hnet_dna", "description": "hnet_dna: pretrain, fine-tune and evaluate H-Net DNA models"},
             args=args,
         ))
-    finally:
-        close_process_group()
-
-
-def close_process_group() -> None:
-    """Destroy the process group of a multi-process run while the interpreter is still whole.
-
-    Lightning destroys it at exit for NCCL only. A gloo group (DDP on CPU) left to the interpreter's
-    shutdown can have its worker threads free tensors after Python is gone, and the process then
-    aborts (SIGABRT, "terminate called without an active exception") after a finished fit: seen
-    once in CI here, and the failure pytorch/pytorch#179291 describes."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -465,6 +465,25 @@ class Progress:
         self.bar.close()
 
 
+@contextlib.contextmanager
+def closing_process_group() -> Iterator[None]:
+    """Around a Lightning run: destroy the process group the run created, once it has finished,
+    while the interpreter is still whole.
+
+    Lightning destroys it at exit for NCCL only. A gloo group (DDP on CPU) left to the interpreter's
+    shutdown can have its worker threads free tensors after Python is gone, and the process then
+    aborts (SIGABRT, "terminate called without an active exception") after a finished fit: seen
+    once in CI here, and the failure pytorch/pytorch#179291 describes. A group that existed before
+    (the caller's) is left alone; so is one after a failed run, whose error must reach the user as
+    it is (destroying a group whose peer died could raise over it, or wait on the dead peer)."""
+    import torch.distributed as dist
+
+    had_group = dist.is_available() and dist.is_initialized()
+    yield
+    if not had_group and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def exit_on_user_error(run, prog: str = "hnet_dna") -> None:
     """Call ``run()``; an error in the user's inputs becomes one line on stderr and exit status 2."""
     try:

@@ -389,7 +389,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .__main__ import exit_on_user_error
+    from .commands import closing_process_group, exit_on_user_error
 
     parser = argparse.ArgumentParser(prog="python -m hnet_dna.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a fine-tuning recipe (pipelines/finetune/*.yaml)")
@@ -402,8 +402,9 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     if args.folds == 1 or args.folds < 0:
         parser.error("--folds must be 0 or >= 2")
-    exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out, args.folds, args.systems),
-                       prog="hnet_dna.finetune")
+    with closing_process_group():
+        exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out, args.folds, args.systems),
+                           prog="hnet_dna.finetune")
 
 
 if __name__ == "__main__":

@@ -140,28 +140,50 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_losses(workdir):
         assert loss == reference[step], (step, loss, reference[step])
 
 
-@pytest.mark.parametrize("fails", [False, True])
-def test_the_cli_destroys_the_process_group_it_leaves(tmp_path, monkeypatch, fails):
-    # A gloo group left to the interpreter's shutdown can abort a finished DDP fit (SIGABRT at exit):
-    # the CLI destroys it, also when the run raises.
+def _leave_a_group(tmp_path, fails=False):
+    """A stand-in for a run: makes a one-process gloo group, as a DDP fit does, and leaves it."""
+    import torch.distributed as dist
+
+    def run(*args, **kwargs):
+        dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+        if fails:
+            raise RuntimeError("the run failed")
+    return run
+
+
+@pytest.mark.parametrize("command", ["hnet_dna", "hnet_dna.finetune"])
+def test_the_commands_destroy_the_process_group_their_run_made(tmp_path, monkeypatch, command):
+    # A gloo group left to the interpreter's shutdown can abort a finished DDP fit (SIGABRT at exit).
+    import torch.distributed as dist
+
+    import hnet_dna.__main__ as cli_main
+    from hnet_dna import finetune
+
+    try:
+        if command == "hnet_dna":
+            monkeypatch.setattr(cli_main, "HNetCLI", _leave_a_group(tmp_path))
+            main([])
+        else:
+            monkeypatch.setattr(finetune, "run_protocol", _leave_a_group(tmp_path))
+            finetune.main(["--config", "recipe.yaml", "--out", str(tmp_path / "out")])
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_failed_run_keeps_its_error_and_a_callers_group_is_left_alone(tmp_path, monkeypatch):
     import torch.distributed as dist
 
     import hnet_dna.__main__ as cli_main
 
-    def run_that_leaves_a_group(*args, **kwargs):
-        store = dist.FileStore(str(tmp_path / "store"), 1)
-        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-        if fails:
-            raise RuntimeError("the run failed")
-
-    monkeypatch.setattr(cli_main, "HNetCLI", run_that_leaves_a_group)
     try:
-        if fails:
-            with pytest.raises(RuntimeError, match="the run failed"):
-                main([])
-        else:
+        monkeypatch.setattr(cli_main, "HNetCLI", _leave_a_group(tmp_path, fails=True))
+        with pytest.raises(RuntimeError, match="the run failed"):  # the run's own error, not a shutdown's
             main([])
-        assert not dist.is_initialized()
+        monkeypatch.setattr(cli_main, "HNetCLI", lambda *a, **k: None)
+        main([])  # the group was there before this run: the caller's, not the command's
+        assert dist.is_initialized()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -51,3 +51,24 @@ def test_checkpointing_option_recomputes_the_chosen_models_blocks():
     model = profile_step._build({"preset": "tiny-transformer", "arch_layout": ["T1"]}, checkpointing=True)
     assert model.is_gradient_checkpointing
     assert not profile_step._build({"preset": "tiny-transformer", "arch_layout": ["T1"]}).is_gradient_checkpointing
+
+
+def test_checkpointing_reaches_the_fresh_process_that_measures_a_point(monkeypatch):
+    import argparse
+    import json
+
+    args = argparse.Namespace(checkpointing="hnets", threads=torch.get_num_threads())
+    spec = {"preset": "tiny-transformer", "arch_layout": ["T1"]}
+    built = []
+    real_build = profile_step._build
+
+    def recording_build(spec, checkpointing=False):
+        built.append(checkpointing)
+        return real_build(spec, checkpointing)
+
+    monkeypatch.setattr(profile_step, "_build", recording_build)
+    monkeypatch.setattr(profile_step, "_setup", lambda repo, threads: None)  # the child's process settings
+    for name, expected in (("hnet_1stage", True), ("transformer", False)):
+        point = json.loads(profile_step._point_spec(name, spec, 64, 1, args, ROOT))
+        profile_step._point(point)  # what the child runs (here in this process, one tiny step)
+        assert built[-1] is expected, name
