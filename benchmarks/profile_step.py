@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py                          # this checkout, 2 threads
     python benchmarks/profile_step.py --repo ../old-checkout   # the same tables for another commit
 
-Three tables, printed as markdown:
+Tables, printed as markdown (``--sections`` picks them):
 
 1. **components**: forward + backward of each part of the tiny (``cpu_small``) and the wide
    (d 256) 1-stage H-Net on its real shapes (16 x 1,024 bases), alone: the blocks of the encoder,
@@ -267,14 +267,15 @@ def interleaved(args) -> str:
         for model in models.values():  # warm-up (compiled: a second step, for any recompile)
             for _ in range(2 if args.compile else 1):
                 step(model)
-        graphs = _compiled_graphs()
+        graphs = _compiled_graphs() if args.compile else 0
         rounds = args.rounds if length <= 16384 else max(2, args.rounds // 4)
         times = {name: [] for name in names}
         for _ in range(rounds):
             for name in names:
                 times[name].append(step(models[name]))
-        if _compiled_graphs() != graphs:  # a recompile inside the timed rounds: its round is slow
-            print(f"({_compiled_graphs() - graphs} graphs compiled during the timed rounds at {length:,}: "
+        recompiled = _compiled_graphs() - graphs if args.compile else 0
+        if recompiled:  # a recompile inside the timed rounds: its round is slow
+            print(f"({recompiled} graphs compiled during the timed rounds at {length:,}: "
                   "the min of the ratios includes compiling)", flush=True)
         med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
