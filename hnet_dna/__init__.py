@@ -8,8 +8,8 @@ from .weights import CheckpointError, load_official_checkpoint
 
 
 def embed_sequences(*args, **kwargs):
-    """Embeddings of DNA sequences; see :func:`hnet_dna.embed.embed_sequences`."""
-    from .embed import embed_sequences as run
+    """Embeddings of DNA sequences; see :func:`hnet_dna.inference.embed.embed_sequences`."""
+    from .inference.embed import embed_sequences as run
 
     return run(*args, **kwargs)
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hnet_dna.boundaries import boundary_enrichment, chunk_length_stats, local_gc, read_feature_edges, repeat_intervals
 from hnet_dna.boundaries import main as boundaries_main
-from hnet_dna.boundaries import region_boundaries
+from hnet_dna.interpret.boundaries import region_boundaries
+from hnet_dna.interpret.chunk_stats import chunk_length_stats, repeat_intervals
+from hnet_dna.interpret.enrichment import boundary_enrichment, local_gc
+from hnet_dna.io import read_feature_edges
 from hnet_dna.data.genome import open_fasta
 from hnet_dna.model.loading import load_model
 

@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 import yaml
 
-from hnet_dna.__main__ import HNetCLI, main
+from hnet_dna.cli import HNetCLI, main
 from hnet_dna.data import genome
 
 from .conftest import write_fasta

@@ -6,13 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hnet_dna.commands import (
-    atomic_path,
-    length_batches,
-    parse_region,
-    read_sequences,
-    tiles,
-)
+from hnet_dna.inference.tiling import length_batches, tiles
+from hnet_dna.io import parse_region, read_sequences
+from hnet_dna.runs import atomic_path
 from hnet_dna.data.genome import DataError, open_fasta
 from hnet_dna.model.loading import default_model_path, load_model
 from hnet_dna.weights import CheckpointError
@@ -149,7 +145,7 @@ def _touch(path):
 
 
 def test_window_options_are_checked_once_for_every_command():
-    from hnet_dna.commands import check_windows
+    from hnet_dna.inference.tiling import check_windows
     from hnet_dna.config import ConfigError
 
     check_windows(None, None, 1)

@@ -19,14 +19,14 @@ import torch
 
 from hnet_dna.config import ConfigError
 from hnet_dna.data.genome import DataError
-from hnet_dna.data_efficiency import (
+from hnet_dna.protocols.data_efficiency import (
     cut_heldout,
     data_multiplier,
     eval_schedule,
     load_config,
-    main,
     multiplier_summary,
 )
+from hnet_dna.data_efficiency import main
 
 from .conftest import DATA
 
@@ -91,7 +91,7 @@ def test_multiplier_of_a_curve_that_dips_then_rises_is_the_sustained_crossing():
 
 
 def test_multiplier_of_nan_curves_and_the_lower_bound_flag():
-    from hnet_dna.data_efficiency.multiplier import at_target_from_the_start
+    from hnet_dna.protocols.data_efficiency.multiplier import at_target_from_the_start
 
     baseline = [(1e3, 2.1), (1e5, 1.7)]
     assert data_multiplier([(1e3, 2.0), (1e5, 1.6)], [(1e3, 2.1), (1e5, float("nan"))]) is None  # diverged baseline
@@ -320,7 +320,7 @@ def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
     of them (the Mamba-main H-Net and the Transformer) fitted for two steps, shrunk in data only:
     config validity, shapes, the bf16 autocast path and the FLOPs count. (bf16 on a CPU without
     bf16 units is slow: two models, two steps.)"""
-    from hnet_dna.data_efficiency import make_plan
+    from hnet_dna.protocols.data_efficiency import make_plan
 
     config = load_config(GPU)
     assert config.trainer["precision"] == "bf16-mixed" and config.reference == "hnet"
@@ -356,7 +356,7 @@ def test_flops_per_base_count_attention_scores_on_cpu():
     import torch
     from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
-    from hnet_dna.data_efficiency import training_flops_per_base
+    from hnet_dna.protocols.data_efficiency import training_flops_per_base
     from hnet_dna.model.loading import build_model
 
     torch.manual_seed(0)
@@ -382,7 +382,7 @@ def test_causal_flops_of_a_hand_sized_attention_layer(window, pairs):
     of 3 queries: two own-block squares of 3 x 3 and one previous-block square of 2 x 2, 22 pairs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hnet_dna.data_efficiency.flops import _formulas
+    from hnet_dna.protocols.data_efficiency.flops import _formulas
     from hnet_dna.model.attention import CausalSelfAttention
 
     torch.manual_seed(0)
@@ -406,7 +406,7 @@ def test_attended_fraction_of_masks_windows_and_alignments():
     """The fraction of (query, key) pairs an attention call computes, from its arguments: a boolean
     or additive mask (which the band attention on CPU no longer passes, but the masked forms do),
     torch's top-left and bottom-right causal alignments, flash-attn's windows."""
-    from hnet_dna.data_efficiency.flops import attended_fraction
+    from hnet_dna.protocols.data_efficiency.flops import attended_fraction
 
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     assert attended_fraction(4, 4, mask=causal) == 10 / 16
@@ -422,7 +422,7 @@ def test_causal_flops_of_a_model_subtract_exactly_the_masked_attention():
     """A 2-layer Transformer at length 64: the causal count is torch's less the attention pairs a
     causal kernel skips (64 x 63 / 2 a head per layer), at the same 112/8 FLOPs per pair and head
     dimension as above; an isotropic Mamba-2 has no attention, so both counts agree."""
-    from hnet_dna.data_efficiency import training_flops_per_base
+    from hnet_dna.protocols.data_efficiency import training_flops_per_base
     from hnet_dna.model.loading import build_model
 
     torch.manual_seed(0)
@@ -447,7 +447,7 @@ def test_a_convolution_backward_costs_what_its_forward_costs_per_gradient(groups
     1 kFLOP of work); ours counts forward + backward at 3x the forward, grouped or dense."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hnet_dna.data_efficiency.flops import _formulas
+    from hnet_dna.protocols.data_efficiency.flops import _formulas
 
     conv = torch.nn.Conv1d(16, 16, 4, groups=groups, padding=3)
     x = torch.randn(2, 16, 32, requires_grad=True)
@@ -464,7 +464,7 @@ def test_flops_of_mamba2_count_its_convolution_as_the_reference_runs_it():
     from torch.utils.flop_counter import FlopCounterMode
 
     from hnet_dna import backends
-    from hnet_dna.data_efficiency.flops import _formulas
+    from hnet_dna.protocols.data_efficiency.flops import _formulas
     from hnet_dna.model.mamba2 import Mamba2
 
     torch.manual_seed(0)
@@ -484,7 +484,7 @@ def test_flops_batch_follows_the_model_parameters():
     the FLOP-count batch goes where the parameters are (here the meta device stands in for a device
     other than the trainer's), in the model's ids (a byte-level model reads ASCII codes)."""
     from hnet_dna.data.datamodule import GenomeDataModule
-    from hnet_dna.data_efficiency.worker import flops_batch
+    from hnet_dna.protocols.data_efficiency.worker import flops_batch
     from hnet_dna.model.loading import build_model
 
     dm = GenomeDataModule(fasta="builtin:demo_chr20.fa", window=64, batch_size=3)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hnet_dna.__main__ import main
+from hnet_dna.cli import main
 
 from .conftest import write_fasta
 
@@ -156,7 +156,7 @@ def test_the_commands_destroy_the_process_group_their_run_made(tmp_path, monkeyp
     # A gloo group left to the interpreter's shutdown can abort a finished DDP fit (SIGABRT at exit).
     import torch.distributed as dist
 
-    import hnet_dna.__main__ as cli_main
+    import hnet_dna.cli as cli_main
     from hnet_dna import finetune
 
     try:
@@ -175,7 +175,7 @@ def test_the_commands_destroy_the_process_group_their_run_made(tmp_path, monkeyp
 def test_a_failed_run_keeps_its_error_and_a_callers_group_is_left_alone(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    import hnet_dna.__main__ as cli_main
+    import hnet_dna.cli as cli_main
 
     try:
         monkeypatch.setattr(cli_main, "HNetCLI", _leave_a_group(tmp_path, fails=True))

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from hnet_dna import HNetConfig, HNetForCausalLM
-from hnet_dna.__main__ import main
+from hnet_dna.cli import main
 from hnet_dna.model.heads import HNetForSequenceClassification
 from hnet_dna.tasks.finetune import classification_metrics
 
@@ -285,13 +285,13 @@ def test_every_recipe_states_its_strand_policy_with_a_reason():
 
 @pytest.mark.skipif(not (DATA.parents[2] / "shared" / "data" / "classification").is_dir(), reason="needs ../shared/data")
 def test_every_labelled_recipe_builds_and_augments_only_strand_symmetric_sets(monkeypatch):
-    from hnet_dna.finetune import _build_cli
+    from hnet_dna.cli import build_cli
 
     monkeypatch.chdir(DATA.parents[1])  # the recipes name ../shared/data relative to the checkout
     for path in sorted((DATA.parents[1] / "pipelines" / "finetune").glob("*.yaml")):
         if path.stem == "default":  # needs --data.train
             continue
-        cli = _build_cli(["--config", str(path), "--trainer.logger", "false"])
+        cli = build_cli(["--config", str(path), "--trainer.logger", "false"])
         dm = cli.datamodule
         assert (dm.datasets["train"].reverse_complement > 0) == dm.strand_symmetric, path.name
         assert all(len(dm.datasets[s]) > 0 for s in ("train", "val", "test")), path.name
@@ -373,10 +373,11 @@ def _pretrained_tiny(tmp_path):
 
 
 def test_the_scratch_control_starts_from_other_weights_of_the_same_architecture(tmp_path):
-    from hnet_dna.finetune import _build_cli, _control_module
+    from hnet_dna.cli import build_cli
+    from hnet_dna.protocols.finetune.systems import _control_module
 
     folder, pretrained = _pretrained_tiny(tmp_path)
-    cli = _build_cli(["--config", recipe(tmp_path), "--model.backbone", str(folder)])
+    cli = build_cli(["--config", recipe(tmp_path), "--model.backbone", str(folder)])
     assert all(torch.equal(v, pretrained.state_dict()[k]) for k, v in cli.model.backbone.state_dict().items())
     scratch = _control_module("scratch", cli.model, seed=0)
     fresh, pre = scratch.backbone.state_dict(), pretrained.state_dict()
@@ -440,7 +441,7 @@ def test_the_cnn_baseline_is_the_fields_size_and_ignores_padding():
 
 
 def test_winners_are_named_with_their_margin_in_sd_units():
-    from hnet_dna.finetune import METRICS, winners
+    from hnet_dna.protocols.finetune import METRICS, winners
 
     def stats(mean, sd):
         return {m: {"mean": mean, "sd": sd, "n": 3} for m in METRICS}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import hnet_dna
 from hnet_dna.ism import main as ism_main
-from hnet_dna.score import sequence_bits
+from hnet_dna.inference.score import sequence_bits
 from hnet_dna.tasks.finetune import CNNBaselineModule, FinetuneModule, load_classifier
 from hnet_dna.tokenizer import NucleotideTokenizer
 

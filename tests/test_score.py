@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hnet_dna.model.loading import load_model
 from hnet_dna.score import main as score_main
-from hnet_dna.score import sequence_bits, sequence_bits_exact
+from hnet_dna.inference.score import sequence_bits, sequence_bits_exact
 
 from .conftest import DATA, make_model, read_fixture_fasta
 from .test_commands import genome_fixture

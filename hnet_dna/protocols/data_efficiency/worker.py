@@ -1,6 +1,6 @@
 """One fit of one (model, seed): the pretraining task on the run's window stream, held-out points
 along the way (:class:`CurvePoints`), then compute and memory figures in ``result.json``. Runs in
-a child process of the pipeline (:mod:`hnet_dna.data_efficiency.pipeline`)."""
+a child process of the pipeline (:mod:`hnet_dna.protocols.data_efficiency.pipeline`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from .. import backends
-from ..commands import atomic_path
-from ..data.datamodule import GenomeDataModule
+from ... import backends
+from ...runs import atomic_path
+from ...data.datamodule import GenomeDataModule
 from .flops import count_training_flops
 
 __all__ = ["fit_one", "CurvePoints", "flops_batch"]
@@ -26,8 +26,8 @@ __all__ = ["fit_one", "CurvePoints", "flops_batch"]
 
 def fit_one(spec_path: Path) -> None:
     """Fit one (model, seed) as the spec says (run in a subprocess by :func:`run_pipeline`)."""
-    from ..tasks.callbacks import TrainingWindowLog
-    from ..tasks.pretrain import PretrainModule
+    from ...tasks.callbacks import TrainingWindowLog
+    from ...tasks.pretrain import PretrainModule
 
     spec = json.loads(spec_path.read_text())
     run_dir = spec_path.parent
@@ -158,7 +158,7 @@ class CurvePoints(pl.Callback):
 
     def score(self, trainer, pl_module) -> dict[str, tuple[float, float | None]]:
         """{held-out set: (bits per base over its A/C/G/T targets, outer-level bases per chunk)}."""
-        from ..tasks.callbacks import score_windows
+        from ...tasks.callbacks import score_windows
 
         batch_size = self.spec["data"].get("batch_size", 8)
         out = {}

@@ -11,8 +11,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import yaml
 
-from ..config import ConfigError
-from ..data.datamodule import GenomeDataModule
+from ...config import ConfigError
+from ...data.datamodule import GenomeDataModule
 from .flops import CONVENTIONS
 
 __all__ = ["BenchmarkConfig", "HeldOutSet", "load_config", "TRAINER_FIXED"]
@@ -70,7 +70,7 @@ class BenchmarkConfig:
             fraction of the reference's.
         flops_convention: which count the match uses: ``causal`` (attention charged for the keys
             each query attends to: the work a causal kernel does) or ``torch`` (FlopCounterMode's
-            full score matrix). Both are reported; see :mod:`hnet_dna.data_efficiency.flops`.
+            full score matrix). Both are reported; see :mod:`hnet_dna.protocols.data_efficiency.flops`.
         weight_decay: AdamW weight decay (as ``PretrainModule``).
         checkpoint_interval_s: a fit writes its resume checkpoint at a curve point only once this
             many seconds of training have passed since the last one (0: at every point; large

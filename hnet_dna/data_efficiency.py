@@ -1,4 +1,5 @@
-"""``python -m hnet_dna.data_efficiency --config pipelines/benchmarks/NAME.yaml --out DIR``"""
+"""``python -m hnet_dna.data_efficiency --config pipelines/benchmarks/NAME.yaml --out DIR``: the
+data-efficiency benchmark (:mod:`hnet_dna.protocols.data_efficiency`) from the command line."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..commands import exit_on_user_error
-from .config import load_config
-from .pipeline import FitFailed, run_pipeline
+from .protocols.data_efficiency import FitFailed, load_config, run_pipeline
+from .runs import exit_on_user_error
 
 
 def _parse(argv: list[str] | None):

@@ -1,5 +1,5 @@
 """The pipeline: plan, cut the held-out windows, fit every (seed, model) not yet finished in its
-own process, then write curves and summary (:mod:`hnet_dna.data_efficiency.report`)."""
+own process, then write curves and summary (:mod:`hnet_dna.protocols.data_efficiency.report`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..commands import atomic_path, fingerprint
-from ..config import ConfigError
+from ...runs import atomic_path, fingerprint
+from ...config import ConfigError
 from .config import BenchmarkConfig
 from .plan import cut_heldout, make_plan
 from .report import format_summary, run_provenance, write_results
@@ -108,13 +108,13 @@ def _run_fit(spec_path: Path, log_path: Path, accelerator: str) -> int:
 
     if accelerator == "cpu" and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["hnet_dna.data_efficiency.worker"])
+        ctx.set_forkserver_preload(["hnet_dna.protocols.data_efficiency.worker"])
         child = ctx.Process(target=_fit_in_child, args=(spec_path, log_path, dict(os.environ), os.getcwd()))
         child.start()
         child.join()
         return child.exitcode
     with log_path.open("a") as log:
-        return subprocess.call([sys.executable, "-m", "hnet_dna.data_efficiency.worker", str(spec_path)],
+        return subprocess.call([sys.executable, "-m", "hnet_dna.protocols.data_efficiency.worker", str(spec_path)],
                                stdout=log, stderr=subprocess.STDOUT)
 
 

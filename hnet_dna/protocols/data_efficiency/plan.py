@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..commands import encode_sequences, read_sequences
-from ..config import ConfigError
-from ..data.datamodule import GenomeDataModule
-from ..data.genome import DataError, chrom_aliases
-from ..data.windows import Region, WindowTable, check_leakage
+from ...io import encode_sequences, read_sequences
+from ...config import ConfigError
+from ...data.datamodule import GenomeDataModule
+from ...data.genome import DataError, chrom_aliases
+from ...data.windows import Region, WindowTable, check_leakage
 from .config import BenchmarkConfig
 
 __all__ = ["Plan", "eval_schedule", "make_plan", "cut_heldout"]
@@ -48,7 +48,7 @@ def eval_schedule(steps: int, warmup_steps: int, points: int, first_fraction: fl
 
 
 def make_plan(config: BenchmarkConfig) -> Plan:
-    from ..model.loading import build_model
+    from ...model.loading import build_model
 
     window, batch = config.data.get("window", 1024), config.data.get("batch_size", 8)
     bases_per_step = window * batch
@@ -80,7 +80,7 @@ def cut_heldout(config: BenchmarkConfig) -> dict[str, np.ndarray]:
     """The windows of every held-out set as ids of the nucleotide table, (n, window) uint8 arrays
     (a byte-level model's fit translates them with its tokenizer). A ``fasta`` set is checked
     against the training windows: overlap is refused unless the set says ``allow_leakage``."""
-    from ..tokenizer import NucleotideTokenizer
+    from ...tokenizer import NucleotideTokenizer
 
     window = config.data.get("window", 1024)
     tokenizer = NucleotideTokenizer(policy=config.data.get("iupac_policy", "lenient"))
@@ -106,7 +106,7 @@ def cut_heldout(config: BenchmarkConfig) -> dict[str, np.ndarray]:
 def _fasta_windows(name: str, h: dict, window: int, tokenizer) -> list[tuple[str, int, torch.Tensor]]:
     """``(record, 0-based start, ids)`` of the windows kept: non-overlapping windows of each record
     (or of ``region``), those with at most ``max_n_fraction`` N, ``windows`` of them evenly spaced."""
-    from ..commands import parse_region
+    from ...io import parse_region
 
     records = read_sequences(h["fasta"])
     offset = 0

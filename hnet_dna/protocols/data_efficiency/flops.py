@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import backends
+from ... import backends
 
 __all__ = ["count_training_flops", "training_flops_per_base", "attended_fraction", "CONVENTIONS"]
 

@@ -24,7 +24,7 @@ How a run goes:
 4. ``DIR/curves.csv``, ``DIR/curves.png`` and ``DIR/summary.json`` are written (atomically) from
    the finished fits.
 
-Compute (:mod:`~hnet_dna.data_efficiency.flops`): parameters and training FLOPs per base (forward
+Compute (:mod:`~hnet_dna.protocols.data_efficiency.flops`): parameters and training FLOPs per base (forward
 + backward, counted on a real training batch at the end of training, since an H-Net's cost depends
 on the compression its routers reached), in two conventions: ``flops_per_base`` as torch's
 ``FlopCounterMode`` counts it (the full L x L attention scores; a convolution's backward at its real
@@ -32,7 +32,7 @@ cost, which torch's formula overstates for grouped convolutions) and ``flops_per
 (attention charged for the keys each query attends to: the work a causal kernel does). The config's
 ``flops_convention`` says which one decides ``compute_matched``.
 
-The multiplier (:mod:`~hnet_dna.data_efficiency.multiplier`): for each seed, the baseline's bases at
+The multiplier (:mod:`~hnet_dna.protocols.data_efficiency.multiplier`): for each seed, the baseline's bases at
 its last point divided by the bases the H-Net needed to reach the baseline's final bits per base
 and stay there (the sustained crossing, interpolated in log(bases)); the first crossing is reported
 beside it. ``None`` (``reached: false``) when the H-Net is above the target at its last point:
@@ -42,8 +42,8 @@ reference's).
 
 The package, one concern a module: ``config`` (YAML fields and checks), ``plan`` (steps, curve
 points, held-out windows and their leakage check), ``worker`` (one fit in a child process),
-``flops``, ``multiplier``, ``report`` (curves.csv, summary.json, curves.png), ``pipeline`` (the
-order of work, resume) and ``__main__`` (the command line).
+``flops``, ``multiplier``, ``report`` (curves.csv, summary.json, curves.png) and ``pipeline`` (the
+order of work, resume); the command line is :mod:`hnet_dna.data_efficiency`.
 """
 
 from .config import BenchmarkConfig, HeldOutSet, load_config
@@ -54,12 +54,6 @@ from .plan import cut_heldout, eval_schedule, make_plan
 
 __all__ = [
     "BenchmarkConfig", "HeldOutSet", "load_config", "training_flops_per_base", "data_multiplier",
-    "multiplier_summary", "FitFailed", "run_pipeline", "cut_heldout", "eval_schedule", "make_plan", "main",
+    "multiplier_summary", "FitFailed", "run_pipeline", "cut_heldout", "eval_schedule", "make_plan",
 ]
 
-
-def main(argv: list[str] | None = None) -> None:
-    """The command line (see ``python -m hnet_dna.data_efficiency --help``)."""
-    from .__main__ import main as run
-
-    run(argv)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import backends
-from ..commands import atomic_path
+from ... import backends
+from ...runs import atomic_path
 from .config import BenchmarkConfig
 from .multiplier import at_target_from_the_start, data_multiplier, multiplier_summary
 from .plan import Plan

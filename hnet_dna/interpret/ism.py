@@ -1,0 +1,256 @@
+"""In-silico mutagenesis (ISM): every single-base substitution of each sequence, scored by a
+causal language model or by a fine-tuned classifier (see :mod:`hnet_dna.ism` for the command, the
+scores' definitions and the ``.npz`` layout).
+
+All substitutions of a window go through the model in batches of ``batch_size`` rows, each batch
+led by the unmutated window, so that every difference is taken between rows of one forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ConfigError
+from ..data.genome import DataError
+from ..inference.tiling import check_windows, choose_device, tiles
+from ..io import InputSequence, encode_sequences
+from ..model.loading import load_model
+from ..runs import Progress, ResumableParts
+from ..tokenizer import NucleotideTokenizer
+
+__all__ = ["ism", "ISMResult", "BASES", "DEFAULT_WINDOW"]
+
+BASES = "ACGT"
+
+
+DEFAULT_WINDOW = 512
+
+
+
+@dataclass
+class ISMResult:
+    """Effects of every single-base substitution (module docstring), per sequence."""
+
+    ids: list[str]
+    sequences: list[str]
+    effects: list[np.ndarray]  # per sequence (L, 4): the reference's entry 0, NaN at a non-ACGT reference
+    scorer: str  # "lm" or "classifier"
+    site_effects: list[np.ndarray] | None = None  # language model: (L, 4)
+    effects_by_class: list[np.ndarray] | None = None  # classifier: (L, 4, C)
+    class_names: list[str] | None = None
+    target: str | None = None
+
+    def importance(self, i: int) -> np.ndarray:
+        """(L,) mean absolute effect of the three substitutions at each base of sequence i."""
+        e = np.abs(self.effects[i])
+        with np.errstate(invalid="ignore"):
+            return e.sum(-1) / 3  # the reference's entry is 0; NaN stays NaN
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The ``.npz`` layout of the module docstring (padded with NaN to the longest sequence)."""
+        n, longest = len(self.ids), max((len(s) for s in self.sequences), default=0)
+
+        def padded(rows, tail):
+            out = np.full((n, longest, *tail), np.nan, dtype=np.float32)
+            for i, r in enumerate(rows):
+                out[i, : len(r)] = r
+            return out
+
+        out = {
+            "ids": np.array(self.ids, dtype=str),
+            "sequences": np.array(self.sequences, dtype=str),
+            "lengths": np.array([len(s) for s in self.sequences], dtype=np.int64),
+            "bases": np.array(BASES),
+            "scorer": np.array(self.scorer),
+            "effects": padded(self.effects, (4,)),
+            "importance": padded([self.importance(i) for i in range(n)], ()),
+        }
+        if self.site_effects is not None:
+            out["site_effects"] = padded(self.site_effects, (4,))
+        if self.effects_by_class is not None:
+            out["effects_by_class"] = padded(self.effects_by_class, (4, len(self.class_names)))
+            out["class_names"] = np.array(self.class_names, dtype=str)
+            out["target"] = np.array(self.target)
+        return out
+
+
+
+# ------------------------------------------------------------------------------------ scoring
+def _mutants(ids: torch.Tensor, lo: int, hi: int, base_ids: torch.Tensor):
+    """Every substitution of bases ``lo..hi-1`` of ``ids`` (L,): positions (M,), base columns (M,)
+    (0..3 = A, C, G, T); a reference that is not a base is not mutated."""
+    ref_col = (ids[lo:hi, None] == base_ids[None, :])  # (n, 4)
+    is_base = ref_col.any(-1)
+    pos, col = torch.nonzero(is_base[:, None] & ~ref_col, as_tuple=True)
+    return pos + lo, col, ref_col.float().argmax(-1), is_base
+
+
+def _log2_likelihood(logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor) -> torch.Tensor:
+    """Log2 likelihood (B,) of each row of ``ids`` (B, L): every base after the first whose target
+    is A/C/G/T, as ``score`` counts it."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V) predicts positions 1..
+    targets = ids[:, 1:]
+    picked = logp.gather(-1, targets[..., None])[..., 0].double()
+    return (picked * torch.isin(targets, base_ids)).sum(-1) / math.log(2)
+
+
+def _forward_rows(forward, ids: torch.Tensor, pos: torch.Tensor, new_ids: torch.Tensor, batch_size: int, device):
+    """``forward`` on the unmutated ``ids`` (L,) and on every mutant (pos[m] set to new_ids[m]), in
+    batches of ``batch_size`` mutants each led by the unmutated row. Yields (slice of mutants,
+    the batch's output for them minus its output for the unmutated row)."""
+    for k in range(0, len(pos), batch_size):
+        p, v = pos[k:k + batch_size], new_ids[k:k + batch_size]
+        rows = ids.expand(len(p) + 1, -1).clone()  # (1 + b, L)
+        rows[torch.arange(1, len(p) + 1), p] = v
+        out = forward(rows.to(device))
+        yield slice(k, k + len(p)), (out[1:] - out[:1]).cpu()
+
+
+def _lm_effects(model, ids: torch.Tensor, lo: int, hi: int, batch_size: int, device):
+    """Effects (hi-lo, 4) and site effects (hi-lo, 4) of the substitutions of bases lo..hi-1 of the
+    window ``ids`` (L,), under a causal language model."""
+    base_ids = torch.tensor(model.tokenizer.base_ids)
+    pos, col, ref_col, is_base = _mutants(ids, lo, hi, base_ids)
+    effects = torch.full((hi - lo, 4), math.nan, dtype=torch.float64)
+    effects[is_base] = 0.0
+    mask = torch.ones(1, len(ids), dtype=torch.bool)
+
+    def forward(rows):
+        logits = model(rows, mask.expand(len(rows), -1).to(rows.device)).logits
+        return _log2_likelihood(logits, rows, base_ids.to(rows.device))
+
+    with torch.inference_mode():
+        for part, delta in _forward_rows(forward, ids, pos, base_ids[col], batch_size, device):
+            effects[pos[part] - lo, col[part]] = delta
+        logits = model(ids[None].to(device), mask.to(device)).logits[0, :-1].float().cpu()  # (L-1, V)
+    log2p = F.log_softmax(logits, -1)[:, base_ids].double() / math.log(2)  # (L-1, 4) p(base at t+1)
+    site = torch.full((hi - lo, 4), math.nan, dtype=torch.float64)
+    first = max(lo, 1)
+    rows = log2p[first - 1:hi - 1]  # predicts positions first..hi-1
+    ref = rows.gather(-1, ref_col[first - lo:, None])
+    site[first - lo:] = torch.where(is_base[first - lo:, None], rows - ref, math.nan)
+    return effects.float().numpy(), site.float().numpy()
+
+
+def _classifier_effects(task, ids: torch.Tensor, batch_size: int, device):
+    """Effects (L, 4, C) on the class logits of every substitution of ``ids`` (L,) (nucleotide
+    table), under a fine-tuned classifier."""
+    base_ids = torch.arange(4)
+    pos, col, _, is_base = _mutants(ids, 0, len(ids), base_ids)
+    classes = len(task.classifier.class_names)
+    effects = torch.full((len(ids), 4, classes), math.nan, dtype=torch.float64)
+    effects[is_base] = 0.0
+    mask = torch.ones(1, len(ids), dtype=torch.bool)
+
+    def forward(rows):
+        return task.logits(rows, mask.expand(len(rows), -1).to(rows.device)).double()
+
+    with torch.inference_mode():
+        for part, delta in _forward_rows(forward, ids, pos, col, batch_size, device):
+            effects[pos[part], col[part]] = delta
+    return effects.float().numpy()
+
+
+def ism(
+    sequences,
+    model=None,
+    scorer="lm",
+    *,
+    ids: list[str] | None = None,
+    target: str | None = None,
+    window: int | None = DEFAULT_WINDOW,
+    stride: int | None = None,
+    batch_size: int = 64,
+    device=None,
+    progress: bool = False,
+    context: list[int] | None = None,
+    _resume_at: tuple[Path, str] | None = None,
+    _wheres: list[str] | None = None,
+) -> ISMResult:
+    """ISM maps of ``sequences`` (strings, or a dict id -> string).
+
+    Args:
+        model: the language model (``scorer="lm"``): an :class:`~hnet_dna.model.HNetForCausalLM`,
+            anything ``--model`` takes, or None for the default model.
+        scorer: ``"lm"``, or a fine-tuned classifier: a task of :mod:`hnet_dna.tasks.finetune` or
+            the path of its checkpoint.
+        target: the class whose logit ``effects`` holds (a classifier; default the last class).
+        window, stride: windows of a language model over long sequences (None: whole sequences).
+        batch_size: mutants per forward pass. device: default the model's own device.
+        context: per sequence, bases at its start that are read as left context only: not
+            mutated, and left out of the result (a language model; what ``--region`` uses).
+    """
+    if isinstance(sequences, dict):
+        ids, sequences = list(sequences), list(sequences.values())
+    elif isinstance(sequences, str):
+        sequences = [sequences]
+    ids = list(ids) if ids is not None else [f"seq{i + 1}" for i in range(len(sequences))]
+    if len(ids) != len(sequences):
+        raise ConfigError(f"{len(ids)} ids for {len(sequences)} sequences")
+    check_windows(window, stride, batch_size)
+    wheres = _wheres or [f"sequence {i!r}" for i in ids]  # the command passes "FILE, record 'x'"
+    records = [InputSequence(i, s, w) for i, s, w in zip(ids, sequences, wheres)]
+    if isinstance(scorer, str) and scorer == "lm":
+        lm = model if isinstance(model, torch.nn.Module) else load_model(model)
+        lm.eval()
+        encoded = encode_sequences(records, lm.tokenizer)
+        net, kind = lm, "lm"
+    else:
+        from ..tasks.finetune import ClassifierTask, load_classifier
+
+        task = scorer if isinstance(scorer, ClassifierTask) else load_classifier(scorer)
+        task.eval()
+        encoded = encode_sequences(records, NucleotideTokenizer())
+        limit = getattr(task.classifier, "max_length", None)
+        for r, x in zip(records, encoded):
+            if limit and len(x) > limit:
+                raise DataError(f"{r.where}: {len(x):,} bases, longer than the classifier reads ({limit:,}, its "
+                                "max_length); cut the sequence to the length it was fine-tuned on")
+        names = list(task.classifier.class_names)
+        target = names[-1] if target is None else target
+        if target not in names:
+            raise ConfigError(f"--target {target!r}: the classifier's classes are {names}")
+        net, kind, window = task, "classifier", None
+    _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)
+    device = next(net.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
+    net.to(device)
+    context = context or [0] * len(encoded)
+    if kind == "classifier" and any(context):
+        raise ConfigError("context bases are for a language model; a classifier reads its sequence whole")
+    units = [(i, t, max(t.own_start, context[i])) for i, x in enumerate(encoded) for t in tiles(len(x), window, stride)
+             if t.own_end > context[i]]  # (sequence, window, its first base mutated)
+    effects = [np.zeros((len(x), 4), np.float32) for x in encoded]
+    site = [np.zeros((len(x), 4), np.float32) for x in encoded] if kind == "lm" else None
+    by_class = [None] * len(encoded)
+    bar = Progress(len(units), sum(3 * (t.own_end - lo) for _, t, lo in units), "ism", enabled=progress,
+                   unit="window")
+    for u, (i, t, lo) in enumerate(units):
+        if _resume is not None and u in _resume:
+            part = _resume.load(u)
+        elif kind == "lm":
+            e, s = _lm_effects(net, encoded[i][t.start:t.end], lo - t.start, t.own_end - t.start, batch_size, device)
+            part = {"effects": e, "site": s}
+        else:
+            part = {"by_class": _classifier_effects(net, encoded[i], batch_size, device)}
+        if _resume is not None and u not in _resume:
+            _resume.save(u, part)
+        if kind == "lm":
+            effects[i][lo:t.own_end], site[i][lo:t.own_end] = part["effects"], part["site"]
+        else:
+            by_class[i] = part["by_class"]
+            effects[i] = by_class[i][..., names.index(target)]
+        bar.update(1, 3 * (t.own_end - lo))
+    bar.close()
+    c = context
+    result = ISMResult(ids, [r.sequence[c[i]:] for i, r in enumerate(records)], [e[c[i]:] for i, e in enumerate(effects)],
+                       kind, site_effects=[x[c[i]:] for i, x in enumerate(site)] if site is not None else None)
+    if kind == "classifier":
+        result.effects_by_class, result.class_names, result.target = by_class, names, target
+    return result
+

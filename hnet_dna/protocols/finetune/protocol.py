@@ -1,0 +1,150 @@
+"""The fine-tuning protocol (:mod:`hnet_dna.finetune` for the command and what it writes): every
+system on the same splits, seeds and budget; results written after every run, so that a rerun
+continues, and refused when the config, overrides, folds or data differ."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from ...cli import build_cli
+from ...model.loading import is_untrained
+from ...runs import atomic_write_text, file_sha256, fingerprint as weights_fingerprint
+from .results import SYSTEMS, results_table, summarise, winner_lines, winners
+from .systems import kmer_run, probe_features, probe_run, trained_run
+
+__all__ = ["run_protocol"]
+
+def _data_files(hparams) -> list[str]:
+    files = []
+    for key in ("train", "valid", "test"):
+        value = hparams.get(key)
+        if isinstance(value, dict):
+            files += [str(v) for v in value.values()]
+        elif value is not None:
+            path = Path(value)
+            files += [str(p) for p in sorted(path.rglob("*.txt"))] if path.is_dir() else [str(path)]
+    return files
+
+
+def _backbone_spec(cli) -> str | dict | None:
+    return getattr(cli.model, "hparams", {}).get("backbone")
+
+
+def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path, folds: int = 0,
+                 systems: list[str] | None = None) -> dict:
+    """Run (or continue) the protocol; returns what ``results.json`` holds."""
+    cli_args = ["--config", config, *overrides]
+    seeds = list(dict.fromkeys(seeds))  # a seed given twice is one run
+    fold_list: list[int | None] = list(range(folds)) if folds else [None]
+
+    def fold_args(fold):
+        return [] if fold is None else ["--data.folds", str(folds), "--data.fold", str(fold)]
+
+    check = build_cli([*cli_args, *fold_args(fold_list[0])])  # validates config and data before anything runs
+    dm = check.datamodule
+    if not hasattr(dm, "class_names"):
+        raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
+    if not hasattr(check.model, "backbone"):
+        raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
+    pretrained = not is_untrained(_backbone_spec(check))
+    if systems is None:
+        systems = [s for s in SYSTEMS if s != "scratch" or pretrained]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise SystemExit(f"hnet_dna.finetune: --systems {' '.join(unknown)}: unknown; choose from {', '.join(SYSTEMS)}")
+    if "scratch" in systems and not pretrained:
+        raise SystemExit("hnet_dna.finetune: --systems scratch is the random-initialisation control of a pretrained "
+                         "backbone, and the recipe's backbone is already random: drop it, or give --model.backbone")
+    files = _data_files(dm.hparams)
+    fingerprint = hashlib.sha256(json.dumps({
+        "config": Path(config).read_text(), "overrides": overrides, "folds": folds,
+        "data": {f: file_sha256(Path(f)) for f in files},
+    }, sort_keys=True).encode()).hexdigest()[:16]
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    previous = json.loads(results_path.read_text()) if results_path.is_file() else None
+    if previous is not None and previous.get("fingerprint") != fingerprint:
+        raise SystemExit(
+            f"hnet_dna.finetune: {results_path} holds results of another config, overrides, folds or data "
+            f"(fingerprint {previous.get('fingerprint')} vs {fingerprint}); use another --out or remove it"
+        )
+    # What the runs of each system rest on beyond the config and data: model and probe on the
+    # backbone's weights, scratch on its architecture; cnn and kmer_lr on neither. A rerun after
+    # the backbone changed (a new default model, a retrained folder) redoes the runs it voids.
+    backbone = {"backbone_weights": weights_fingerprint(check.model.backbone)[:16],
+                "backbone_config": hashlib.sha256(json.dumps(check.model.backbone.config.to_dict(), sort_keys=True)
+                                                  .encode()).hexdigest()[:16]}
+    runs = previous["runs"] if previous else []
+    stale = set()
+    if previous is not None:
+        if previous.get("backbone_config") != backbone["backbone_config"]:
+            stale |= {"model", "probe", "scratch"}
+        elif previous.get("backbone_weights") != backbone["backbone_weights"]:
+            stale |= {"model", "probe"}
+        stale &= {r["system"] for r in runs}
+    if stale:
+        print(f"hnet_dna.finetune: the backbone differs from the one {results_path} was run with: redoing "
+              f"{', '.join(sorted(stale))}", file=sys.stderr, flush=True)
+        runs = [r for r in runs if r["system"] not in stale]
+        for system in stale & {"model", "scratch"}:
+            shutil.rmtree(out / "runs" / system, ignore_errors=True)
+    split_sizes: dict = previous["split_sizes"] if previous else {}
+    done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}
+    result = previous
+
+    def save() -> dict:
+        summary = summarise(runs)
+        return {
+            "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "data_files": files,
+            "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}), "folds": folds,
+            "systems": [s for s in SYSTEMS if s in {r["system"] for r in runs}], "split_sizes": split_sizes,
+            "runs": sorted(runs, key=lambda r: (r["system"], r.get("fold") or 0, r["seed"])),
+            "summary": summary, "winners": winners(summary),
+        }
+
+    for fold in fold_list:
+        todo = [(system, seed) for seed in seeds for system in systems if (system, fold, seed) not in done]
+        if not todo:
+            continue
+        data = dm if fold == fold_list[0] else build_cli([*cli_args, *fold_args(fold)]).datamodule
+        sizes = {s: len(data.datasets[s]) for s in ("train", "val", "test")}
+        if fold is None:
+            split_sizes = sizes
+        else:
+            split_sizes[f"fold{fold}"] = sizes
+        # probe and kmer_lr: one fit per split, also across a resumed run
+        features, deterministic = None, {r["system"]: r for r in runs if r["system"] in ("probe", "kmer_lr") and r.get("fold") == fold}
+        where = "" if fold is None else f"fold {fold}, "
+        for system, seed in todo:
+            print(f"hnet_dna.finetune: {where}seed {seed}: {system}", file=sys.stderr, flush=True)
+            if system in ("model", "scratch", "cnn"):
+                name = f"{system}/" + ("" if fold is None else f"fold{fold}-") + f"seed{seed}"
+                run = trained_run(system, [*cli_args, *fold_args(fold)], seed, fold, out / "runs" / name)
+            elif system in deterministic:  # the same fit for every seed: fitted once per split
+                run = {**deterministic[system], "seed": seed}
+            elif system == "probe":
+                if features is None:
+                    features = probe_features(check.model.backbone, data, check.model.hparams.pooling)
+                run = deterministic[system] = probe_run(features, data, seed, fold)
+            else:
+                run = deterministic[system] = kmer_run(data, seed, fold)
+            runs.append(run)
+            result = save()
+            atomic_write_text(results_path, json.dumps(result, indent=2) + "\n")  # after every run: resumable
+    result = result if result is not None else save()
+    table = results_table(result["summary"])
+    per_fold = result["split_sizes"] if folds else {"all": result["split_sizes"]}
+    sizes = "; ".join(f"{k}: " + ", ".join(f"{s} {n:,}" for s, n in v.items()) for k, v in per_fold.items())
+    over = f"folds x seeds ({folds} x {len(result['seeds'])})" if folds else "seeds"
+    atomic_write_text(out / "results.md", f"# {Path(config).name}: test metrics over seeds {result['seeds']}"
+                  + (f", {folds} folds" if folds else "") + "\n\n"
+                  f"Splits: {sizes}; classes: {', '.join(dm.class_names)}. Mean ± sd (ddof 1) over {over}; "
+                  f"probe and kmer_lr are deterministic given a split.\n\n{table}\n\n{winner_lines(result['summary'])}\n")
+    print(table)
+    print(winner_lines(result["summary"]))
+    return result
+

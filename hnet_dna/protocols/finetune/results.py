@@ -1,0 +1,75 @@
+"""What the fine-tuning protocol reports: per system and test metric the mean and sd over runs,
+the winner per metric with its margin in sd units, and the Markdown table."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["METRICS", "SYSTEMS", "DETERMINISTIC", "summarise", "winners", "results_table", "winner_lines"]
+
+METRICS = ("test/mcc", "test/accuracy", "test/f1_macro", "test/auroc")
+
+
+SYSTEMS = ("model", "scratch", "cnn", "probe", "kmer_lr")
+
+
+DETERMINISTIC = ("probe", "kmer_lr")  # no seed enters their fit
+
+
+
+def summarise(runs: list[dict]) -> dict:
+    out: dict[str, dict] = {}
+    present = {r["system"] for r in runs}
+    for system in [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS)):
+        rows = [r for r in runs if r["system"] == system]
+        if system in DETERMINISTIC:  # one fit per split, recorded per seed: count it once
+            rows = list({r.get("fold"): r for r in rows}.values())
+        out[system] = {}
+        for metric in METRICS:
+            values = [r["test"][metric] for r in rows if r["test"].get(metric) is not None]
+            mean = sum(values) / len(values) if values else None
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+            out[system][metric] = {"mean": mean, "sd": sd, "n": len(values)}
+    return out
+
+
+def results_table(summary: dict) -> str:
+    lines = ["| system | " + " | ".join(m.removeprefix("test/") for m in METRICS) + " |",
+             "|---|" + "---|" * len(METRICS)]
+    for system, metrics in summary.items():
+        cells = []
+        for m in METRICS:
+            s = metrics[m]
+            cells.append("-" if s["mean"] is None else f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["sd"] is not None else ""))
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def winners(summary: dict) -> dict:
+    """Per metric: the system with the best mean, the runner-up, the margin, and the margin in units
+    of the larger sd of the two (None where both are deterministic or seen once)."""
+    out = {}
+    for metric in METRICS:
+        ranked = sorted((s for s in summary if summary[s][metric]["mean"] is not None),
+                        key=lambda s: summary[s][metric]["mean"], reverse=True)
+        if len(ranked) < 2:
+            continue
+        first, second = (summary[s][metric] for s in ranked[:2])
+        sds = [x["sd"] for x in (first, second) if x["sd"]]
+        margin = first["mean"] - second["mean"]
+        out[metric] = {"best": ranked[0], "runner_up": ranked[1], "margin": margin,
+                       "margin_sd": margin / max(sds) if sds else None}
+    return out
+
+
+def winner_lines(summary: dict) -> str:
+    lines = []
+    for metric, w in winners(summary).items():
+        name = metric.removeprefix("test/")
+        if w["margin"] == 0:
+            lines.append(f"- {name}: **{w['best']}** and {w['runner_up']} tie")
+            continue
+        units = f" = {w['margin_sd']:.1f} sd" if w["margin_sd"] is not None else " (no spread to compare with)"
+        lines.append(f"- {name}: **{w['best']}** wins, ahead of {w['runner_up']} by {w['margin']:.3f}{units}")
+    return "\n".join(lines)
+

@@ -1,0 +1,111 @@
+"""One run of each system of the fine-tuning protocol (see :mod:`hnet_dna.finetune`): ``model``,
+``scratch`` and ``cnn`` fitted with the recipe's trainer and tested on the checkpoint selected on
+``val/mcc``; ``probe`` (logistic regression on the frozen backbone's pooled features) and
+``kmer_lr`` (logistic regression on k-mer frequencies), fitted once per split."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from ...baselines import kmer_logistic_regression, kmer_predict_proba, linear_probe
+from ...cli import build_cli
+from ...inference.embed import embed_sequences
+from ...tasks import CNNBaselineModule, FinetuneModule
+from ...tasks.finetune import classification_metrics
+
+__all__ = ["trained_run", "kmer_run", "probe_features", "probe_run"]
+
+def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
+    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc."""
+    cli.datamodule.check_ready("fit", cli.trainer.world_size)
+    cli.datamodule.check_ready("test", cli.trainer.world_size)
+    callback = cli.trainer.checkpoint_callback
+    if callback is None or callback.monitor != "val/mcc":
+        raise SystemExit("hnet_dna.finetune: the recipe needs a ModelCheckpoint with monitor val/mcc (model selection)")
+    cli.trainer.fit(module, datamodule=cli.datamodule)
+    best = callback.best_model_path
+    if not best:
+        raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on val/mcc (did validation run?); "
+                         "nothing to test")
+    results = cli.trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    return {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
+            "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
+            "test": {k: float(v) for k, v in results.items() if k.startswith("test/")}}
+
+
+def trained_run(system: str, cli_args: list[str], seed: int, fold: int | None, root: Path) -> dict:
+    """``model``, ``scratch`` or ``cnn``: one fit and test under ``seed``."""
+    cli = build_cli([*cli_args, "--seed_everything", str(seed), "--data.sample_seed", str(seed),
+                      "--trainer.default_root_dir", str(root)])
+    module = cli.model if system == "model" else _control_module(system, cli.model, seed)
+    return _fit_test(cli, module, system, seed, fold)
+
+
+def _control_module(system: str, module, seed: int):
+    """``scratch``: the recipe's module with its backbone's architecture freshly initialised;
+    ``cnn``: the CNN baseline. Their initial weights depend on ``seed`` alone."""
+    pl.seed_everything(seed, verbose=False)
+    if system == "scratch":
+        config = module.backbone.config.to_dict()  # the same architecture, random weights
+        fields = inspect.signature(FinetuneModule).parameters
+        return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k not in ("backbone", "backbone_config")},
+                              backbone=config)
+    return CNNBaselineModule()
+
+
+def _split(datamodule, name: str):
+    ds = datamodule.datasets[name]
+    return [r.sequence for r in ds.records], ds.labels
+
+
+def _test_metrics(datamodule, probs) -> dict:
+    probs = torch.as_tensor(probs, dtype=torch.float32)
+    labels = torch.tensor(datamodule.datasets["test"].labels)
+    metrics = classification_metrics(len(datamodule.class_names))
+    for name, metric in metrics.items():
+        metric.update(probs[:, 1] if probs.shape[1] == 2 and name == "auroc" else probs, labels)
+    return {f"test/{k}": float(v) for k, v in metrics.compute().items()}
+
+
+def kmer_run(datamodule, seed: int, fold: int | None) -> dict:
+    fitted = kmer_logistic_regression(_split(datamodule, "train"), _split(datamodule, "val"),
+                                      len(datamodule.class_names), seed=seed)
+    test = _test_metrics(datamodule, kmer_predict_proba(fitted, _split(datamodule, "test")[0]))
+    return {"system": "kmer_lr", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
+            "k": fitted["k"], "C": fitted["C"], "test": test}
+
+
+def probe_features(backbone, datamodule, pooling: str) -> dict:
+    """Pooled features (N, D) of the frozen backbone for the train, val and test rows (the recipe's
+    pooling; ``last`` is probed with ``mean``, ``flatten`` lays every position end to end); averaged with the reverse complement's where the
+    labels are strand-symmetric."""
+    if pooling != "flatten":
+        pooling = pooling if pooling == "chunks" else "mean"
+        return {name: embed_sequences(_split(datamodule, name)[0], backbone, pooling=pooling, window=None,
+                                      rc_average=datamodule.strand_symmetric, batch_size=64)["embeddings"]
+                for name in ("train", "val", "test")}
+    longest = max(len(ids) for name in ("train", "val", "test") for ids in datamodule.datasets[name].ids)
+    out = {}
+    for name in ("train", "val", "test"):  # every position laid end to end, zero-padded to the longest
+        got = embed_sequences(_split(datamodule, name)[0], backbone, pooling="none", window=None,
+                              rc_average=datamodule.strand_symmetric, batch_size=64)
+        values, offsets = got["position_embeddings"], got["position_offsets"]
+        laid = np.zeros((len(offsets) - 1, longest, values.shape[1]), dtype=np.float32)
+        for i, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+            laid[i, : hi - lo] = values[lo:hi]
+        out[name] = laid.reshape(len(laid), -1)
+    return out
+
+
+def probe_run(features: dict, datamodule, seed: int, fold: int | None) -> dict:
+    labels = {name: datamodule.datasets[name].labels for name in features}
+    fitted = linear_probe((features["train"], labels["train"]), (features["val"], labels["val"]), seed=seed)
+    test = _test_metrics(datamodule, fitted["model"].predict_proba(features["test"]))
+    return {"system": "probe", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
+            "C": fitted["C"], "test": test}
+
