@@ -18,11 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.model_speed import Report, git_commit, machine, train_row  # noqa: E402
-from hnet_dna.data import GenomeDataModule  # noqa: E402
+from common import Report, git_commit, machine, train_row
+from hnet_dna.data import GenomeDataModule
 
 
 def loader_rate(fasta: str, window: int, workers: int, batch: int, seconds: float) -> tuple[float, float]:

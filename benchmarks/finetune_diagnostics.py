@@ -1,8 +1,21 @@
 """What a pretrained backbone hands a classifier, against the same architecture from random weights.
 
-    python benchmarks/finetune_diagnostics.py --config pipelines/finetune/uci_splice_60bp.yaml \
+    python benchmarks/finetune_diagnostics.py --config pipelines/finetune/uci_splice_60bp.yaml \\
         [--backbone default] [--rows 1024] [--out DIR]
+"""
 
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import git_commit
+
+DETAILS = """\
 For the recipe's labelled set, and for each backbone (the given one, usually pretrained, and the
 same architecture freshly initialised under seed 0), prints one markdown row:
 
@@ -20,18 +33,6 @@ Features come from the frozen backbones in eval mode; nothing is trained but the
 ``--out`` also writes ``diagnostics.json``. Every row names its backbone; the header names the
 machine, date and commit.
 """
-
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _final_norm(model) -> torch.Tensor:
@@ -103,26 +104,25 @@ def diagnose(model, datamodule, rows: int | None) -> dict:
 
 def main() -> None:
     from hnet_dna.backends import cpu_name
-    from hnet_dna.finetune import _build_cli
+    from hnet_dna.cli import build_cli
     from hnet_dna.model import HNetForCausalLM
     from hnet_dna.model.loading import load_model
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, epilog=DETAILS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a fine-tuning recipe: its labelled set and split")
     parser.add_argument("--backbone", default="default", help="what --model.backbone takes (default: the shipped model)")
     parser.add_argument("--rows", type=int, default=2048, help="training rows used for the statistics and the probe")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    datamodule = _build_cli(["--config", args.config, "--trainer.logger", "false"]).datamodule
+    datamodule = build_cli(["--config", args.config, "--trainer.logger", "false"]).datamodule
     given = load_model(args.backbone)
     torch.manual_seed(0)
     fresh = HNetForCausalLM(given.config)
     rows = {args.backbone: diagnose(given, datamodule, args.rows), "random init (seed 0)": diagnose(fresh, datamodule, args.rows)}
     import datetime
-    import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
+    commit = git_commit()
     print(f"{args.config}; {cpu_name()}, torch {torch.__version__}, {datetime.date.today()}, commit {commit}\n")
     keys = list(next(iter(rows.values())))
     print("| backbone | " + " | ".join(keys) + " |")

@@ -39,14 +39,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     tally = {"sets": 0, "model >= scratch": 0, "model > cnn": 0}
     verdicts = []
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hnet_dna.finetune import _summary, winners
+    from hnet_dna.protocols.finetune.results import summarise, winners
 
     for path in sorted(args.out.glob("*/results.json")):
         result = json.loads(path.read_text())
-        summary = _summary(result["runs"])  # recomputed from the runs with this checkout's rules
+        summary = summarise(result["runs"])  # recomputed from the runs with this checkout's rules
         result["winners"] = winners(summary)
         for system, stats in summary.items():
             runs = [r for r in result["runs"] if r["system"] == system]

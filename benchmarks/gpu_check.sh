@@ -79,7 +79,7 @@ elif [ "$what" = data_efficiency ]; then
 elif [ "$what" = kernels ]; then
   # 5. the Triton chunking kernels (issue #11): their tests on the compiled kernels (the CPU suite
   #    runs them under the interpreter), then the benchmark, each row appended as it is measured
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -rs > "$OUT/kernel_tests.txt" 2>&1
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py -rs > "$OUT/kernel_tests.txt" 2>&1
   echo "kernel tests rc=$?" >> "$OUT/kernel_tests.txt"
   timeout 300 python3 benchmarks/kernels.py --cap 50 --sweep-cap 60 --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
   echo "kernels rc=$?" >> "$OUT/kernels.log"

@@ -15,7 +15,7 @@ import json
 import lightning.pytorch as pl
 import torch
 
-from hnet_dna.__main__ import HNetCLI
+from hnet_dna.cli import HNetCLI
 from hnet_dna.model.loading import load_model
 from hnet_dna.tasks.callbacks import score_windows
 

@@ -2,15 +2,6 @@
 carry the prediction?
 
     python benchmarks/ism_promoters.py --ckpt_path RUN/best.ckpt --out DIR [--count 40] [--plot 3]
-
-Takes the first ``--count`` promoters (label 1) of the test split of
-``../shared/data/classification/promoter_tss_chr20_300bp.tsv`` (RefSeq TSS at -249..+50: the TSS
-is base 249, 0-based), runs :func:`hnet_dna.ism` with the classifier (effects on the promoter
-class's logit), and writes ``DIR/ism.npz`` (the command's layout), ``DIR/ism.png`` (the first
-``--plot`` maps) and ``DIR/profile.png`` (mean importance by position relative to the TSS, with
-its spread over sequences). Prints, with machine, date, commit and command: the share of the total
-importance in bands around the TSS against the share of positions they hold, and the mean effect of
-each base (is the classifier reading GC content, or a TSS-anchored signal?).
 """
 
 from __future__ import annotations
@@ -25,20 +16,30 @@ import numpy as np
 import torch
 
 import hnet_dna
+from common import git_commit
 from hnet_dna.backends import cpu_name
-from hnet_dna.ism import plot
+from hnet_dna.interpret.plots import plot_ism
 from hnet_dna.tasks.finetune import load_classifier
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from model_speed import git_commit  # noqa: E402  (the same provenance)
 DATA = REPO.parent / "shared" / "data" / "classification" / "promoter_tss_chr20_300bp.tsv"
 TSS = 249
 BANDS = [(-249, -101), (-100, -51), (-50, -1), (0, 50)]
 
+DETAILS = """\
+Takes the first ``--count`` promoters (label 1) of the test split of
+``../shared/data/classification/promoter_tss_chr20_300bp.tsv`` (RefSeq TSS at -249..+50: the TSS
+is base 249, 0-based), runs :func:`hnet_dna.ism` with the classifier (effects on the promoter
+class's logit), and writes ``DIR/ism.npz`` (the command's layout), ``DIR/ism.png`` (the first
+``--plot`` maps) and ``DIR/profile.png`` (mean importance by position relative to the TSS, with
+its spread over sequences). Prints, with machine, date, commit and command: the share of the total
+importance in bands around the TSS against the share of positions they hold, and the mean effect of
+each base (is the classifier reading GC content, or a TSS-anchored signal?).
+"""
+
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, epilog=DETAILS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--data", type=Path, default=DATA)
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez(args.out / "ism.npz", **result.arrays())
-    plot(result, args.out / "ism.png", list(range(min(args.plot, len(chosen)))), offset=-TSS,
+    plot_ism(result, args.out / "ism.png", list(range(min(args.plot, len(chosen)))), offset=-TSS,
          xlabel="position relative to the TSS")
     importance = np.stack([result.importance(i) for i in range(len(chosen))])  # (N, 300)
     effects = np.stack(result.effects)  # (N, 300, 4)

@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 import hnet_dna
+from common import git_commit
 from hnet_dna.backends import cpu_name
-from hnet_dna.ism import DEFAULT_WINDOW
+from hnet_dna.interpret.ism import DEFAULT_WINDOW
 from hnet_dna.model.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from model_speed import git_commit  # noqa: E402  (the same provenance)
 
 
 def fixture_sequence() -> str:

@@ -3,15 +3,6 @@
 
     python benchmarks/long_inputs.py --fasta ../shared/data/genomes/GRCh37_chr20.fa.gz \\
         --region 20:30,000,001-31,000,000 --out runs/long_inputs
-
-Each command runs in its own process under ``/usr/bin/time -v`` with the shipped default model and
-its default window; the table gives wall seconds, bases per second and the process's peak resident
-memory. The second table is the peak resident memory of one forward pass (no grad) of the default
-model on one window of each size, over what the process held before it (a fresh process each):
-the memory a window costs, which ``--help`` quotes. The third (section ``exact``) scores a region
-(``--exact-region``) with each of ``--exact-models`` (``default``: the shipped model; or a model
-folder) twice: in windows, and with ``--exact-context`` (blocks of 4,096 bases continuing from
-the model's caches). Prints markdown with machine, date, commit and command.
 """
 
 from __future__ import annotations
@@ -26,9 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+from common import git_commit, peak_rss_mb, reset_peak_memory, rss_mb
+
+DETAILS = """\
+Each command runs in its own process under ``/usr/bin/time -v`` with the shipped default model and
+its default window; the table gives wall seconds, bases per second and the process's peak resident
+memory. The second table is the peak resident memory of one forward pass (no grad) of the default
+model on one window of each size, over what the process held before it (a fresh process each):
+the memory a window costs, which ``--help`` quotes. The third (section ``exact``) scores a region
+(``--exact-region``) with each of ``--exact-models`` (``default``: the shipped model; or a model
+folder) twice: in windows, and with ``--exact-context`` (blocks of 4,096 bases continuing from
+the model's caches). Prints markdown with machine, date, commit and command.
+"""
 
 
 def timed_command(cmd: list[str]) -> tuple[float, float, str]:
@@ -48,7 +48,6 @@ def window_memory(window: int, batch: int) -> dict:
     import torch
 
     from hnet_dna.model.loading import load_model
-    from scaling import rss_mb, peak_rss_mb, reset_peak_memory
 
     torch.set_num_threads(1)
     model = load_model(None).eval()
@@ -61,7 +60,7 @@ def window_memory(window: int, batch: int) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, epilog=DETAILS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fasta", required=True)
     p.add_argument("--region", default="20:30,000,001-31,000,000")
     p.add_argument("--out", type=Path, required=True)
@@ -78,8 +77,7 @@ def main(argv=None) -> None:
         return
 
     from hnet_dna.backends import cpu_name
-    from hnet_dna.commands import parse_region
-    from model_speed import git_commit
+    from hnet_dna.io import parse_region
 
     args.out.mkdir(parents=True, exist_ok=True)
     chrom, start, end = parse_region(args.region)

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hnet_dna import HNetConfig, HNetForCausalLM, backends  # noqa: E402
-from hnet_dna.model.ssd import ssd_scan, ssd_sequential_ref  # noqa: E402
+from common import Report, autocast, git_commit, machine, sync, timed, train_row
+from hnet_dna import HNetConfig, HNetForCausalLM
+from hnet_dna.model.ssd import ssd_scan, ssd_sequential_ref
 
 TRAIN_ROWS = {
     "cpu": [
@@ -56,152 +54,7 @@ GEN_ROWS = {"cpu": [("tiny-hnet", 1), ("dna-hnet-m3t1-t15-m4", 1)], "cuda": [("d
 PREFIXES = (1024, 8192)
 
 
-# ------------------------------------------------------------------------------------ output
-class Report:
-    def __init__(self, out: Path | None):
-        self.out = out
-
-    def write(self, text: str = "") -> None:
-        print(text, flush=True)
-        if self.out is not None:
-            with self.out.open("a") as f:
-                f.write(text + "\n")
-
-    def table(self, header: list[str]) -> None:
-        self.write("")
-        self.write("| " + " | ".join(header) + " |")
-        self.write("|" + "---|" * len(header))
-
-    def row(self, cells: list) -> None:
-        self.write("| " + " | ".join(str(c) for c in cells) + " |")
-
-
-def machine(device: str) -> str:
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{backends.cpu_name()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Best (minimum) seconds of fn() over repeats, after warmup calls: on a shared 2-core VM the
-    median still moves by tens of percent between runs; the minimum is what the code can do."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def settle_routing(model, tolerance: float = 0.03, batch: int = 4, length: int = 1024, lr: float = 0.01,
-                   max_steps: int = 400, seed: int = 0) -> list[float]:
-    """Fit only the routers of a freshly built H-Net, on the ratio loss alone, until every chunking
-    level compresses within ``tolerance`` of its target (``config.ratio_targets``) on uniformly
-    random bases; returns the bases per chunk reached, outer level first ([] without routing).
-
-    Why: an untrained router cuts wherever its random encoder happens to (the cpu_small H-Nets at
-    seed 0: 3.1, 1.9 and 2.7/2.7 bases per chunk), and the compression decides how many positions
-    the inner networks process. Trained routers sit near their target (the data-efficiency runs
-    ended at 3.1-3.4), and the compute matching of the baselines is made there; speed measured
-    at init would charge an H-Net for work it does not do once trained, or credit it with work it
-    skips. Only the routing weights move; the other weights, the global RNG and the model's mode
-    are left as they were. Raises if the target is not reached within ``max_steps``.
-    """
-    targets = list(getattr(model.config, "ratio_targets", []) or [])
-    if not targets:
-        return []
-    device = next(model.parameters()).device
-    ids = torch.randint(0, 4, (batch, length), generator=torch.Generator().manual_seed(seed)).to(device)
-    routers = [p for name, p in model.named_parameters() if ".routing_module." in name]
-    wanted = {p: p.requires_grad for p in model.parameters()}
-    grads = {p: p.grad for p in routers}  # the others cannot accumulate any: their grad is off
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in routers:
-        p.requires_grad_(True)
-    optimiser = torch.optim.Adam(routers, lr=lr)
-    try:
-        for _ in range(max_steps + 1):
-            out = model(ids)
-            reached = out.compression()
-            if all(abs(c / t - 1) <= tolerance for c, t in zip(reached, targets)):
-                return reached
-            optimiser.zero_grad(set_to_none=True)
-            out.ratio_loss.backward()
-            optimiser.step()
-    finally:
-        for p, flag in wanted.items():
-            p.requires_grad_(flag)
-        for p, grad in grads.items():
-            p.grad = grad
-    raise RuntimeError(f"settle_routing: compression {reached} after {max_steps} steps, targets {targets}")
-
-
-def autocast(device: str):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-
-
 # ------------------------------------------------------------------------------ train section
-def train_row(preset: str, batch: int, length: int, device: str, repeats: int) -> dict:
-    """Forward + backward of one batch: seconds, bases/s, peak memory over the weights."""
-    torch.manual_seed(0)
-    model = HNetForCausalLM(HNetConfig.from_preset(preset)).to(device)
-    # As a trained H-Net compresses, not as its random init happens to; fitted on no more bases than
-    # the step holds.
-    fit = min(length, 1024)
-    settle_routing(model, batch=max(1, min(4, batch * length // fit)), length=fit)
-    ids = torch.randint(0, 4, (batch, length), device=device)
-
-    def step():
-        with autocast(device):
-            out = model(ids, labels=ids)
-        out.loss.backward()
-        model.zero_grad(set_to_none=True)
-        return out
-
-    # Peak over what the weights and inputs already hold, warmup included (the first step also
-    # allocates the gradients).
-    # On CPU the kernel's high-water mark is reset after the routing fit (ru_maxrss is a lifetime
-    # mark that the fit would raise: scaling.reset_peak_memory gives back freed heap, then resets it).
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        from scaling import rss_mb, peak_rss_mb, reset_peak_memory
-
-        reset_peak_memory()
-        base = rss_mb() * 2**20
-    out = step()  # warmup, and the compression of the measured step
-    seconds = timed(step, device, repeats, warmup=0)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = peak_rss_mb() * 2**20 - base
-    return {
-        "params_m": model.num_parameters() / 1e6,
-        "seconds": seconds,
-        "bases_per_s": batch * length / seconds,
-        "peak_mb": peak / 2**20,
-        "compression": out.compression(),
-    }
-
-
 def section_train(report: Report, device: str, cap: float, repeats: int) -> None:
     report.table(["preset", "params (M)", "batch x length", "fwd+bwd (s, best)", "bases/s", "peak memory (MB)", "bases per chunk", "vs T9 (same shape)"])
     t9 = {}

@@ -5,9 +5,26 @@
     python benchmarks/scaling.py --out benchmarks/results/scaling            # the full sweep
     python benchmarks/scaling.py --smoke --out /tmp/scaling                  # seconds (the suite runs it)
     taskset -c 1 python benchmarks/scaling.py --threads 1 --out DIR          # what RESULTS.md ran
+"""
 
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import MODELS, git_commit, model_specs, peak_rss_mb, reset_peak_memory, rss_mb, settle_routing, status_mb
+
+DETAILS = """\
 The models are freshly initialised; an H-Net's routers are first fitted on the ratio loss alone until
-each level cuts at its target compression (3 bases per chunk: ``model_speed.settle_routing``), as
+each level cuts at its target compression (3 bases per chunk: ``common.settle_routing``), as
 trained routers do, so that its inner networks see as many positions as they would in training.
 
 Every point (model, width, length, mode) runs in a fresh process, so its peak memory is its own:
@@ -31,110 +48,12 @@ points. Rows are appended as they are measured; a rerun with the same ``--out`` 
 already in the CSV.
 """
 
-from __future__ import annotations
-
-import argparse
-import csv
-import datetime
-import json
-import os
-import resource
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
 COLUMNS = ["model", "d_model", "length", "mode", "batch", "seconds", "bases_per_s", "peak_mb", "status"]
 MODES = ("train", "train_ckpt", "infer")
 LENGTHS = [1024 * 2**i for i in range(7)]  # 1 k .. 64 k
 
-# The cpu_small sizes are read from pipelines/benchmarks/cpu_small.yaml (the data-efficiency
-# benchmark's compute-matched models); the d 256 ones scale every width by 4 (the Transformer and
-# Mamba-2 kept at the H-Net's outer width, not matched on compute).
-CPU_SMALL = REPO / "pipelines" / "benchmarks" / "cpu_small.yaml"
-MODELS = ("hnet_1stage", "hnet_1stage_mamba", "hnet_2stage", "transformer", "mamba2")
-WIDE = {
-    "hnet_1stage": {"preset": "tiny-hnet", "d_model": [256, 384], "d_intermediate": [0, 1024],
-                    "attn_cfg": {"num_heads": [4, 4], "rotary_emb_dim": [32, 48], "window_size": [255, -1]}},
-    "hnet_1stage_mamba": {"preset": "tiny-hnet", "arch_layout": ["m2t1", ["M2"], "m2"], "d_model": [256, 384],
-                          "d_intermediate": [0, 512],
-                          "attn_cfg": {"num_heads": [4, 4], "rotary_emb_dim": [32, 48], "window_size": [255, -1]}},
-    "hnet_2stage": {"preset": "tiny-hnet-2stage", "arch_layout": ["m2", ["m1", ["T2"], "m1"], "m1"],
-                    "d_model": [256, 384, 512], "d_intermediate": [0, 0, 1536],
-                    "attn_cfg": {"num_heads": [4, 4, 4], "rotary_emb_dim": [32, 48, 64], "window_size": [255, 255, -1]}},
-    "transformer": {"preset": "tiny-transformer", "arch_layout": ["T4"], "d_model": [256], "d_intermediate": [1024],
-                    "attn_cfg": {"num_heads": [4], "rotary_emb_dim": [32], "window_size": [-1]}},
-    "mamba2": {"preset": "tiny-mamba2", "arch_layout": ["M5"], "d_model": [256], "d_intermediate": [512]},
-}
-
-
-def model_specs() -> dict[tuple[str, int], dict | str]:
-    """{(name, outer d_model): model spec} for the cpu_small and the d 256 sizes."""
-    import yaml
-
-    from hnet_dna.model.loading import build_model
-
-    small = yaml.safe_load(CPU_SMALL.read_text())["models"]
-    specs = {}
-    for name in MODELS:
-        spec = small[name]["model"] if isinstance(small[name], dict) else small[name]
-        d = build_model(spec).config.d_model[0]
-        specs[(name, d)] = spec
-        specs[(name, WIDE[name]["d_model"][0])] = WIDE[name]
-    return specs
-
 
 # ------------------------------------------------------------------------------ one point
-def _status_mb(field: str) -> float | None:
-    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``, ``VmSize``) in MB; None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def rss_mb() -> float:
-    """Resident memory now (MB)."""
-    rss = _status_mb("VmRSS")
-    return rss if rss is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_memory() -> bool:
-    """Reset the kernel's high-water mark of this process's resident memory (Linux >= 4.0), so that
-    what the model loading or an earlier pass touched does not hide a smaller peak after it.
-
-    Free heap memory is first given back to the OS (glibc's ``malloc_trim``): with
-    ``keep_freed_memory`` the process keeps what the setup freed (an H-Net's routing fit, the short
-    warm-up step), and a step that reused it would fault nothing in and look smaller than it is.
-    (Its own libc call, not one in hnet_dna.backends: profile_step's ``--repo`` measures older
-    checkouts with this script, and the same protocol must hold for them.)"""
-    try:
-        import ctypes
-        import ctypes.util
-
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    """The high-water mark of resident memory since the last :func:`reset_peak_memory` (MB)."""
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_cap: float, threads: int) -> dict:
     """Measure one point in this process (a fresh one: see :func:`measure`)."""
     import torch
@@ -144,7 +63,6 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
 
     torch.set_num_threads(threads)
     backends.keep_freed_memory()  # as the command-line tools run (every model alike)
-    from model_speed import settle_routing
 
     torch.manual_seed(0)
     model = build_model(spec)
@@ -171,7 +89,7 @@ def run_point(spec, length: int, batch: int, mode: str, time_cap: float, memory_
     # The guard behind the cap: past it an allocation fails instead of swapping the machine.
     # Address space over what the process holds now, with room for allocator slack.
     if memory_cap > 0 and Path("/proc/self/status").is_file():
-        limit = int(((_status_mb("VmSize") or 0) + 1.5 * memory_cap + 512) * 2**20)
+        limit = int(((status_mb("VmSize") or 0) + 1.5 * memory_cap + 512) * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
     reset_peak_memory()
     before = rss_mb()
@@ -380,7 +298,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, epilog=DETAILS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=False)
     p.add_argument("--smoke", action="store_true", help="two short lengths, two small models: seconds")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -413,10 +331,9 @@ def main(argv=None) -> None:
         specs = {k: v for k, v in specs.items() if k[1] in args.widths}
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from hnet_dna.backends import cpu_name
-    from model_speed import git_commit
-
     import torch
+
+    from hnet_dna.backends import cpu_name
 
     started = datetime.datetime.now(datetime.timezone.utc)
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else list(argv)))

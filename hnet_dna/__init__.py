@@ -4,7 +4,8 @@ from .config import AttnConfig, ConfigError, HNetConfig, SSMConfig, presets
 from .model import HNetForCausalLM, HNetOutput, InputError
 from .model.heads import HNetForSequenceClassification
 from .tokenizer import NucleotideTokenizer, SequenceError
-from .weights import CheckpointError, load_official_checkpoint
+from .model.loading import load_official_checkpoint
+from .weights import CheckpointError
 
 
 def embed_sequences(*args, **kwargs):

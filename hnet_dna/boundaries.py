@@ -1,10 +1,29 @@
 """``python -m hnet_dna.boundaries``: where the model cuts a genomic region into chunks, as genome
 browser tracks, and whether the cuts fall at annotated feature edges.
+``--help`` says what it reads and writes.
+"""
 
-::
+from __future__ import annotations
 
-    python -m hnet_dna.boundaries --fasta GRCh37_chr20.fa.gz --region 20:30,000,001-31,000,000 --out runs/b/chr20 \
-        --annotation exons=hg19_chr20_refseq_exons.saf tss=hg19_chr20_refseq_tss.txt cpg=hg19_chr20_cpg_islands.bed
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .data.genome import DataError, chrom_aliases, open_fasta
+from .inference.tiling import check_windows, window_help
+from .interpret.boundaries import region_boundaries
+from .interpret.chunk_stats import chunk_length_stats, repeat_intervals
+from .interpret.enrichment import boundary_enrichment, local_gc
+from .interpret.plots import plot_boundaries
+from .io import parse_region, read_feature_edges, resolve_region, write_bigwig, write_chunks_bed
+from .model.loading import load_model
+from .runs import atomic_path, exit_on_user_error
+
+HELP = """::
+
+    python -m hnet_dna.boundaries --fasta GRCh37_chr20.fa.gz --region 20:30,000,001-31,000,000 --out runs/b/chr20         --annotation exons=hg19_chr20_refseq_exons.saf tss=hg19_chr20_refseq_tss.txt cpg=hg19_chr20_cpg_islands.bed
 
 Writes, per chunking level s (0 = outermost):
 
@@ -41,31 +60,14 @@ start: in homopolymer runs (one base >= 8 times), short tandem repeats (a 2-6 ba
 copies, >= 12 bases) found in the sequence, and each interval annotation (CpG islands, exons ...),
 against the region's: bases per chunk, its ratio to the region's, the chunks' mean length and
 the fraction of one-base chunks. ``PREFIX.png`` plots the tracks over ``--plot-region`` (default: 2 kb around the
-first annotated edge in the region). Chromosome names match through aliases (``chr20`` = ``20``)."""
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-import numpy as np
-
-from .config import ConfigError
-from .data.genome import DataError, chrom_aliases, open_fasta
-from .inference.tiling import check_windows, window_help
-from .interpret.boundaries import region_boundaries
-from .interpret.chunk_stats import chunk_length_stats, repeat_intervals
-from .interpret.enrichment import boundary_enrichment, local_gc
-from .interpret.plots import plot_boundaries
-from .io import parse_region, read_feature_edges, resolve_region, write_bigwig, write_chunks_bed
-from .model.loading import load_model
-from .runs import atomic_path, exit_on_user_error
+first annotated edge in the region). Chromosome names match through aliases (``chr20`` = ``20``).
+"""  # the --help epilog
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hnet_dna.boundaries", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m hnet_dna.boundaries", description=__doc__.split("\n\n")[0], epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fasta", required=True)
     p.add_argument("--region", required=True, help="CHROM:START-END, 1-based inclusive")

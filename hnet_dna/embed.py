@@ -1,6 +1,21 @@
 """``python -m hnet_dna.embed``: embeddings of DNA sequences from a pretrained model.
+``--help`` says what it reads and writes.
+"""
 
-::
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .inference.embed import DEFAULT_WINDOW, embed_sequences
+from .inference.tiling import window_help
+from .io import read_sequences
+from .model.loading import load_model
+from .model.pooling import POOLINGS
+from .runs import ResumableParts, atomic_path, check_output, exit_on_user_error, fingerprint
+
+HELP = """::
 
     python -m hnet_dna.embed --input seqs.fa --output seqs.npz                  # the default model
     python -m hnet_dna.embed --input peaks.bed --fasta hg19.fa --output peaks.npz --model runs/x/pretrained
@@ -10,10 +25,11 @@ Inputs: FASTA, CSV/TSV or BED + ``--fasta`` (see :mod:`hnet_dna.io`). The output
 opens with ``numpy.load(path, allow_pickle=False)`` and holds, for N sequences in input order:
 
 * ``ids`` (N,) unicode; ``lengths`` (N,) bases;
-* pooled modes: ``embeddings`` (N, D) float32. ``mean``: the mean of the backbone's output over the
-  sequence's bases (D = the outer width); ``chunks``: the mean of the innermost chunking level's
-  chunk states, before dechunking (D = the inner width; H-Nets only);
-* ``--pooling none``: ``position_embeddings`` (sum of lengths, D) and ``position_offsets`` (N+1,):
+* pooled modes (:mod:`hnet_dna.model.pooling`): ``embeddings`` (N, D) float32. ``mean``: the mean of
+  the backbone's output over the sequence's bases (D = the outer width); ``chunks``: the mean of the
+  innermost chunking level's chunk states, before dechunking (D = the inner width; H-Nets only);
+  ``last``: the output at the sequence's last base;
+* ``--pooling flatten`` (or its older name ``none``): every position, ``position_embeddings`` (sum of lengths, D) and ``position_offsets`` (N+1,):
   sequence i is rows ``position_offsets[i]:position_offsets[i+1]``;
 * ``--boundaries``: per chunking level s (0 = outermost), ``boundaries_<s>`` (flat, int64) and
   ``boundary_offsets_<s>`` (N+1,): the 0-based positions in the input sequence where the level's
@@ -23,37 +39,28 @@ Sequences longer than ``--window`` (default 4,096; ``None`` in Python reads ever
 are read in windows every ``--stride`` bases (default half a window); each base's output, and each chunk (by its first base), is taken from the earliest window
 holding it, so pooling over a long sequence is pooling over its bases (or chunks) each counted
 once; ``--exact-context`` instead reads each sequence once in blocks that continue from the
-model's caches, every base's output made with all the bases before it. ``--rc-average`` averages the pooled vectors (or, with ``none``, each position's vectors) of
+model's caches, every base's output made with all the bases before it. ``--rc-average`` averages the pooled vectors (or, with ``flatten``, each position's vectors) of
 a sequence and of its reverse complement, so a sequence and its reverse complement get the same
 embedding; boundaries are always those of the sequence as given.
 
 A killed run continues where it stopped when rerun with the same arguments (finished parts are kept
 in ``OUTPUT.parts/``); the output appears only when complete. The Python function is
-:func:`hnet_dna.inference.embed.embed_sequences` (also ``hnet_dna.embed_sequences``)."""
-
-from __future__ import annotations
-
-import argparse
-
-import numpy as np
-
-from .inference.embed import DEFAULT_WINDOW, POOLINGS, embed_sequences
-from .inference.tiling import window_help
-from .io import read_sequences
-from .model.loading import load_model
-from .runs import ResumableParts, atomic_path, check_output, exit_on_user_error, fingerprint
+:func:`hnet_dna.inference.embed.embed_sequences` (also ``hnet_dna.embed_sequences``).
+"""  # the --help epilog
 
 __all__ = ["embed_sequences", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hnet_dna.embed", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m hnet_dna.embed", description=__doc__.split("\n\n")[0], epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="FASTA, CSV/TSV, or BED (with --fasta)")
     p.add_argument("--output", required=True, help="the .npz to write")
     p.add_argument("--model", default=None,
                    help="preset, save_pretrained folder, or pretraining .ckpt (default: the shipped tiny chr20 model)")
-    p.add_argument("--pooling", default="mean", choices=POOLINGS)
+    p.add_argument("--pooling", default="mean", choices=(*POOLINGS, "none"),
+                   help="mean, chunks or last: one vector per sequence; flatten (or its older name none): every "
+                        "position (position_embeddings); see hnet_dna.model.pooling (default mean)")
     p.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
     p.add_argument("--boundaries", action="store_true", help="also write each level's chunk starts")
     p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")

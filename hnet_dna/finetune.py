@@ -1,10 +1,18 @@
 """``python -m hnet_dna.finetune``: the fine-tuning protocol, with the field's controls, in one command.
+``--help`` says what it reads and writes.
+"""
 
-::
+from __future__ import annotations
 
-    python -m hnet_dna.finetune --config pipelines/finetune/promoter_tss_chr20.yaml \
-        --seeds 0 1 2 --out results/promoter [--folds 5] [--systems model cnn ...] \
-        [any --data.* / --model.* / --trainer.* override]
+import argparse
+from pathlib import Path
+
+from .protocols.finetune import SYSTEMS, run_protocol
+from .runs import closing_process_group, exit_on_user_error
+
+HELP = """::
+
+    python -m hnet_dna.finetune --config pipelines/finetune/promoter_tss_chr20.yaml         --seeds 0 1 2 --out results/promoter [--folds 5] [--systems model cnn ...]         [any --data.* / --model.* / --trainer.* override]
 
 Systems, all on exactly the same splits (every row of results tells which):
 
@@ -41,21 +49,15 @@ A rerun skips the runs already finished (results are written after each one), an
 results when the config, the overrides, the folds or the data files differ from those of the
 finished runs (a fingerprint of all of them). A rerun whose backbone changed since (a new default
 model, a retrained folder) keeps the runs that do not rest on it (cnn, kmer_lr; scratch too when
-only the weights changed, not the architecture) and redoes the others."""
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-from .protocols.finetune import SYSTEMS, run_protocol
-from .runs import closing_process_group, exit_on_user_error
+only the weights changed, not the architecture) and redoes the others.
+"""  # the --help epilog
 
 __all__ = ["main", "run_protocol"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hnet_dna.finetune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hnet_dna.finetune", description=__doc__.split("\n\n")[0],
+                                     epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a fine-tuning recipe (pipelines/finetune/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and the runs")

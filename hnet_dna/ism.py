@@ -1,7 +1,27 @@
 """``python -m hnet_dna.ism``: in-silico mutagenesis (ISM) maps: every single-base substitution of
 each input sequence, scored by a language model or by a fine-tuned classifier.
+``--help`` says what it reads and writes. In Python: ``hnet_dna.ism(sequences, model=None, scorer="lm")`` (or ``scorer=`` a classifier task or
+its checkpoint path) returns an :class:`~hnet_dna.interpret.ism.ISMResult` (:mod:`hnet_dna.interpret.ism`).
+"""
 
-::
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+
+import numpy as np
+
+from .config import ConfigError
+from .data.genome import DataError, open_fasta
+from .inference.tiling import check_windows, choose_device, window_help
+from .interpret.ism import DEFAULT_WINDOW, ISMResult, ism
+from .interpret.plots import plot_ism
+from .io import InputSequence, read_sequences, resolve_region, write_bigwig
+from .model.loading import load_model
+from .runs import ResumableParts, atomic_path, check_output, exit_on_user_error, fingerprint
+
+HELP = """::
 
     python -m hnet_dna.ism --input seqs.fa --output ism.npz                        # the default model
     python -m hnet_dna.ism --input promoters.csv --ckpt_path runs/x/best.ckpt --output ism.npz
@@ -38,26 +58,7 @@ sequence (a classifier); all substitutions of a window go through the model in b
 ``--batch-size`` rows (plus the unmutated window in each batch, so that every difference is taken
 between rows of one forward pass). Memory is that of ``score`` at ``--batch-size`` windows. A killed
 run continues where it stopped when rerun with the same arguments (``OUT.npz.parts/``).
-
-In Python: ``hnet_dna.ism(sequences, model=None, scorer="lm")`` (or ``scorer=`` a classifier task or
-its checkpoint path) returns an :class:`~hnet_dna.interpret.ism.ISMResult` (:mod:`hnet_dna.interpret.ism`)."""
-
-from __future__ import annotations
-
-import argparse
-import sys
-import types
-
-import numpy as np
-
-from .config import ConfigError
-from .data.genome import DataError, open_fasta
-from .inference.tiling import check_windows, choose_device, window_help
-from .interpret.ism import DEFAULT_WINDOW, ISMResult, ism
-from .interpret.plots import plot_ism
-from .io import InputSequence, read_sequences, resolve_region, write_bigwig
-from .model.loading import load_model
-from .runs import ResumableParts, atomic_path, check_output, exit_on_user_error, fingerprint
+"""  # the --help epilog
 
 __all__ = ["ism", "ISMResult", "main"]
 
@@ -65,7 +66,7 @@ __all__ = ["ism", "ISMResult", "main"]
 # ---------------------------------------------------------------------------------- command
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hnet_dna.ism", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2].split("\n\nIn Python")[0],
+                                epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--input", help="sequences: FASTA, CSV/TSV, or BED (with --fasta)")

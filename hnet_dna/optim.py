@@ -43,7 +43,7 @@ def stage_lr_multipliers(config: HNetConfig) -> list[float]:
 
 def parameter_stages(model) -> dict[str, int]:
     """Parameter name -> stage index (innermost stage holding it; 0 outside the backbone)."""
-    from .model.hnet import HNetStage
+    from .model.stage import HNetStage
 
     stages = {name: 0 for name, _ in model.named_parameters()}
     for prefix, module in model.named_modules():
@@ -62,7 +62,7 @@ def layer_depths(model) -> tuple[dict[str, int], int]:
     end of its encoder (they read the encoder's output). The LM head, unused by a classifier, gets
     the top depth. For layer-wise learning-rate decay and partial freezing in fine-tuning.
     """
-    from .model.hnet import HNetStage
+    from .model.stage import HNetStage
 
     depths: dict[str, int] = {}
     depth = 0

@@ -1,7 +1,26 @@
 """``python -m hnet_dna.score``: likelihoods of sequences, per-base bits over a region, and
 variant effects from a VCF, under a pretrained model.
+``--help`` says what it reads and writes.
+"""
 
-::
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .data.genome import DataError, open_fasta
+from .inference.score import DEFAULT_WINDOW, score_variants, sequence_bits, sequence_bits_exact
+from .inference.tiling import check_windows, choose_device, window_help
+from .io import (InputSequence, encode_sequences, load_variants, open_vcf, read_sequences, resolve_region,
+                 write_variants_tsv, write_variants_vcf)
+from .model.loading import load_model
+from .runs import atomic_path, check_output, exit_on_user_error
+
+HELP = """::
 
     python -m hnet_dna.score --input seqs.fa --output scores.tsv [--both-strands]
     python -m hnet_dna.score --fasta hg19.fa --region 20:1,000,001-1,010,000 --output bits.bedgraph
@@ -31,31 +50,15 @@ that continue from the model's caches, every base scored with all the bases befo
   skipped and counted. A REF that disagrees with the FASTA stops the run naming the variant (or
   with ``--skip-ref-mismatch`` is skipped and counted). OUT ``.tsv`` gets ``chrom pos id ref alt
   llr_bits`` (+ ``llr_bits_rc``); OUT ``.vcf`` / ``.vcf.gz`` / ``.bcf`` a copy of the VCF with INFO
-  ``HNET_LLR`` (Number=A; + ``HNET_LLR_RC``)."""
-
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from .config import ConfigError
-from .data.genome import DataError, open_fasta
-from .inference.score import DEFAULT_WINDOW, score_variants, sequence_bits, sequence_bits_exact
-from .inference.tiling import check_windows, choose_device, window_help
-from .io import (InputSequence, encode_sequences, load_variants, open_vcf, read_sequences, resolve_region,
-                 write_variants_tsv, write_variants_vcf)
-from .model.loading import load_model
-from .runs import atomic_path, check_output, exit_on_user_error
+  ``HNET_LLR`` (Number=A; + ``HNET_LLR_RC``).
+"""  # the --help epilog
 
 __all__ = ["main"]
 
 
 # ---------------------------------------------------------------------------------- command
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hnet_dna.score", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m hnet_dna.score", description=__doc__.split("\n\n")[0], epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--input", help="sequences: FASTA, CSV/TSV, or BED (with --fasta)")

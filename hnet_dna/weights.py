@@ -8,7 +8,9 @@
 
 Official checkpoints are plain state dicts saved with ``torch.save``. They are read with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers, so a
-checkpoint cannot run code on load.
+checkpoint cannot run code on load. Files only: the model classes that fill themselves from these
+(``HNetForCausalLM.from_pretrained``, :func:`hnet_dna.model.loading.load_official_checkpoint`) import
+this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from safetensors.torch import load_model, save_model
 from .config import HNetConfig
 from .tokenizer import NucleotideTokenizer
 
-__all__ = ["save_pretrained", "load_pretrained", "load_official_checkpoint", "CheckpointError"]
+__all__ = ["save_pretrained", "read_pretrained", "load_pretrained_weights", "read_official_state", "CheckpointError"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -42,9 +44,9 @@ def save_pretrained(model, directory: str | Path) -> None:
     save_model(model, str(directory / WEIGHTS_NAME))  # handles tied embeddings
 
 
-def load_pretrained(directory: str | Path, map_location="cpu"):
-    from .model import HNetForCausalLM
-
+def read_pretrained(directory: str | Path) -> tuple[HNetConfig, NucleotideTokenizer | None]:
+    """The config and tokenizer a ``save_pretrained`` folder describes (after checking that its
+    config and weights are there); the weights go in with :func:`load_pretrained_weights`."""
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
@@ -56,25 +58,22 @@ def load_pretrained(directory: str | Path, map_location="cpu"):
     tokenizer = None
     if (directory / TOKENIZER_NAME).is_file():
         tokenizer = NucleotideTokenizer.from_settings(json.loads((directory / TOKENIZER_NAME).read_text()))
-    model = HNetForCausalLM(config, tokenizer=tokenizer)
-    missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False, device=str(map_location))
+    return config, tokenizer
+
+
+def load_pretrained_weights(model: torch.nn.Module, directory: str | Path, map_location="cpu") -> None:
+    """Fill ``model`` (built from :func:`read_pretrained`'s config) with the folder's weights; a
+    weight that does not fit is a :class:`CheckpointError`."""
+    path = Path(directory) / WEIGHTS_NAME
+    missing, unexpected = load_model(model, str(path), strict=False, device=str(map_location))  # tied embeddings too
     if missing or unexpected:
-        raise CheckpointError(_mismatch(directory / WEIGHTS_NAME, missing, unexpected))
-    return model
+        raise CheckpointError(_mismatch(path, missing, unexpected))
 
 
-def load_official_checkpoint(checkpoint: str | Path, config: str | Path | HNetConfig, map_location="cpu"):
-    """Build a model from an official config JSON and load an official ``.pt`` into it (strict).
-
-    Args:
-        checkpoint: the ``.pt`` file (a state dict saved with ``torch.save``).
-        config: the official config JSON (or an :class:`HNetConfig`).
-    """
-    from .model import HNetForCausalLM
-
+def read_official_state(checkpoint: str | Path, map_location="cpu") -> dict[str, torch.Tensor]:
+    """The state dict of an official ``.pt`` file (``torch.load(weights_only=True)``: tensors and
+    plain containers only)."""
     checkpoint = Path(checkpoint)
-    if not isinstance(config, HNetConfig):
-        config = HNetConfig.from_json(config)
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint}: no such checkpoint file")
     try:
@@ -94,11 +93,13 @@ def load_official_checkpoint(checkpoint: str | Path, config: str | Path | HNetCo
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{checkpoint}: expected a state dict (parameter name -> tensor)")
-    model = HNetForCausalLM(config)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(_mismatch(checkpoint, result.missing_keys, result.unexpected_keys))
-    return model
+    return state
+
+
+def check_fit(path, missing, unexpected) -> None:
+    """A :class:`CheckpointError` naming the keys when weights do not fit their model."""
+    if missing or unexpected:
+        raise CheckpointError(_mismatch(path, missing, unexpected))
 
 
 def _mismatch(path, missing, unexpected) -> str:

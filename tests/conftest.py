@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from hnet_dna import HNetConfig, HNetForCausalLM
 
@@ -93,3 +94,34 @@ def kept_for_backward(exclude=()):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield kept
+
+
+def genome_fixture(tmp_path, name="20", length=12_000):
+    """A FASTA with one record named ``name``: real chr20 letters from the committed slices."""
+    from hnet_dna.data.genome import open_fasta  # not at the top: it imports Triton (via Lightning) before TRITON_INTERPRET is set
+    seq = read_fixture_fasta(DATA / "chr20_slices.fa")["chr20_train"][:length]
+    path = tmp_path / "genome.fa"
+    path.write_text(f">{name}\n" + "\n".join(seq[i:i + 60] for i in range(0, len(seq), 60)) + "\n")
+    open_fasta(path)  # its index, as a user's genome has one: outputs are what tests look for
+    return path, seq
+
+
+def finetune_recipe(tmp_path, **data) -> str:
+    """A fine-tuning recipe (a tiny H-Net on the promoter fixture, 3 epochs, selection on val/mcc);
+    ``data`` overrides the data module's arguments. Returns its path."""
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "hnet_dna.tasks.FinetuneModule",
+                  "init_args": {"backbone": {"preset": "tiny-hnet", "d_model": [32, 48],
+                                             "attn_cfg": {"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}},
+                                "lr": 3e-3}},
+        "data": {"class_path": "hnet_dna.data.LabelledDataModule",
+                 "init_args": {"train": str(DATA / "labelled" / "promoter_tss_chr20_300bp.tsv"), "batch_size": 8, **data}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "enable_progress_bar": False, "enable_model_summary": False,
+                    "log_every_n_steps": 1,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"monitor": "val/mcc", "mode": "max", "save_last": True}}]},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)

@@ -30,11 +30,17 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch):
 
 
 def test_every_mutant_still_applies():
-    """Each mutant's text occurs exactly once in its file (``python tests/mutants.py`` stops at the
-    first that does not: a refactor must carry its mutants along)."""
+    """Each mutant's text occurs exactly once in its file, and the test named to catch it exists
+    (``python -m tests.mutants`` stops at the first that does not: a refactor must carry its
+    mutants along)."""
     from .mutants import MUTANTS
 
     stale = [f"{m.name}: {old[:60]!r} occurs {(ROOT / m.file).read_text().count(old)} times in {m.file}"
              for m in MUTANTS for old, _ in m.edits if (ROOT / m.file).read_text().count(old) != 1]
+    for m in MUTANTS:
+        path, test = m.test.split("::")
+        name = re.match(r"\w+", test).group(0)
+        if not (ROOT / path).is_file() or f"def {name}(" not in (ROOT / path).read_text():
+            stale.append(f"{m.name}: no test {name} in {path}")
     assert not stale, "\n".join(stale)
     assert len({m.name for m in MUTANTS}) == len(MUTANTS)

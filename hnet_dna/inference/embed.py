@@ -22,12 +22,12 @@ from ..config import ConfigError
 from ..io import InputSequence, encode_sequences
 from ..model.hnet import HNetForCausalLM
 from ..model.loading import load_model
+from ..model.pooling import check_pooling
 from ..runs import Progress, ResumableParts
 from .tiling import check_windows, choose_device, length_batches, read_exact, tiles
 
-__all__ = ["embed_sequences", "POOLINGS", "DEFAULT_WINDOW"]
+__all__ = ["embed_sequences", "DEFAULT_WINDOW"]
 
-POOLINGS = ("mean", "chunks", "none")
 
 
 PART_BASES = 1 << 20  # bases per resumable part
@@ -114,6 +114,8 @@ def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, de
             return torch.cat(st.hidden).mean(0)
         if pooling == "chunks":
             return torch.cat(st.chunks).mean(0)
+        if pooling == "last":
+            return torch.cat(st.hidden)[-1]
         per_position = torch.cat(st.hidden)  # (L, D)
         return per_position if strand == 0 else per_position.flip(0)  # back to forward positions
 
@@ -127,14 +129,14 @@ def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, de
     return out
 
 
-def _check_options(model: HNetForCausalLM, pooling: str, boundaries: bool, window, stride, batch_size: int) -> None:
-    if pooling not in POOLINGS:
-        raise ConfigError(f"--pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    if pooling == "chunks" and model.config.num_stages < 2:
-        raise ConfigError("--pooling chunks needs an H-Net: an isotropic model has no chunks (use mean or none)")
+def _check_options(model: HNetForCausalLM, pooling: str, boundaries: bool, window, stride, batch_size: int) -> str:
+    """The pooling to run (``none``: the older name of ``flatten``), once every option is checked."""
+    pooling = "flatten" if pooling == "none" else pooling
+    check_pooling(pooling, model.config.num_stages, flag="--pooling")
     if boundaries and model.config.num_stages < 2:
         raise ConfigError("--boundaries needs an H-Net: an isotropic model does not cut its input into chunks")
     check_windows(window, stride, batch_size)
+    return pooling
 
 
 def _parts(lengths, batch_size: int) -> list[list[int]]:
@@ -169,7 +171,7 @@ def embed_sequences(
         raise ConfigError("embed_sequences got no sequences")
     if not isinstance(model, HNetForCausalLM):
         model = load_model(model)
-    _check_options(model, pooling, boundaries, window, stride, batch_size)
+    pooling = _check_options(model, pooling, boundaries, window, stride, batch_size)
     ids_list = encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
     _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)
     device = choose_device(device) if not isinstance(device, torch.device) else device
@@ -185,7 +187,7 @@ def embed_sequences(
         for p, members in enumerate(parts):
             if _resume is not None and p in _resume:
                 part = _resume.load(p)
-                rows = _unpack_part(part, len(members), pooled=pooling != "none")
+                rows = _unpack_part(part, len(members), pooled=pooling != "flatten")
             else:
                 rows = _embed_part(model, [ids_list[i] for i in members], pooling, rc_average, boundaries,
                                    batch_size, device, window, stride, exact_context)
@@ -216,7 +218,7 @@ def _unpack_part(part, n: int, pooled: bool):
 
 def _assemble(results, lengths, pooling, boundaries) -> dict[str, np.ndarray]:
     out = {"lengths": np.asarray(lengths, dtype=np.int64)}
-    if pooling == "none":
+    if pooling == "flatten":
         out["position_embeddings"] = np.concatenate([r[0] for r in results]).astype(np.float32)
         out["position_offsets"] = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in results])]).astype(np.int64)
     else:

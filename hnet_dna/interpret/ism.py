@@ -202,7 +202,8 @@ def ism(
         encoded = encode_sequences(records, lm.tokenizer)
         net, kind = lm, "lm"
     else:
-        from ..tasks.finetune import ClassifierTask, load_classifier
+        from ..tasks.classifier import ClassifierTask
+        from ..tasks.finetune import load_classifier
 
         task = scorer if isinstance(scorer, ClassifierTask) else load_classifier(scorer)
         task.eval()

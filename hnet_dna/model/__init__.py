@@ -1,5 +1,6 @@
 """The H-Net model: blocks, chunking, stages and the causal-LM wrapper."""
 
-from .hnet import HNetCache, HNetForCausalLM, HNetOutput, HNetStage, InputError
+from .hnet import HNetForCausalLM, HNetOutput, InputError
+from .stage import HNetCache, HNetStage
 
 __all__ = ["HNetForCausalLM", "HNetOutput", "HNetStage", "HNetCache", "InputError"]

@@ -7,17 +7,8 @@
     logits   = classifier(dropout(norm(pooled)))           # (B, C)
     logits   = (logits + logits of the reverse complement) / 2    with rc_conjoin
 
-Pooling:
-
-* ``mean``: mean of the backbone's output over the real bases (padding never counts);
-* ``chunks``: mean of the innermost chunking level's chunk states over real chunks (H-Nets only;
-  an isotropic model has no chunks and is refused);
-* ``last``: the backbone's output at each row's last real base (it has seen the whole sequence);
-* ``flatten``: the output at every position laid end to end, right-padded with zeros to
-  ``max_length`` (B, max_length * D_0): a linear head that can read *where* a signal lies. Mean
-  pooling averages position away; for short windows centred on a site (splice junctions, TSS) the
-  position of a motif is the label, and a pretrained backbone's features keep it (see
-  ``benchmarks/finetune_diagnostics.py``). Each position is normalised before it is laid down.
+Pooling (``mean``, ``chunks``, ``last``, ``flatten``): :mod:`hnet_dna.model.pooling`, shared with the
+protocol's probe and ``embed``. With ``flatten`` each position is normalised before it is laid down.
 
 The head's input is normalised (``head_norm``, a LayerNorm) by default: a pretrained backbone's
 pooled features are small (its final RMSNorm gains shrink during pretraining), share one large
@@ -40,10 +31,10 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, HNetConfig
 from .hnet import HNetForCausalLM, InputError
+from .pooling import Pooling, check_pooling, pool_features, pooled_width
 
-__all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput", "POOLINGS", "pool_features"]
+__all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput"]
 
-POOLINGS = ("mean", "chunks", "last", "flatten")
 HEAD_NAME = "classifier.json"
 
 
@@ -51,25 +42,6 @@ HEAD_NAME = "classifier.json"
 class SequenceClassifierOutput:
     logits: torch.Tensor  # (B, C)
     loss: torch.Tensor | None = None  # mean cross-entropy when labels are given
-
-
-def pool_features(features, pooling: str) -> torch.Tensor:
-    """(B, D) from :class:`~hnet_dna.model.features.BackboneFeatures`; see the module docstring."""
-    if pooling == "mean":
-        weights = features.mask.to(features.hidden.dtype)[..., None]  # (B, L, 1)
-        return (features.hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-    if pooling == "last":
-        last = features.mask.sum(-1) - 1  # (B,)
-        return features.hidden[torch.arange(last.shape[0], device=last.device), last]
-    if pooling == "flatten":
-        raise ConfigError("pooling 'flatten' keeps every position: HNetForSequenceClassification lays them down")
-    if pooling == "chunks":
-        if not features.levels:
-            raise ConfigError("pooling 'chunks' needs an H-Net: an isotropic model has no chunks (use 'mean' or 'last')")
-        level = features.levels[-1]
-        weights = level.mask.to(level.states.dtype)[..., None]  # (B, M, 1)
-        return (level.states * weights).sum(1) / weights.sum(1).clamp(min=1)
-    raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
 class HNetForSequenceClassification(nn.Module):
@@ -86,13 +58,10 @@ class HNetForSequenceClassification(nn.Module):
         max_length: with ``flatten``, the longest sequence the head takes (shorter ones are padded).
     """
 
-    def __init__(self, backbone: HNetForCausalLM, class_names: list[str], pooling: str = "mean",
+    def __init__(self, backbone: HNetForCausalLM, class_names: list[str], pooling: Pooling = "mean",
                  rc_conjoin: bool = False, dropout: float = 0.0, head_norm: bool = True, max_length: int | None = None):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        if pooling == "chunks" and backbone.config.num_stages < 2:
-            raise ConfigError("pooling 'chunks' needs an H-Net: an isotropic model has no chunks (use 'mean' or 'last')")
+        check_pooling(pooling, backbone.config.num_stages)
         if len(class_names) < 2:
             raise ConfigError(f"a classifier needs at least two classes, got {class_names!r}")
         self.backbone = backbone
@@ -101,8 +70,7 @@ class HNetForSequenceClassification(nn.Module):
             raise ConfigError("pooling 'flatten' needs max_length, the longest sequence the head will read")
         self.pooling, self.rc_conjoin = pooling, rc_conjoin
         self.max_length = max_length if pooling == "flatten" else None
-        # chunk states have the width of the stage that dechunks them (the innermost level's parent)
-        width = backbone.config.d_model[backbone.config.num_stages - 2 if pooling == "chunks" else 0]
+        width = pooled_width(pooling, backbone.config)
         self.head_norm = nn.LayerNorm(width) if head_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(width * (self.max_length or 1), len(self.class_names))
@@ -119,16 +87,11 @@ class HNetForSequenceClassification(nn.Module):
 
     def _logits(self, input_ids, mask) -> torch.Tensor:
         features = self.backbone.features(input_ids, mask)
-        if self.pooling == "flatten":
-            batch, length, _ = features.hidden.shape
-            if length > self.max_length:
-                raise InputError(f"a sequence of {length} bases is longer than this head's max_length {self.max_length} "
-                                 "(pooling 'flatten' reads a fixed number of positions)")
-            hidden = self.head_norm(features.hidden.to(self.classifier.weight.dtype))  # (B, L, D)
-            hidden = hidden * features.mask[..., None].to(hidden.dtype)  # padding lays down zeros
-            laid = F.pad(hidden, (0, 0, 0, self.max_length - length)).reshape(batch, -1)  # (B, max_length * D)
+        dtype = self.classifier.weight.dtype
+        if self.pooling == "flatten":  # each position normalised, then laid down: (B, max_length * D)
+            laid = pool_features(features, "flatten", max_length=self.max_length, position_norm=self.head_norm, dtype=dtype)
             return self.classifier(self.dropout(laid))
-        pooled = pool_features(features, self.pooling).to(self.classifier.weight.dtype)  # (B, D)
+        pooled = pool_features(features, self.pooling, dtype=dtype)  # (B, D)
         return self.classifier(self.dropout(self.head_norm(pooled)))
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,

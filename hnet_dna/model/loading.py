@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError, HNetConfig, presets
-from ..weights import CheckpointError
+from ..weights import CheckpointError, check_fit, read_official_state
 from .hnet import HNetForCausalLM
 
-__all__ = ["build_model", "load_model", "is_untrained", "default_model_path", "DEFAULT_MODEL"]
+__all__ = ["build_model", "load_model", "load_official_checkpoint", "is_untrained", "default_model_path", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "default"  # the name of the shipped model wherever a model is taken
 
@@ -100,4 +100,21 @@ def _from_lightning_checkpoint(path: Path, flag: str) -> HNetForCausalLM:
         raise CheckpointError(
             f"{flag} {path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+    return model
+
+
+def load_official_checkpoint(checkpoint: str | Path, config: str | Path | HNetConfig, map_location="cpu") -> HNetForCausalLM:
+    """Build a model from an official config JSON and load an official ``.pt`` into it (strict).
+
+    Args:
+        checkpoint: the ``.pt`` file (a state dict saved with ``torch.save``; read safely, see
+            :func:`hnet_dna.weights.read_official_state`).
+        config: the official config JSON (or an :class:`HNetConfig`).
+    """
+    if not isinstance(config, HNetConfig):
+        config = HNetConfig.from_json(config)
+    state = read_official_state(checkpoint, map_location=map_location)
+    model = HNetForCausalLM(config)
+    result = model.load_state_dict(state, strict=False)
+    check_fit(checkpoint, result.missing_keys, result.unexpected_keys)
     return model

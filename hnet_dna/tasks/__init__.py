@@ -7,7 +7,8 @@ from .callbacks import (
            TrainingCurves,
            TrainingWindowLog,
 )
-from .finetune import CNNBaselineModule, FinetuneModule
+from .classifier import CNNBaselineModule
+from .finetune import FinetuneModule
 from .pretrain import PretrainModule, build_model
 
 __all__ = ["PretrainModule", "FinetuneModule", "CNNBaselineModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",

@@ -1,175 +1,37 @@
-"""Fine-tuning a classifier on labelled DNA as a LightningModule (``python -m hnet_dna fit``).
+"""Fine-tuning a pretrained (or fresh) backbone as a classifier, a LightningModule (``python -m
+hnet_dna fit``; metrics, strand policy and steps: :mod:`hnet_dna.tasks.classifier`). Model
+selection and early stopping use ``val/mcc`` only (the recipes in ``pipelines/finetune/``); the
+test split is never looked at before the selected checkpoint is tested.
 
-Metrics are torchmetrics computed on the whole split (states summed over batches and processes,
-never averaged per batch): ``accuracy``, ``mcc`` (Matthews correlation), ``f1_macro`` and ``auroc``
-(binary: the second class is the positive one; more classes: macro one-vs-rest), logged per epoch
-as ``val/...`` and ``test/...``, beside ``val/loss``. Model selection and early stopping use
-``val/mcc`` only (see the recipes in ``pipelines/finetune/``); the test split is never looked at
-before the selected checkpoint is tested.
-
-Strand: RC-conjoined logits follow the data module's ``strand_symmetric`` (on where a sequence and
-its reverse complement share a label, off otherwise); asking for them on strand-specific labels is
-an error.
-
-Fine-tuning a pretrained backbone (:class:`FinetuneModule`) offers what its recipe may need, each
-chosen on validation only: a normalised head input (``head_norm``), layer-wise learning-rate decay
-(``lr_layer_decay``), linear warmup (``warmup_fraction``), weight decay towards the pretrained
-weights instead of towards zero (``decay_toward: pretrained``, the L2-SP regulariser of Li et al.
-2018, applied decoupled as AdamW applies its decay) or none (``weight_decay: 0``), and partial
-freezing (``freeze_layers``: the embedding and the first N blocks). :class:`CNNBaselineModule` is
-the small CNN control trained from scratch with the same data, steps and selection.
+:class:`FinetuneModule` offers what a recipe may need, each chosen on validation only: a normalised
+head input (``head_norm``), layer-wise learning-rate decay (``lr_layer_decay``), linear warmup
+(``warmup_fraction``), weight decay towards the pretrained weights instead of towards zero
+(``decay_toward: pretrained``, the L2-SP regulariser of Li et al. 2018, applied decoupled as AdamW
+applies its decay) or none (``weight_decay: 0``), and partial freezing (``freeze_layers``: the
+embedding and the first N blocks).
 """
 
 from __future__ import annotations
 
 import sys
 
-import lightning.pytorch as pl
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.aggregation import MeanMetric
-from torchmetrics.classification import (
-    BinaryAUROC,
-    MulticlassAccuracy,
-    MulticlassAUROC,
-    MulticlassF1Score,
-    MulticlassMatthewsCorrCoef,
-)
 
 from ..config import ConfigError, HNetConfig
 from ..model import HNetForCausalLM
-from ..model.cnn import CNNClassifier
 from ..model.heads import HNetForSequenceClassification
 from ..model.loading import load_model
+from ..model.pooling import Pooling
 from ..optim import layer_depths, param_groups
-from .pretrain import lr_factor
+from .classifier import ClassifierTask, CNNBaselineModule, classification_metrics
 
-__all__ = ["FinetuneModule", "CNNBaselineModule", "load_backbone", "load_classifier", "classification_metrics"]
+__all__ = ["FinetuneModule", "load_backbone", "load_classifier", "ClassifierTask", "CNNBaselineModule", "classification_metrics"]
 
 
 def load_backbone(spec: str | dict) -> HNetForCausalLM:
     """What ``--model.backbone`` takes: a preset, a config JSON, a ``save_pretrained`` folder,
     inline fields, ``default`` (the shipped pretrained model) or a pretraining ``.ckpt``."""
     return load_model(spec, "--model.backbone")
-
-
-def classification_metrics(num_classes: int) -> MetricCollection:
-    """Dataset-level metrics, fed with (probabilities (B, C), labels (B,))."""
-    auroc = BinaryAUROC() if num_classes == 2 else MulticlassAUROC(num_classes=num_classes, average="macro")
-    return MetricCollection({
-        "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro"),
-        "mcc": MulticlassMatthewsCorrCoef(num_classes=num_classes),
-        "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
-        "auroc": auroc,
-    })
-
-
-class ClassifierTask(pl.LightningModule):
-    """What every classifier task shares: classes from the data, strand policy, split-level
-    metrics, the steps. Subclasses build ``self.classifier`` in :meth:`_build` and choose the ids
-    it reads in :meth:`_model_ids`."""
-
-    classifier: torch.nn.Module | None
-
-    def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
-        raise NotImplementedError
-
-    def _longest(self, what: str) -> int:
-        """The longest sequence of the data module's splits (stored in checkpoints by the caller,
-        so that test / predict rebuild the same layers)."""
-        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
-        lengths = [len(ids) for split, ds in getattr(dm, "datasets", {}).items() if split != "predict" for ids in ds.ids]
-        if not lengths:
-            raise ConfigError(f"{what} needs --model.max_length or a labelled data module to take it from")
-        return max(lengths)
-
-    # what a checkpoint's head was built with: a module built here must agree before its weights load
-    BUILT_WITH = ("class_names", "rc_conjoin", "max_length", "pooling")
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {})
-        state = checkpoint.get("state_dict", {})
-        norm = getattr(self.classifier, "head_norm", None)
-        if isinstance(norm, torch.nn.LayerNorm) and "classifier.head_norm.weight" not in state:
-            self.classifier.head_norm = torch.nn.Identity()  # a checkpoint from before head_norm existed
-            self.hparams.head_norm = False
-        for key in self.BUILT_WITH:
-            if key in saved and key in self.hparams and saved[key] != self.hparams[key]:
-                raise ConfigError(
-                    f"the checkpoint's classifier was built with {key} {saved[key]!r}, this one with {self.hparams[key]!r} "
-                    f"(from the data now attached); give --model.{key} {saved[key]!r} or load it with load_from_checkpoint"
-                )
-
-    def _make_metrics(self, class_names: list[str], rc_conjoin: bool) -> None:
-        self.metrics = torch.nn.ModuleDict({split: classification_metrics(len(class_names)) for split in ("val", "test")})
-        # the mean loss over the split, summed over processes (see PretrainModule._log_outputs)
-        self.losses = torch.nn.ModuleDict({split: MeanMetric().set_dtype(torch.float64) for split in ("val", "test")})
-        self.hparams.class_names, self.hparams.rc_conjoin = list(class_names), rc_conjoin  # stored in checkpoints
-
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        strand_symmetric = getattr(dm, "strand_symmetric", None)
-        if self.hparams.rc_conjoin and strand_symmetric is False:
-            raise ConfigError(
-                "--model.rc_conjoin true averages each sequence's logits with its reverse complement's, which is "
-                "wrong for strand-specific labels (--data.strand_symmetric false); leave rc_conjoin unset"
-            )
-        if self.classifier is None:
-            names = getattr(dm, "class_names", None)
-            if names is None:
-                raise ConfigError(f"{type(self).__name__} needs --model.class_names or a labelled data module (hnet_dna.data.LabelledDataModule)")
-            rc = self.hparams.rc_conjoin
-            self._build(list(names), bool(strand_symmetric) if rc is None else bool(rc))
-        elif dm is not None:
-            names = getattr(dm, "class_names", None)
-            if names is not None and list(names) != self.classifier.class_names:
-                raise ConfigError(f"the data's classes {list(names)} differ from the model's {self.classifier.class_names}")
-            if self._rc_from_data and strand_symmetric is not None:  # a flag, no weights: set before fitting
-                self.classifier.rc_conjoin = self.hparams.rc_conjoin = bool(strand_symmetric)
-
-    # ------------------------------------------------------------------------------- steps
-    def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return input_ids
-
-    def forward(self, batch: dict):
-        return self.classifier(self._model_ids(batch["input_ids"]), mask=batch["mask"], labels=batch.get("labels"))
-
-    def training_step(self, batch: dict, batch_idx: int):
-        out = self(batch)
-        self.log("train/loss", out.loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch["labels"]))
-        return out.loss
-
-    def _evaluate(self, split: str, batch: dict) -> None:
-        out = self(batch)
-        probs = out.logits.float().softmax(-1)
-        metrics = self.metrics[split]
-        for name, metric in metrics.items():
-            metric.update(probs[:, 1] if isinstance(metric, BinaryAUROC) else probs, batch["labels"])
-            self.log(f"{split}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "mcc")
-        self.losses[split].update(out.loss.detach().double(), len(batch["labels"]))
-        self.log(f"{split}/loss", self.losses[split], on_step=False, on_epoch=True)
-
-    def validation_step(self, batch: dict, batch_idx: int):
-        self._evaluate("val", batch)
-
-    def test_step(self, batch: dict, batch_idx: int):
-        self._evaluate("test", batch)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"index": batch["index"], "probs": self.logits(batch["input_ids"], batch["mask"]).float().softmax(-1)}
-
-    def logits(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits (B, C) of nucleotide-table ids (B, L), what the labelled data modules and
-        :class:`~hnet_dna.tokenizer.NucleotideTokenizer` make; ``mask`` (B, L) True on bases."""
-        return self.classifier(self._model_ids(input_ids), mask=mask).logits
-
-    def _scheduled(self, optimizer) -> dict:
-        hp = self.hparams
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total, "cosine", hp.warmup_fraction, 0.0, hp.min_lr_fraction)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class FinetuneModule(ClassifierTask):
@@ -181,7 +43,8 @@ class FinetuneModule(ClassifierTask):
         class_names: the classes; by default taken from the data module when fitting starts (and
             stored in checkpoints, so ``test`` / ``predict`` rebuild the same head).
         pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks), ``last``, or
-            ``flatten`` (every position laid end to end: a head that sees where a signal lies).
+            ``flatten`` (every position laid end to end: a head that sees where a signal lies); see
+            :mod:`hnet_dna.model.pooling`. A word outside these fails when the config is parsed.
         max_length: with ``flatten``, the longest sequence the head reads; default: the longest in
             the data module's splits (stored in checkpoints).
         rc_conjoin: average the logits of each sequence and its reverse complement; default: the
@@ -211,7 +74,7 @@ class FinetuneModule(ClassifierTask):
         self,
         backbone: str | dict = "tiny-hnet",
         class_names: list[str] | None = None,
-        pooling: str = "mean",
+        pooling: Pooling = "mean",
         max_length: int | None = None,
         rc_conjoin: bool | None = None,
         head_norm: bool = True,
@@ -339,46 +202,6 @@ class FinetuneModule(ClassifierTask):
                   f"{self.classifier.rc_conjoin}, head_norm {hp.head_norm}; backbone lr {hp.lr:.3g}{frozen}, layer decay "
                   f"{hp.lr_layer_decay:g}, weight decay {hp.weight_decay:g} toward {hp.decay_toward}; head lr {head_lr:.3g}",
                   file=sys.stderr, flush=True)
-        return self._scheduled(optimizer)
-
-
-class CNNBaselineModule(ClassifierTask):
-    """The CNN control (:class:`~hnet_dna.model.cnn.CNNClassifier`), trained from scratch.
-
-    Args:
-        class_names, rc_conjoin: as :class:`FinetuneModule`.
-        max_length: the longest sequence; default: the longest in the data module's splits.
-        channels, layers, kernel_size, embed_dim, code_dim, hidden, dropout: the network (see its
-            docstring).
-        lr, weight_decay, warmup_fraction, min_lr_fraction: AdamW with warmup and cosine decay.
-    """
-
-    def __init__(self, class_names: list[str] | None = None, rc_conjoin: bool | None = None,
-                 max_length: int | None = None, channels: int = 96, layers: int = 3, kernel_size: int = 9,
-                 embed_dim: int = 64, code_dim: int = 16, hidden: int = 128, dropout: float = 0.2, lr: float = 1e-3,
-                 weight_decay: float = 0.01, warmup_fraction: float = 0.1, min_lr_fraction: float = 0.1):
-        super().__init__()
-        self.save_hyperparameters()
-        self.classifier: CNNClassifier | None = None
-        self._rc_from_data = rc_conjoin is None  # setup() sets it from the data's strand policy
-        if class_names is not None:
-            self._build(list(class_names), bool(rc_conjoin))
-
-    def _build(self, class_names: list[str], rc_conjoin: bool) -> None:
-        hp = self.hparams
-        if hp.max_length is None:
-            hp.max_length = self._longest("the CNN")
-        self.classifier = CNNClassifier(class_names, hp.max_length, channels=hp.channels, layers=hp.layers,
-                                        kernel_size=hp.kernel_size, embed_dim=hp.embed_dim, code_dim=hp.code_dim,
-                                        hidden=hp.hidden, dropout=hp.dropout, rc_conjoin=rc_conjoin)
-        self._make_metrics(class_names, rc_conjoin)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        decay = [p for n, p in self.classifier.named_parameters() if p.dim() >= 2 and not n.startswith("embedding")]
-        rest = [p for n, p in self.classifier.named_parameters() if not (p.dim() >= 2 and not n.startswith("embedding"))]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                       {"params": rest, "weight_decay": 0.0}], lr=hp.lr)
         return self._scheduled(optimizer)
 
 

@@ -9,14 +9,13 @@ import inspect
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from ...baselines import kmer_logistic_regression, kmer_predict_proba, linear_probe
 from ...cli import build_cli
-from ...inference.embed import embed_sequences
+from ...model.pooling import pooled_features
 from ...tasks import CNNBaselineModule, FinetuneModule
-from ...tasks.finetune import classification_metrics
+from ...tasks.classifier import classification_metrics
 
 __all__ = ["trained_run", "kmer_run", "probe_features", "probe_run"]
 
@@ -81,25 +80,14 @@ def kmer_run(datamodule, seed: int, fold: int | None) -> dict:
 
 
 def probe_features(backbone, datamodule, pooling: str) -> dict:
-    """Pooled features (N, D) of the frozen backbone for the train, val and test rows (the recipe's
-    pooling; ``last`` is probed with ``mean``, ``flatten`` lays every position end to end); averaged with the reverse complement's where the
-    labels are strand-symmetric."""
-    if pooling != "flatten":
-        pooling = pooling if pooling == "chunks" else "mean"
-        return {name: embed_sequences(_split(datamodule, name)[0], backbone, pooling=pooling, window=None,
-                                      rc_average=datamodule.strand_symmetric, batch_size=64)["embeddings"]
-                for name in ("train", "val", "test")}
-    longest = max(len(ids) for name in ("train", "val", "test") for ids in datamodule.datasets[name].ids)
-    out = {}
-    for name in ("train", "val", "test"):  # every position laid end to end, zero-padded to the longest
-        got = embed_sequences(_split(datamodule, name)[0], backbone, pooling="none", window=None,
-                              rc_average=datamodule.strand_symmetric, batch_size=64)
-        values, offsets = got["position_embeddings"], got["position_offsets"]
-        laid = np.zeros((len(offsets) - 1, longest, values.shape[1]), dtype=np.float32)
-        for i, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
-            laid[i, : hi - lo] = values[lo:hi]
-        out[name] = laid.reshape(len(laid), -1)
-    return out
+    """Features (N, D) of the frozen backbone for the train, val and test rows, pooled as the
+    recipe's head pools them (:func:`~hnet_dna.model.pooling.pooled_features`: the heads' own
+    pooling; ``flatten`` lays every position end to end, zero-padded to the longest sequence of the
+    splits), averaged with the reverse complement's where the labels are strand-symmetric."""
+    splits = ("train", "val", "test")
+    longest = max(len(ids) for name in splits for ids in datamodule.datasets[name].ids)
+    return {name: pooled_features(backbone, _split(datamodule, name)[0], pooling, max_length=longest,
+                                  rc_average=datamodule.strand_symmetric) for name in splits}
 
 
 def probe_run(features: dict, datamodule, seed: int, fold: int | None) -> dict:

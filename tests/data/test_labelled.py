@@ -1,0 +1,190 @@
+"""Readers of labelled sequences and the labelled data module, on fixtures cut from the shared sets
+(tests/data/make_fixtures.py)."""
+
+import pytest
+import torch
+
+from hnet_dna.data import DataError, LabelledDataModule
+from hnet_dna.data.labelled import (
+    class_names,
+    read_fasta_per_class,
+    read_genomic_benchmarks,
+    read_labelled,
+    read_table,
+)
+
+from ..conftest import DATA
+
+LABELLED = DATA / "labelled"
+
+
+def test_every_shared_format_loads_without_flags():
+    promoter = read_table(LABELLED / "promoter_tss_chr20_300bp.tsv")  # sequence label split site, TSV
+    assert len(promoter) == 32 and {r.split for r in promoter} == {"train", "val", "test"}
+    assert promoter[0].id == "2" and promoter[0].where.endswith("promoter_tss_chr20_300bp.tsv, line 2")
+    enhancers = read_table(LABELLED / "human_enhancers_iEnhancer2L.csv")  # sequence,label CSV, no split
+    assert len(enhancers) == 24 and {r.split for r in enhancers} == {None} and class_names(r.label for r in enhancers) == ["0", "1"]
+    uci = read_table(LABELLED / "uci_splice_60bp.tsv")  # label id sequence: other column order, an id column
+    assert uci[0].id == "HUMALPI1-DONOR-42" and class_names(r.label for r in uci) == ["EI", "IE", "N"]
+    ecoli = read_table(LABELLED / "ecoli_promoters_v9d3.csv")  # seqs,labels,directions; lowercase
+    assert len(ecoli) == 12 and ecoli[0].sequence[0].islower()
+
+
+def test_csv_and_tsv_and_gzip_read_the_same(tmp_path):
+    import gzip
+
+    csv_rows = read_table(LABELLED / "human_enhancers_iEnhancer2L.csv")
+    text = (LABELLED / "human_enhancers_iEnhancer2L.csv").read_text().replace(",", "\t")
+    (tmp_path / "e.tsv").write_text(text)
+    with gzip.open(tmp_path / "e.tsv.gz", "wt") as f:
+        f.write(text)
+    for path in (tmp_path / "e.tsv", tmp_path / "e.tsv.gz"):
+        rows = read_table(path)
+        assert [(r.sequence, r.label) for r in rows] == [(r.sequence, r.label) for r in csv_rows]
+
+
+def test_columns_by_flag_and_numeric_labels(tmp_path):
+    (tmp_path / "odd.csv").write_text("dna,target,fold\nACGT,1.0,train\nacgt,1,train\nGGCC,0,dev\nTTAA,0.0,TEST\n")
+    with pytest.raises(DataError, match=r"odd.csv: no sequence column .*the columns are 'dna', 'target', 'fold'.*--data.sequence_column"):
+        read_table(tmp_path / "odd.csv")
+    rows = read_table(tmp_path / "odd.csv", sequence_column="dna", label_column="target", split_column="fold")
+    assert [r.label for r in rows] == ["1", "1", "0", "0"]  # 1.0 and 1 are one class
+    assert [r.split for r in rows] == ["train", "train", "val", "test"]
+    assert class_names(["10", "9", "2"]) == ["2", "9", "10"]  # numeric order when every label is a number
+
+
+def test_fasta_per_class_and_genomic_benchmarks_folders(tmp_path):
+    rows = read_table(LABELLED / "human_enhancers_iEnhancer2L.csv")
+    for label in ("0", "1"):
+        with (tmp_path / f"class{label}.fa").open("w") as f:
+            for i, r in enumerate(x for x in rows if x.label == label):
+                f.write(f">seq{label}_{i} extra words\n{r.sequence[:100]}\n{r.sequence[100:]}\n")
+    mapped = read_fasta_per_class({"enh": str(tmp_path / "class1.fa"), "other": str(tmp_path / "class0.fa")})
+    assert len(mapped) == 24 and mapped[0].id == "seq1_0" and mapped[0].label == "enh"
+    assert mapped[0].sequence == [r for r in rows if r.label == "1"][0].sequence
+    root = tmp_path / "gb"
+    for split, chunk in (("train", rows[:16]), ("test", rows[16:])):
+        for i, r in enumerate(chunk):
+            folder = root / split / ("positive" if r.label == "1" else "negative")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.txt").write_text(r.sequence + "\n")
+    gb = read_genomic_benchmarks(root)
+    assert len(gb) == 24 and {r.split for r in gb} == {"train", "test"} and {r.label for r in gb} == {"negative", "positive"}
+    assert read_labelled(str(root))[0].id == gb[0].id
+
+
+def test_data_module_splits_case_iupac_and_padding(tmp_path):
+    dm = LabelledDataModule(str(LABELLED / "promoter_tss_chr20_300bp.tsv"), batch_size=5)
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [16, 8, 8]  # the split column
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["input_ids"].shape == (5, 300) and batch["mask"].all() and batch["labels"].dtype == torch.long
+    uci = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert uci.class_names == ["EI", "IE", "N"]
+    labels = {s: sorted(uci.datasets[s].labels) for s in ("train", "val", "test")}
+    assert labels["test"] == [0, 0, 1, 1, 2, 2]  # stratified: 8 per class, a quarter held out
+    assert sorted(labels["val"].count(c) for c in range(3)) == [1, 2, 2]  # a quarter of 18, stratified
+    again = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert [r.id for r in again.datasets["test"].records] == [r.id for r in uci.datasets["test"].records]  # seeded
+    ids = torch.cat([uci.datasets[s].ids[i] for s in ("train", "val", "test") for i in range(len(uci.datasets[s]))])
+    assert (ids <= 4).all() and (ids == 4).any()  # IUPAC letters read as N under the lenient policy
+    with pytest.raises(DataError, match=r"uci_splice_60bp.tsv, line \d+, position \d+: IUPAC ambiguity letter"):
+        LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), iupac_policy="strict")
+    ecoli = LabelledDataModule(str(LABELLED / "ecoli_promoters_v9d3.csv"), val_fraction=0.5)
+    assert (ecoli.datasets["train"].ids[0] < 4).all()  # lowercase read as bases, not unknown tokens
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("sequence\tlabel\nACGTACGTAC\t1\nACG\t0\nACGTAC\t1\nTTTTT\t0\n")
+    short = LabelledDataModule(str(mixed), val_fraction=0.5, batch_size=4)
+    batch = next(iter(short.train_dataloader()))
+    assert batch["mask"].sum(-1).tolist() == [len(short.datasets["train"].ids[i]) for i in batch["index"].tolist()]
+    assert (batch["input_ids"][~batch["mask"]] == 5).all()  # right-padded with pad_id
+
+
+def test_reverse_complement_augmentation_is_keyed_by_epoch_and_row():
+    dm = LabelledDataModule(str(LABELLED / "human_enhancers_iEnhancer2L.csv"), strand_symmetric=True, reverse_complement=0.5,
+                            sample_seed=1)
+    ds = dm.datasets["train"]
+    flips = [[not torch.equal(ds[(epoch, i)]["input_ids"], ds.ids[i]) for i in range(len(ds))] for epoch in (0, 1)]
+    assert 0 < sum(flips[0]) < len(ds) and flips[0] != flips[1]
+    assert flips[0] == [not torch.equal(ds[(0, i)]["input_ids"], ds.ids[i]) for i in range(len(ds))]  # same key, same draw
+    assert all(torch.equal(dm.datasets["val"][(0, i)]["input_ids"], dm.datasets["val"].ids[i]) for i in range(len(dm.datasets["val"])))
+
+
+def _train_pass(dm):
+    """(rows in batch order, which rows were reverse-complemented) of the first training epoch."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    rows, flipped = [], []
+    ds = dm.datasets["train"]
+    for batch in loader:
+        for row, ids, mask in zip(batch["index"].tolist(), batch["input_ids"], batch["mask"]):
+            rows.append(row)
+            flipped.append(not torch.equal(ids[mask], ds.ids[row]))
+    return rows, flipped
+
+
+def test_a_model_seed_varies_batch_order_and_augmentation_but_not_the_split(monkeypatch):
+    """Issue #17: seeds must change batch order and reverse-complement draws; the split must not move."""
+    path = str(LABELLED / "human_enhancers_iEnhancer2L.csv")
+    kwargs = dict(strand_symmetric=True, seed=3, val_fraction=0.25, batch_size=4)
+    a, b = (LabelledDataModule(path, sample_seed=s, **kwargs) for s in (0, 1))
+    for split in ("train", "val"):
+        assert [r.where for r in a.records[split]] == [r.where for r in b.records[split]]
+    order_a, flips_a = _train_pass(a)
+    order_b, flips_b = _train_pass(b)
+    assert sorted(order_a) == sorted(order_b) and order_a != order_b
+    assert [flips_a[order_a.index(i)] for i in range(len(order_a))] != [flips_b[order_b.index(i)] for i in range(len(order_b))]
+    assert _train_pass(LabelledDataModule(path, sample_seed=0, **kwargs)) == (order_a, flips_a)  # a seed repeats itself
+    # without sample_seed, the run's seed_everything decides (Lightning exports it as PL_GLOBAL_SEED)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    assert _train_pass(LabelledDataModule(path, **kwargs)) == (order_b, flips_b)
+
+
+def test_strand_specific_labels_are_never_reverse_complemented():
+    path = str(LABELLED / "uci_splice_60bp.tsv")
+    with pytest.raises(DataError, match="reverse-complement augmentation keeps each label.*--data.strand_symmetric true"):
+        LabelledDataModule(path, reverse_complement=0.5)
+    specific = LabelledDataModule(path)
+    assert not specific.strand_symmetric and specific.datasets["train"].reverse_complement == 0
+    symmetric = LabelledDataModule(path, strand_symmetric=True)
+    assert symmetric.datasets["train"].reverse_complement == 0.5 and symmetric.datasets["val"].reverse_complement == 0
+
+
+def test_folds_partition_every_row_into_stratified_test_sets():
+    path = str(LABELLED / "uci_splice_60bp.tsv")
+    everything = sorted(r.where for r in read_table(LABELLED / "uci_splice_60bp.tsv"))
+    tests = []
+    for fold in range(3):
+        dm = LabelledDataModule(path, folds=3, fold=fold, val_fraction=0.2, test_fraction=0.5, seed=4)
+        held = [r.where for r in dm.records["test"]]
+        assert sorted(held + [r.where for s in ("train", "val") for r in dm.records[s]]) == everything
+        assert len(set(r.label for r in dm.records["test"])) == 3  # every class in every fold
+        tests += held
+    assert sorted(tests) == everything  # the folds' test rows are disjoint and cover every row
+    again = LabelledDataModule(path, folds=3, fold=1, val_fraction=0.2, seed=4)
+    other = LabelledDataModule(path, folds=3, fold=1, val_fraction=0.2, seed=5)
+    assert [r.where for r in again.records["test"]] != [r.where for r in other.records["test"]]  # seeded
+    with pytest.raises(DataError, match="comes with test rows: cross-validation"):
+        LabelledDataModule(str(LABELLED / "promoter_tss_chr20_300bp.tsv"), folds=3)
+    with pytest.raises(DataError, match="--data.folds must be 0"):
+        LabelledDataModule(path, folds=3, fold=3)
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, message",
+    [
+        (None, {}, r"missing.tsv: no such file"),
+        ("dna\ttarget\nACGT\t1\n", {}, r"no sequence column \(looked for sequence, seq, seqs\); the columns are 'dna', 'target'"),
+        ("sequence\ttarget\nACGT\t1\n", {}, r"no label column .*the columns are 'sequence', 'target'"),
+        ("sequence\tlabel\nACGT\t1\nGGCC\t1\nTTAA\t1\n", {}, r"the training labels hold one class \('1'\)"),
+        ("sequence\tlabel\nACGT\t1\n\t0\n", {}, r"bad.tsv, line 3: the sequence is empty"),
+        ("sequence\tlabel\nACGT\t1\nGGCC\t0\nMKLVQF\t0\n", {}, r"bad.tsv, line 4, position 3: character 'L' is not a DNA letter"),
+        ("sequence\tlabel\tsplit\nACGT\t1\ttrain\nGGCC\t0\ttrain\nAAAA\t2\ttest\n", {}, r"bad.tsv, line 4: label '2' never occurs in the training data"),
+        ("sequence\tlabel\tsplit\nACGT\t1\ttrain\nGGCC\t0\tholdout\n", {}, r"bad.tsv, line 3: unknown split 'holdout'"),
+    ],
+)
+def test_bad_labelled_input_names_the_file_and_line(tmp_path, content, kwargs, message):
+    path = tmp_path / ("missing.tsv" if content is None else "bad.tsv")
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        LabelledDataModule(str(path), val_fraction=0.0, **kwargs)

@@ -1,0 +1,51 @@
+"""Mutants of the top-level modules: config, tokenizer, weights, optim, backends, baselines, cli, runs, io, grouped by module."""
+
+from . import Mutant
+
+MUTANTS = [
+    # ---- hnet_dna/backends.py
+    Mutant("freed_memory_returned", "keep_freed_memory leaves glibc's thresholds as they are",
+           "hnet_dna/backends.py", [("return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))", "return True or bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))")],
+           "tests/test_backends.py::test_keeping_freed_memory_spares_the_page_faults_of_the_next_large_tensor"),
+    Mutant("freed_memory_switch_ignored", "HNET_DNA_KEEP_FREED_MEMORY=0 does not turn keep_freed_memory off",
+           "hnet_dna/backends.py", [('os.environ.get("HNET_DNA_KEEP_FREED_MEMORY", "1") == "0"', 'False')],
+           "tests/test_backends.py::test_keeping_freed_memory_spares_the_page_faults_of_the_next_large_tensor"),
+    # ---- hnet_dna/baselines.py
+    Mutant("markov_skips_short_contexts", "Markov baselines skip targets with short contexts (other targets than the model)",
+           "hnet_dna/baselines.py",
+           [("context = np.minimum(clean, self.order)",
+             "context = np.minimum(clean, self.order); t, context = t[clean >= self.order], context[clean >= self.order]")],
+           "tests/test_baselines.py::test_markov_scores_exactly_the_language_model_targets"),
+    # ---- hnet_dna/cli.py
+    Mutant("best_is_last", "--ckpt_path best resolves to the last checkpoint",
+           "hnet_dna/cli.py",
+           [("            return Path(path)\n", "            return last\n")],
+           "tests/tasks/test_finetune.py::test_selection_ignores_test_data_and_best_checkpoint_tests_in_a_new_process"),
+    Mutant("broken_checkpoint_traceback", "a damaged checkpoint reaches Lightning's loader (raw traceback)",
+           "hnet_dna/cli.py",
+           [("                self._checkpoint = read_checkpoint(ckpt)", "                pass")],
+           "tests/test_cli.py::test_a_broken_checkpoint_is_named_before_anything_is_written"),
+    # ---- hnet_dna/ism.py
+    Mutant("ism_region_bigwig_unshifted", "the region's bigWig is written at sequence, not genome, positions",
+           "hnet_dna/ism.py", [("write_bigwig(bw, chrom, chrom_length, start + keep, importance[keep])",
+                                "write_bigwig(bw, chrom, chrom_length, keep, importance[keep])")],
+           "tests/interpret/test_ism.py::test_command_writes_the_documented_npz_png_and_region_bigwig"),
+    # ---- hnet_dna/optim.py
+    Mutant("lr_innermost_convention", "multipliers normalised on the innermost stage (stage 0 above lr)",
+           "hnet_dna/optim.py",
+           [("return [x / raw[0] for x in raw]", "return [x / raw[-1] for x in raw]")],
+           "tests/test_optim.py::test_stage_multipliers_follow_eq_11_with_stage_0_at_lr"),
+    # ---- hnet_dna/runs.py
+    Mutant("process_group_left_to_exit", "the commands leave a DDP run's process group to the interpreter's shutdown (gloo can abort there)",
+           "hnet_dna/runs.py", [("        dist.destroy_process_group()\n", "        pass\n")],
+           "tests/test_distributed.py::test_the_commands_destroy_the_process_group_their_run_made"),
+    Mutant("process_group_of_the_caller_destroyed", "the commands destroy a process group that existed before their run",
+           "hnet_dna/runs.py", [("    if not had_group and dist.is_available()", "    if dist.is_available()")],
+           "tests/test_distributed.py::test_a_failed_run_keeps_its_error_and_a_callers_group_is_left_alone"),
+    # ---- hnet_dna/tokenizer.py
+    Mutant("byte_ids_untranslated", "a byte-level model is fed the nucleotide table's ids",
+           "hnet_dna/tokenizer.py",
+           [('        if self.mode == "nucleotide":\n            return ids\n        if self._from_nucleotide.device',
+             '        if True:\n            return ids\n        if self._from_nucleotide.device')],
+           "tests/test_cli.py::test_a_byte_level_model_trains_on_its_own_ids"),
+]
