@@ -10,6 +10,10 @@ MUTANTS = [
     Mutant("routing_fit_moves_everything", "settle_routing trains every weight, not the routers alone",
            "benchmarks/common.py", [('if ".routing_module." in name]', 'if "lm_head" not in name]')],
            "tests/benchmarks/test_common.py::test_routers_settle_at_the_target_and_nothing_else_moves"),
+    Mutant("benchmarks_sys_path_edit", "a benchmark script edits sys.path",
+           "benchmarks/common.py",
+           [("import resource\n", "import resource\nimport sys\n\nsys.path.insert(0, \"\")\n")],
+           "tests/test_layout.py::test_nothing_imports_main_and_benchmarks_edit_no_sys_path"),
     # ---- benchmarks/profile_sections.py
     Mutant("profile_step_unsettled", "profile_step measures the H-Nets at their untrained routers' compression",
            "benchmarks/profile_sections.py", [("    settle_routing(model)\n", "")],

@@ -42,10 +42,24 @@ MUTANTS = [
     Mutant("process_group_of_the_caller_destroyed", "the commands destroy a process group that existed before their run",
            "hnet_dna/runs.py", [("    if not had_group and dist.is_available()", "    if dist.is_available()")],
            "tests/test_distributed.py::test_a_failed_run_keeps_its_error_and_a_callers_group_is_left_alone"),
+    Mutant("layout_import_circle", "runs imports io, which imports runs: an import circle",
+           "hnet_dna/runs.py",
+           [("    import torch.distributed as dist\n", "    import torch.distributed as dist\n\n    from .io import parse_region  # noqa: F401\n")],
+           "tests/test_layout.py::test_no_import_circle_and_no_import_from_a_layer_above"),
     # ---- hnet_dna/tokenizer.py
     Mutant("byte_ids_untranslated", "a byte-level model is fed the nucleotide table's ids",
            "hnet_dna/tokenizer.py",
            [('        if self.mode == "nucleotide":\n            return ids\n        if self._from_nucleotide.device',
              '        if True:\n            return ids\n        if self._from_nucleotide.device')],
            "tests/test_cli.py::test_a_byte_level_model_trains_on_its_own_ids"),
+    # ---- hnet_dna/config.py
+    Mutant("layout_long_module", "a module grows past 400 lines",
+           "hnet_dna/config.py",
+           [("from __future__ import annotations\n", "from __future__ import annotations\n" + "# padding\n" * 50)],
+           "tests/test_layout.py::test_no_module_over_400_lines"),
+    # ---- hnet_dna/finetune.py
+    Mutant("layout_main_imported", "a command imports the package's __main__",
+           "hnet_dna/finetune.py",
+           [("from .protocols.finetune import SYSTEMS, run_protocol\n", "from . import __main__  # noqa: F401\nfrom .protocols.finetune import SYSTEMS, run_protocol\n")],
+           "tests/test_layout.py::test_nothing_imports_main_and_benchmarks_edit_no_sys_path"),
 ]

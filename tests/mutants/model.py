@@ -212,4 +212,10 @@ MUTANTS = [
     Mutant("band_unmerged", "the CPU band attention returns its own-block half without the previous block's",
            "hnet_dna/model/window_attention.py", [("            _later(out, batch * heads, nblocks, Q).copy_(new_out)\n", "")],
            "tests/model/test_attention.py::test_blockwise_sliding_window_equals_a_dense_mask"),
+    # ---- hnet_dna/model/loading.py
+    Mutant("layout_import_upward", "the model layer imports the inference layer above it",
+           "hnet_dna/model/loading.py",
+           [("    return Path(str(files(\"hnet_dna\") / \"resources\" / \"default_model\"))",
+             "    from ..inference import tiling  # noqa: F401\n    return Path(str(files(\"hnet_dna\") / \"resources\" / \"default_model\"))")],
+           "tests/test_layout.py::test_no_import_circle_and_no_import_from_a_layer_above"),
 ]
