@@ -84,7 +84,8 @@ def main() -> None:
         labels = {s: ds.labels for s, ds in splits.items()}
         k = len(dm.class_names)
         C, val_mcc, probe_test = probe((x_train, labels["train"]), (x_val, labels["val"]), (x_test, labels["test"]), k)
-        fitted = kmer_logistic_regression((seqs["train"], labels["train"]), (seqs["val"], labels["val"]), k)
+        fitted = kmer_logistic_regression((seqs["train"], labels["train"]), (seqs["val"], labels["val"]), k,
+                                          strand_symmetric=dm.strand_symmetric)  # the set's strand policy
         kmer_test = test_metrics(kmer_predict_proba(fitted, seqs["test"]), labels["test"], k)
         sizes = "/".join(str(len(seqs[s])) for s in ("train", "val", "test"))
         quality.append((name, sizes, f"linear probe on embeddings (mean, RC-averaged; C {C})", val_mcc, probe_test))

@@ -125,14 +125,17 @@ KMER_SIZES = (3, 4, 5, 6)
 KMER_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
-def _kmer_features(sequences, k: int, vocabulary=None):
-    """k-mer frequencies of each sequence and its reverse complement (strand-symmetric), rows
-    normalised to sum 1. Returns (sparse matrix, vocabulary)."""
+def _kmer_features(sequences, k: int, vocabulary=None, strand_symmetric: bool = False):
+    """k-mer frequencies of each sequence, rows normalised to sum 1; with ``strand_symmetric``
+    counted over the sequence and its reverse complement together (a k-mer and its reverse
+    complement then weigh alike: right where a sequence and its reverse complement share a label,
+    wrong for strand-specific labels such as splice sites or TSS-oriented promoters). Returns
+    (sparse matrix, vocabulary)."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.preprocessing import normalize
 
     complement = str.maketrans("ACGTN", "TGCAN")
-    texts = [s.upper() + " " + s.upper().translate(complement)[::-1] for s in sequences]
+    texts = [s.upper() + (" " + s.upper().translate(complement)[::-1] if strand_symmetric else "") for s in sequences]
     vectorizer = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False, vocabulary=vocabulary,
                                  token_pattern=None, dtype=np.float64)
     counts = vectorizer.fit_transform(texts) if vocabulary is None else vectorizer.transform(texts)
@@ -142,26 +145,30 @@ def _kmer_features(sequences, k: int, vocabulary=None):
     return normalize(counts[:, keep], norm="l1"), vocab
 
 
-def kmer_logistic_regression(train, val, num_classes: int, ks=KMER_SIZES, Cs=KMER_CS, seed: int = 0) -> dict:
+def kmer_logistic_regression(train, val, num_classes: int, ks=KMER_SIZES, Cs=KMER_CS, seed: int = 0,
+                             strand_symmetric: bool = False) -> dict:
     """The reference row every fine-tuning table carries: logistic regression on k-mer
     frequencies (scikit-learn), with k and C chosen on the validation split by MCC.
 
-    train, val: (sequences, labels) with labels class indices. Returns ``{"k", "C", "val_mcc",
-    "model", "vocabulary"}``; :func:`kmer_predict_proba` applies the fitted model.
+    train, val: (sequences, labels) with labels class indices. ``strand_symmetric``: the data's
+    strand policy (k-mers counted on both strands; see :func:`_kmer_features`). Returns ``{"k",
+    "C", "val_mcc", "model", "vocabulary", "strand_symmetric"}``; :func:`kmer_predict_proba`
+    applies the fitted model.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import matthews_corrcoef
 
     best = None
     for k in ks:
-        x_train, vocab = _kmer_features(train[0], k)
-        x_val, _ = _kmer_features(val[0], k, vocabulary=_full_vocabulary(vocab))
+        x_train, vocab = _kmer_features(train[0], k, strand_symmetric=strand_symmetric)
+        x_val, _ = _kmer_features(val[0], k, vocabulary=_full_vocabulary(vocab), strand_symmetric=strand_symmetric)
         for C in Cs:
             model = LogisticRegression(C=C, max_iter=2000, random_state=seed)
             model.fit(x_train * 100, train[1])  # frequencies scaled to percent: C acts on a sane range
             mcc = matthews_corrcoef(val[1], model.predict(x_val * 100))
             if best is None or mcc > best["val_mcc"]:
-                best = {"k": k, "C": C, "val_mcc": float(mcc), "model": model, "vocabulary": vocab}
+                best = {"k": k, "C": C, "val_mcc": float(mcc), "model": model, "vocabulary": vocab,
+                        "strand_symmetric": strand_symmetric}
     return best
 
 
@@ -172,7 +179,8 @@ def _full_vocabulary(vocab):
 
 def kmer_predict_proba(fitted: dict, sequences) -> np.ndarray:
     """Class probabilities (N, C) of a model from :func:`kmer_logistic_regression`."""
-    x, _ = _kmer_features(sequences, fitted["k"], vocabulary=_full_vocabulary(fitted["vocabulary"]))
+    x, _ = _kmer_features(sequences, fitted["k"], vocabulary=_full_vocabulary(fitted["vocabulary"]),
+                          strand_symmetric=fitted["strand_symmetric"])
     return fitted["model"].predict_proba(x * 100)
 
 

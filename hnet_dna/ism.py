@@ -30,13 +30,16 @@ HELP = """::
 Scorers:
 
 * **language model** (``--model``, default the shipped model): the change in the log2 likelihood
-  (bits) of the window when one base is substituted: ``effects[i, p, b] = LL(window with base b at
-  p) - LL(window)``, the sum running over every scored base of the window (as ``score`` scores it),
-  so a substitution counts through its own base and through every base after it. Also
-  ``site_effects[i, p, b] = log2 p(b | bases before p) - log2 p(ref | bases before p)``, the
-  zero-shot single-site score GPN-style models use (one forward pass per window; NaN at a window's
-  first base, which has no context). Sequences longer than ``--window`` are read in windows as in
-  ``score`` (each base mutated and scored in the earliest window holding it).
+  (bits) when one base is substituted, summed over the substituted base and the D bases after it
+  (D = ``--downstream``, default (window - stride) / 2: 128 at the defaults), each scored as
+  ``score`` scores it: ``effects[i, p, b] = sum over t = p .. p+D of log2 p(x'_t | x'_<t) - log2
+  p(x_t | x_<t)``, x' the sequence with base b at p. Every base gets the same span D (fewer only
+  within D bases of the sequence's end), wherever it lies in a window: sequences longer than
+  ``--window`` are read in windows every ``--stride`` bases, and each window owns (mutates) the
+  ``stride`` bases that have D bases after them in it, so no window end shortens a base's span
+  and importance has no period of the stride. Also ``site_effects[i, p, b] = log2 p(b | bases
+  before p) - log2 p(ref | bases before p)``, the zero-shot single-site score GPN-style models use
+  (one forward pass per window; NaN at a window's first base, which has no context).
 * **classifier** (``--ckpt_path``, a checkpoint written by fine-tuning): the change in each
   class's logit, ``effects_by_class[i, p, b, c]``; ``effects`` is the ``--target`` class's
   (default: the last class, the positive one of a binary set). A classifier reads a sequence whole.
@@ -81,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases"))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
+    p.add_argument("--downstream", type=int, default=None,
+                   help="language model: an effect sums the substituted base and this many bases after it, for "
+                        "every base alike (default (window - stride) / 2; at most window - stride)")
     p.add_argument("--batch-size", type=int, default=64, help="mutants per forward pass (default 64)")
     p.add_argument("--plot", default="3", help="sequences drawn in OUT.png: a count (default 3; 0 = no plot) or ids, comma-separated")
     p.add_argument("--device", default="auto")
@@ -134,10 +140,10 @@ def run(args: argparse.Namespace) -> None:
         scorer = "lm"
     device = choose_device(args.device)
     options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,
-               "stride": args.stride, "batch_size": args.batch_size}
+               "stride": args.stride, "downstream": args.downstream, "batch_size": args.batch_size}
     key = fingerprint([(r.id, r.sequence) for r in records], net, options)
     result = ism([r.sequence for r in records], model, scorer, ids=ids, target=args.target, window=args.window,
-                 stride=args.stride, batch_size=args.batch_size, device=device, progress=not args.quiet,
+                 stride=args.stride, downstream=args.downstream, batch_size=args.batch_size, device=device, progress=not args.quiet,
                  context=context, _resume_at=(output, key), _wheres=[r.where for r in records])
     with atomic_path(output) as tmp, open(tmp, "wb") as f:
         np.savez(f, **result.arrays())

@@ -26,7 +26,7 @@ from .tokenizer import SequenceError
 from .weights import CheckpointError
 
 __all__ = ["USER_ERRORS", "exit_on_user_error", "closing_process_group", "fingerprint", "file_sha256",
-           "atomic_path", "atomic_write_text", "check_output", "ResumableParts", "Progress"]
+           "atomic_path", "atomic_write_text", "json_text", "check_output", "ResumableParts", "Progress"]
 
 USER_ERRORS = (DataError, ConfigError, SequenceError, CheckpointError, InputError)
 
@@ -116,6 +116,22 @@ def atomic_path(path: Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def json_text(value) -> str:
+    """``value`` as indented JSON, with every NaN or infinite float written as ``null``: JSON has no
+    NaN, and a bare ``NaN`` breaks strict readers (and reads as a number where there is none)."""
+
+    def finite(x):
+        if isinstance(x, float) and not np.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+
+    return json.dumps(finite(value), indent=2, allow_nan=False) + "\n"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -6,6 +6,8 @@ import torch
 
 from hnet_dna.baselines import MarkovModel, markov_bits_per_base
 
+from .conftest import DATA
+
 
 def test_order0_equals_smoothed_frequencies():
     train = torch.tensor([0, 0, 0, 1, 2, 3])  # counts 3,1,1,1 + 1 each -> 4/10, 2/10, 2/10, 2/10
@@ -54,3 +56,27 @@ def test_markov_scores_exactly_the_language_model_targets():
     m = MarkovModel(2, alpha=1e-6).fit(torch.tensor([0, 1, 2, 3] * 500))
     total, n = m.score(torch.tensor([4, 0, 1, 2]))  # targets: A (order 0), C (order 1), G (order 2)
     assert n == 3 and total == pytest.approx(2.0, abs=1e-3)
+
+
+def test_kmer_features_follow_the_strand_policy():
+    """A motif and its reverse complement are one feature only where the labels are strand-symmetric
+    (a splice donor read backwards is not a donor)."""
+    from hnet_dna.baselines import _kmer_features
+
+    motif, rc = "TATAAAGG", "CCTTTATA"
+    specific, vocab = _kmer_features([motif, rc], 4)
+    assert (specific[0] != specific[1]).nnz > 0  # the strand is seen
+    assert "TATA" in vocab and "TTTA" in vocab
+    symmetric, _ = _kmer_features([motif, rc], 4, strand_symmetric=True)
+    assert (symmetric[0] != symmetric[1]).nnz == 0  # one row for both strands
+
+
+def test_the_kmer_control_of_the_protocol_follows_the_recipes_strand_policy():
+    from hnet_dna.data import LabelledDataModule
+    from hnet_dna.protocols.finetune.systems import kmer_run
+
+    dm = LabelledDataModule(str(DATA / "labelled" / "uci_splice_60bp.tsv"), val_fraction=0.25, test_fraction=0.25)
+    assert kmer_run(dm, seed=0, fold=None)["strand_symmetric"] is False  # the data module's default
+    dm = LabelledDataModule(str(DATA / "labelled" / "human_enhancers_iEnhancer2L.csv"), val_fraction=0.25,
+                            test_fraction=0.25, strand_symmetric=True)
+    assert kmer_run(dm, seed=0, fold=None)["strand_symmetric"] is True

@@ -76,19 +76,23 @@ class Tile:
     own_end: int
 
 
-def tiles(length: int, window: int | None, stride: int | None) -> list[Tile]:
+def tiles(length: int, window: int | None, stride: int | None, trail: int = 0) -> list[Tile]:
     """Windows over a sequence of ``length`` bases (one window when ``window`` is None or the
-    sequence fits); see the module docstring."""
+    sequence fits); see the module docstring. ``trail``: each window but the last keeps its last
+    ``trail`` bases as right context and owns the ``stride`` bases before them (``ism``: every
+    mutated base then has at least ``trail`` bases after it in its window, to the sequence's end)."""
     if window is None or length <= window:
         return [Tile(0, length, 0, length)]
     stride = stride or window // 2
     if not 0 < stride <= window:
         raise ConfigError(f"--stride must be in 1..--window ({window}), got {stride}")
+    if not 0 <= trail <= window - stride:
+        raise ConfigError(f"the right context must be in 0..window - stride ({window - stride}), got {trail}")
     out, start = [], 0
     while True:
         end = min(start + window, length)
         own_start = 0 if start == 0 else out[-1].own_end
-        out.append(Tile(start, end, own_start, end))
+        out.append(Tile(start, end, own_start, end if end == length else end - trail))
         if end == length:
             return out
         start += stride

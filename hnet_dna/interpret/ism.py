@@ -91,13 +91,14 @@ def _mutants(ids: torch.Tensor, lo: int, hi: int, base_ids: torch.Tensor):
     return pos + lo, col, ref_col.float().argmax(-1), is_base
 
 
-def _log2_likelihood(logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor) -> torch.Tensor:
-    """Log2 likelihood (B,) of each row of ``ids`` (B, L): every base after the first whose target
-    is A/C/G/T, as ``score`` counts it."""
+def _log2_probs(logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor) -> torch.Tensor:
+    """log2 p(base | the bases before it) (B, L) of each row of ``ids`` (B, L), 0 where a base is not
+    scored (the first, which has no context, and any target that is not A/C/G/T), as ``score``
+    counts it."""
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, L-1, V) predicts positions 1..
     targets = ids[:, 1:]
     picked = logp.gather(-1, targets[..., None])[..., 0].double()
-    return (picked * torch.isin(targets, base_ids)).sum(-1) / math.log(2)
+    return F.pad(picked * torch.isin(targets, base_ids), (1, 0)) / math.log(2)
 
 
 def _forward_rows(forward, ids: torch.Tensor, pos: torch.Tensor, new_ids: torch.Tensor, batch_size: int, device):
@@ -112,9 +113,11 @@ def _forward_rows(forward, ids: torch.Tensor, pos: torch.Tensor, new_ids: torch.
         yield slice(k, k + len(p)), (out[1:] - out[:1]).cpu()
 
 
-def _lm_effects(model, ids: torch.Tensor, lo: int, hi: int, batch_size: int, device):
+def _lm_effects(model, ids: torch.Tensor, lo: int, hi: int, batch_size: int, device, downstream: int | None = None):
     """Effects (hi-lo, 4) and site effects (hi-lo, 4) of the substitutions of bases lo..hi-1 of the
-    window ``ids`` (L,), under a causal language model."""
+    window ``ids`` (L,), under a causal language model: the change in log2 likelihood of the
+    substituted base and the ``downstream`` bases after it (None: every base after it in the
+    window), within the window."""
     base_ids = torch.tensor(model.tokenizer.base_ids)
     pos, col, ref_col, is_base = _mutants(ids, lo, hi, base_ids)
     effects = torch.full((hi - lo, 4), math.nan, dtype=torch.float64)
@@ -123,11 +126,14 @@ def _lm_effects(model, ids: torch.Tensor, lo: int, hi: int, batch_size: int, dev
 
     def forward(rows):
         logits = model(rows, mask.expand(len(rows), -1).to(rows.device)).logits
-        return _log2_likelihood(logits, rows, base_ids.to(rows.device))
+        return _log2_probs(logits, rows, base_ids.to(rows.device))  # (B, L)
 
+    span = len(ids) if downstream is None else downstream + 1  # the substituted base and those after it
     with torch.inference_mode():
         for part, delta in _forward_rows(forward, ids, pos, base_ids[col], batch_size, device):
-            effects[pos[part] - lo, col[part]] = delta
+            summed = F.pad(delta.cumsum(-1), (1, 0))  # (b, L + 1): summed[:, t] = sum of delta[:, :t]
+            first, last = pos[part], (pos[part] + span).clamp(max=len(ids))  # bases first .. last - 1
+            effects[pos[part] - lo, col[part]] = summed.gather(1, last[:, None])[:, 0] - summed.gather(1, first[:, None])[:, 0]
         logits = model(ids[None].to(device), mask.to(device)).logits[0, :-1].float().cpu()  # (L-1, V)
     log2p = F.log_softmax(logits, -1)[:, base_ids].double() / math.log(2)  # (L-1, 4) p(base at t+1)
     site = torch.full((hi - lo, 4), math.nan, dtype=torch.float64)
@@ -166,6 +172,7 @@ def ism(
     target: str | None = None,
     window: int | None = DEFAULT_WINDOW,
     stride: int | None = None,
+    downstream: int | None = None,
     batch_size: int = 64,
     device=None,
     progress: bool = False,
@@ -182,6 +189,11 @@ def ism(
             the path of its checkpoint.
         target: the class whose logit ``effects`` holds (a classifier; default the last class).
         window, stride: windows of a language model over long sequences (None: whole sequences).
+        downstream: a language model's effect of a substitution sums the likelihood change of the
+            substituted base and of this many bases after it, never more, so that every base gets
+            the same downstream span (fewer only near the sequence's end): default
+            ``(window - stride) // 2``, or every base to the sequence's end with ``window=None``.
+            Each window owns the bases that have this many after them in it.
         batch_size: mutants per forward pass. device: default the model's own device.
         context: per sequence, bases at its start that are read as left context only: not
             mutated, and left out of the result (a language model; what ``--region`` uses).
@@ -194,6 +206,11 @@ def ism(
     if len(ids) != len(sequences):
         raise ConfigError(f"{len(ids)} ids for {len(sequences)} sequences")
     check_windows(window, stride, batch_size)
+    if window is not None:
+        stride = stride or window // 2
+        downstream = (window - stride) // 2 if downstream is None else downstream
+        if not 0 <= downstream <= window - stride:
+            raise ConfigError(f"--downstream must be in 0..window - stride ({window - stride}), got {downstream}")
     wheres = _wheres or [f"sequence {i!r}" for i in ids]  # the command passes "FILE, record 'x'"
     records = [InputSequence(i, s, w) for i, s, w in zip(ids, sequences, wheres)]
     if isinstance(scorer, str) and scorer == "lm":
@@ -224,7 +241,7 @@ def ism(
     context = context or [0] * len(encoded)
     if kind == "classifier" and any(context):
         raise ConfigError("context bases are for a language model; a classifier reads its sequence whole")
-    units = [(i, t, max(t.own_start, context[i])) for i, x in enumerate(encoded) for t in tiles(len(x), window, stride)
+    units = [(i, t, max(t.own_start, context[i])) for i, x in enumerate(encoded) for t in tiles(len(x), window, stride, trail=downstream if kind == "lm" and window else 0)
              if t.own_end > context[i]]  # (sequence, window, its first base mutated)
     effects = [np.zeros((len(x), 4), np.float32) for x in encoded]
     site = [np.zeros((len(x), 4), np.float32) for x in encoded] if kind == "lm" else None
@@ -235,7 +252,8 @@ def ism(
         if _resume is not None and u in _resume:
             part = _resume.load(u)
         elif kind == "lm":
-            e, s = _lm_effects(net, encoded[i][t.start:t.end], lo - t.start, t.own_end - t.start, batch_size, device)
+            e, s = _lm_effects(net, encoded[i][t.start:t.end], lo - t.start, t.own_end - t.start, batch_size, device,
+                               downstream)
             part = {"effects": e, "site": s}
         else:
             part = {"by_class": _classifier_effects(net, encoded[i], batch_size, device)}

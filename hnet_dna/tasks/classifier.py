@@ -51,13 +51,29 @@ class ClassifierTask(pl.LightningModule):
         raise NotImplementedError
 
     def _longest(self, what: str) -> int:
-        """The longest sequence of the data module's splits (stored in checkpoints by the caller,
-        so that test / predict rebuild the same layers)."""
+        """The longest TRAINING sequence: a head that reads each position (``flatten``, the CNN)
+        has weights for these positions only, since positions no training sequence reaches would
+        keep their random initial weights and add a random offset to longer inputs. Stored in
+        checkpoints by the caller, so that test / predict rebuild the same layers."""
         dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
-        lengths = [len(ids) for split, ds in getattr(dm, "datasets", {}).items() if split != "predict" for ids in ds.ids]
-        if not lengths:
-            raise ConfigError(f"{what} needs --model.max_length or a labelled data module to take it from")
-        return max(lengths)
+        train = getattr(dm, "datasets", {}).get("train")
+        if train is None or not len(train.ids):
+            raise ConfigError(f"{what} needs --model.max_length or a labelled data module with a training split to take it from")
+        return max(len(ids) for ids in train.ids)
+
+    def _check_lengths(self, dm) -> None:
+        """Refuse, before any step, a split with sequences longer than a position-reading head's
+        ``max_length`` (sized on the training split)."""
+        limit = getattr(self.classifier, "max_length", None)
+        for split, ds in getattr(dm, "datasets", {}).items():
+            longest = max((len(ids) for ids in ds.ids), default=0)
+            if limit and longest > limit:
+                raise ConfigError(
+                    f"the {split} split has sequences of up to {longest:,} bases, longer than the {limit:,} positions "
+                    f"this head reads (max_length, from the longest training sequence: a head that reads each "
+                    f"position has no trained weights past it); cut the {split} sequences to {limit:,} bases, or "
+                    "train on sequences as long (or use pooling mean, which takes any length)"
+                )
 
     # what a checkpoint's head was built with: a module built here must agree before its weights load
     BUILT_WITH = ("class_names", "rc_conjoin", "max_length", "pooling")
@@ -102,6 +118,7 @@ class ClassifierTask(pl.LightningModule):
                 raise ConfigError(f"the data's classes {list(names)} differ from the model's {self.classifier.class_names}")
             if self._rc_from_data and strand_symmetric is not None:  # a flag, no weights: set before fitting
                 self.classifier.rc_conjoin = self.hparams.rc_conjoin = bool(strand_symmetric)
+        self._check_lengths(dm)
 
     # ------------------------------------------------------------------------------- steps
     def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -153,7 +170,8 @@ class CNNBaselineModule(ClassifierTask):
 
     Args:
         class_names, rc_conjoin: as :class:`FinetuneModule`.
-        max_length: the longest sequence; default: the longest in the data module's splits.
+        max_length: the longest sequence; default: the longest in the data module's training split
+            (longer sequences in other splits are refused before any step).
         channels, layers, kernel_size, embed_dim, code_dim, hidden, dropout: the network (see its
             docstring).
         lr, weight_decay, warmup_fraction, min_lr_fraction: AdamW with warmup and cosine decay.

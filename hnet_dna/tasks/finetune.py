@@ -45,8 +45,9 @@ class FinetuneModule(ClassifierTask):
         pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks), ``last``, or
             ``flatten`` (every position laid end to end: a head that sees where a signal lies); see
             :mod:`hnet_dna.model.pooling`. A word outside these fails when the config is parsed.
-        max_length: with ``flatten``, the longest sequence the head reads; default: the longest in
-            the data module's splits (stored in checkpoints).
+        max_length: with ``flatten``, the longest sequence the head reads; default: the longest in the
+            data module's training split (stored in checkpoints; longer sequences in any split are
+            refused before any step).
         rc_conjoin: average the logits of each sequence and its reverse complement; default: the
             data module's ``strand_symmetric`` (an error when true on strand-specific labels).
         head_norm: LayerNorm on the pooled features before the linear head.

@@ -167,3 +167,21 @@ def test_the_probe_reads_the_features_the_recipes_head_pools(pooling):
         ids = dm.datasets["test"].ids[row][None]
         alone = pool_features(model.features(ids, torch.ones_like(ids, dtype=torch.bool)), pooling, max_length=longest)
         torch.testing.assert_close(torch.from_numpy(features["test"][row]), alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("callback, says", [({"monitor": "val/mcc", "mode": "min"}, "mode 'min'"),
+                                            ({"monitor": "val/loss", "mode": "min"}, "monitor 'val/loss'")])
+def test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run(tmp_path, capsys, callback, says):
+    import yaml
+
+    from hnet_dna.finetune import main as protocol
+
+    path = finetune_recipe(tmp_path)
+    config = yaml.safe_load(open(path))
+    config["trainer"]["callbacks"][0]["init_args"].update(callback)
+    open(path, "w").write(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as stop:
+        protocol(["--config", path, "--seeds", "0", "--out", str(tmp_path / "out"), "--systems", "cnn"])
+    assert stop.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

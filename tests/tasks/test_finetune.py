@@ -294,3 +294,34 @@ def test_a_pooling_typo_fails_when_the_config_is_parsed_before_any_data_is_read(
     assert stop.value.code == 2
     assert "pooling" in err and "meen" in err and "'mean', 'chunks', 'last', 'flatten'" in err
     assert "not_there" not in err and not (tmp_path / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize("module", ["flatten", "cnn"])
+def test_a_head_that_reads_positions_is_sized_on_training_data_and_refuses_longer_inputs(tmp_path, module):
+    """Positions past the longest training sequence never train: the head is not sized on them, and a
+    split that reaches them is refused before any step."""
+    from types import SimpleNamespace
+
+    from hnet_dna.config import ConfigError
+    from hnet_dna.data import LabelledDataModule
+    from hnet_dna.tasks.classifier import CNNBaselineModule
+    from hnet_dna.tasks.finetune import FinetuneModule
+
+    header, *body = (LABELLED / "uci_splice_60bp.tsv").read_text().splitlines()  # label, id, sequence; 24 rows
+    train, test = tmp_path / "train.tsv", tmp_path / "test.tsv"
+    train.write_text("\n".join([header, *body[0::2]]) + "\n")  # 12 rows, 4 per class, 60 bases each
+    test.write_text("\n".join([header, *body[1::2]]) + "\n")
+    label, name, seq = body[1].split("\t")
+    longer = "\t".join([label, name + "-longer", seq + seq[:7]])
+
+    def build(test_file):
+        task = (FinetuneModule(backbone="tiny-hnet", pooling="flatten") if module == "flatten" else CNNBaselineModule())
+        task._trainer = SimpleNamespace(datamodule=LabelledDataModule(str(train), test=str(test_file), val_fraction=0.25,
+                                                                      batch_size=4))
+        task.setup("fit")
+        return task
+
+    assert build(test).hparams.max_length == 60  # the training split's longest
+    test.write_text("\n".join([header, *body[1::2], longer]) + "\n")  # one test row of 67 bases
+    with pytest.raises(ConfigError, match="the test split has sequences of up to 67 bases, longer than the 60"):
+        build(test)

@@ -13,7 +13,9 @@ target is the baseline's value at its last point, ``B`` bases in. The H-Net need
 Either way the multiplier is ``B / b*``; ``None`` when the H-Net is above the target at its last
 point (``sustained``) or at every point (``first``): nothing is extrapolated. When the H-Net is
 already at or below the target at its first point, ``b*`` is that point's bases and the multiplier
-is a lower bound.
+is a lower bound. A NaN point (a diverged evaluation) counts as above the target; when the point
+just before the crossing is NaN there is nothing to interpolate from, and ``b*`` is the crossing
+point's own bases (the smaller, safe multiplier). The result is never NaN.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def data_multiplier(
         if above and above[-1] == len(hnet) - 1:
             return None  # above the target at its last point
         i = above[-1] + 1 if above else 0
-    needed = hnet[0][0] if i == 0 else _log_interpolate(hnet[i - 1], hnet[i], target)
+    if i == 0 or not math.isfinite(hnet[i - 1][1]):  # the first point, or after a NaN point
+        needed = hnet[i][0]
+    else:
+        needed = _log_interpolate(hnet[i - 1], hnet[i], target)
     return final_bases / needed
 
 

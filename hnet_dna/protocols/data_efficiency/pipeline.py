@@ -20,7 +20,7 @@ from .config import BenchmarkConfig
 from .plan import cut_heldout, make_plan
 from .report import format_summary, run_provenance, write_results
 
-__all__ = ["run_pipeline", "FitFailed"]
+__all__ = ["run_pipeline", "FitFailed", "work_fingerprint"]
 
 
 class FitFailed(RuntimeError):
@@ -31,8 +31,7 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
     """Fit every (seed, model) not yet finished under ``out``, then write curves and summary."""
     plan = make_plan(config)
     heldout = cut_heldout(config)  # validates the data before anything is written
-    # The config and the held-out bases decide the work (the rest of the plan follows from them).
-    key = fingerprint(plan.config, {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in heldout.items()})
+    key = work_fingerprint(plan, heldout)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder (created if missing)")
@@ -65,10 +64,6 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
     for seed in config.seeds:
         for name in plan.model_names:
             run_dir = out / "runs" / name / f"seed{seed}"
-            if (run_dir / "result.json").exists():
-                say(f"{name} seed {seed}: done earlier, kept")
-                continue
-            run_dir.mkdir(parents=True, exist_ok=True)
             spec = {
                 "name": name, "seed": seed, "model": config.models[name]["model"],
                 "lr": config.models[name].get("lr", config.lr), "weight_decay": config.weight_decay,
@@ -76,7 +71,13 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
                 "warmup_steps": plan.warmup_steps, "decay_steps": plan.decay_steps,
                 "bases_per_step": plan.bases_per_step, "eval_steps": plan.eval_steps, "heldout": heldout_paths,
                 "checkpoint_interval_s": config.checkpoint_interval_s, "export_models": config.export_models,
+                "model_identity": plan.models[name], "data_sha256": plan.data_sha256,
             }
+            if (run_dir / "result.json").exists():
+                _check_kept_run(run_dir, spec)
+                say(f"{name} seed {seed}: done earlier, kept")
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
             spec_path = run_dir / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=2) + "\n")
             resumed = " (resuming)" if (run_dir / "last.ckpt").exists() else ""
@@ -93,6 +94,32 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
     say(f"wrote {out / 'curves.csv'}, {out / 'curves.png'}, {out / 'summary.json'}")
     print(format_summary(summary))
     return summary
+
+
+def work_fingerprint(plan, heldout: dict) -> str:
+    """What decides a run's work: the config, every model's resolved config and weights, the
+    training files' and the held-out bases' contents (the rest of the plan follows from them)."""
+    return fingerprint(plan.config, {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in heldout.items()},
+                       plan.models, plan.data_sha256)
+
+
+def _check_kept_run(run_dir: Path, spec: dict) -> None:
+    """A finished run is kept only if it was fitted to the spec this run would fit it to (a seed
+    fitted in another folder and copied in, as ``cpu_small.yaml`` suggests on two cores, included):
+    every field but the held-out files' paths, whose contents the run's fingerprint covers."""
+    kept_path = run_dir / "spec.json"
+    try:
+        kept = json.loads(kept_path.read_text())
+    except (OSError, ValueError):
+        raise ConfigError(f"{run_dir}: has a result.json but no readable spec.json to tell what it was fitted to; "
+                          f"remove {run_dir} to fit it again") from None
+    differ = sorted(k for k in set(spec) | set(kept) if k != "heldout" and kept.get(k) != spec.get(k))
+    if differ:
+        raise ConfigError(
+            f"{run_dir}: its finished run was fitted to {kept_path}, which differs from this run's spec in "
+            f"{', '.join(differ)} (kept: {', '.join(f'{k}={kept.get(k)!r}'[:120] for k in differ[:3])}); remove "
+            f"{run_dir} to fit it again, or run that config in its own --out folder"
+        )
 
 
 def _run_fit(spec_path: Path, log_path: Path, accelerator: str) -> int:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...io import encode_sequences, read_sequences
+from ...runs import file_sha256
 from ...config import ConfigError
 from ...data.datamodule import GenomeDataModule
-from ...data.genome import DataError, chrom_aliases
+from ...data.genome import DataError, chrom_aliases, resolve_path
 from ...data.windows import Region, WindowTable, check_leakage
 from .config import BenchmarkConfig
 
@@ -34,6 +36,10 @@ class Plan:
     kinds: dict  # name -> "H-Net" / "isotropic"
     params: dict  # name -> parameter count
     baselines: list[str]
+    # What defines each model beyond its name in the config: the resolved config (presets are
+    # code; a config JSON is read) and, for a save_pretrained folder, its weights' SHA-256.
+    models: dict = None
+    data_sha256: dict = None  # the training FASTA / BED files' SHA-256, by path as given
 
 
 def eval_schedule(steps: int, warmup_steps: int, points: int, first_fraction: float) -> list[int]:
@@ -57,7 +63,7 @@ def make_plan(config: BenchmarkConfig) -> Plan:
         raise ConfigError(f"budget_bases {config.budget_bases:,} is less than two steps of {batch} x {window} bases")
     warmup = int(round(config.warmup_fraction * steps))
     decay = int(round(config.decay_fraction * steps))
-    kinds, params = {}, {}
+    kinds, params, identities = {}, {}, {}
     for name, spec in config.models.items():
         # On the meta device: counting parameters needs no memory or init time (weights a
         # save_pretrained folder holds are not read; torch warns about that).
@@ -66,6 +72,7 @@ def make_plan(config: BenchmarkConfig) -> Plan:
             model = build_model(spec["model"], flag=f"models.{name}.model")
         kinds[name] = "H-Net" if model.config.num_stages > 1 else "isotropic"
         params[name] = model.num_parameters()
+        identities[name] = {"config": model.config.to_dict(), "weights_sha256": _weights_sha256(spec["model"])}
         del model
     if kinds[config.reference] != "H-Net":
         raise ConfigError(f"reference {config.reference!r} is not an H-Net (it has one stage)")
@@ -74,7 +81,25 @@ def make_plan(config: BenchmarkConfig) -> Plan:
         config=asdict(config), steps=steps, warmup_steps=warmup, decay_steps=decay, bases_per_step=bases_per_step,
         eval_steps=eval_schedule(steps, warmup, config.eval_points, config.first_eval_fraction),
         model_names=list(config.models), kinds=kinds, params=params, baselines=list(baselines),
+        models=identities, data_sha256=_training_files_sha256(config.data),
     )
+
+
+def _weights_sha256(model_spec) -> str | None:
+    """The SHA-256 of a ``save_pretrained`` folder's weights (None for a preset or a config)."""
+    from ...weights import WEIGHTS_NAME
+
+    if isinstance(model_spec, str) and Path(model_spec).is_dir() and (Path(model_spec) / WEIGHTS_NAME).is_file():
+        return file_sha256(Path(model_spec) / WEIGHTS_NAME)
+    return None
+
+
+def _training_files_sha256(data: dict) -> dict:
+    """{path as given: SHA-256} of the training FASTA(s) and the split BED: their contents, not
+    their names, decide the windows every model sees."""
+    fastas = data.get("fasta")
+    paths = [*(fastas if isinstance(fastas, (list, tuple)) else [fastas]), data.get("bed")]
+    return {str(p): file_sha256(resolve_path(p)) for p in paths if p is not None and resolve_path(p).is_file()}
 
 def cut_heldout(config: BenchmarkConfig) -> dict[str, np.ndarray]:
     """The windows of every held-out set as ids of the nucleotide table, (n, window) uint8 arrays

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ... import backends
-from ...runs import atomic_path
+from ...runs import atomic_path, json_text
 from .config import BenchmarkConfig
 from .multiplier import at_target_from_the_start, data_multiplier, multiplier_summary
 from .plan import Plan
@@ -65,6 +65,8 @@ def write_results(plan: Plan, config: BenchmarkConfig, out: Path, provenance: di
             "flops_per_base": float(np.mean([r["flops_per_base"] for r in res])),
             # runs from before the causal count have none
             "flops_per_base_causal": float(np.mean(causal)) if None not in causal else None,
+            # [min, max] over every seed's counted batches (runs from before the spread have none)
+            "flops_spread": _spread([r.get("flops_spread") for r in res]),
             "final_bits_per_base": {h: float(np.mean(list(v.values()))) for h, v in finals.items()},
             "final_bits_per_base_per_seed": finals,
             "final_compression": float(np.mean(comp)) if comp else None,
@@ -115,13 +117,21 @@ def write_results(plan: Plan, config: BenchmarkConfig, out: Path, provenance: di
         "provenance": provenance or {},
     }
     with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json_text(summary))
     try:
         plot_curves(rows, summary, out / "curves.png")
     except ImportError as e:  # matplotlib is a dependency; a bare GPU image may lack it
         print(f"hnet_dna.data_efficiency: no curves.png ({e}); curves.csv and summary.json are written",
               file=sys.stderr)
     return summary
+
+
+def _spread(per_seed: list) -> dict | None:
+    """The FLOP counts' range over the batches of every seed (each seed's ``flops_spread``)."""
+    if any(s is None for s in per_seed):
+        return None
+    return {"batches": sum(s["batches"] for s in per_seed),
+            **{c: [min(s[c][0] for s in per_seed), max(s[c][1] for s in per_seed)] for c in ("torch", "causal")}}
 
 
 def run_provenance(command: str) -> dict:

@@ -17,11 +17,15 @@ import numpy as np
 import torch
 
 from ... import backends
-from ...runs import atomic_path
+from ...runs import atomic_path, json_text
 from ...data.datamodule import GenomeDataModule
 from .flops import count_training_flops
 
-__all__ = ["fit_one", "CurvePoints", "flops_batch"]
+__all__ = ["fit_one", "CurvePoints", "flops_batch", "FLOPS_BATCHES"]
+
+# An H-Net's FLOPs follow its compression, which varies from batch to batch (repeats, GC, N runs):
+# counted on this many seeded random training batches, reported as mean and range.
+FLOPS_BATCHES = 4
 
 
 def fit_one(spec_path: Path) -> None:
@@ -52,8 +56,7 @@ def fit_one(spec_path: Path) -> None:
         **{"gradient_clip_val": 1.0, "enable_model_summary": False, "enable_progress_bar": False, **spec["trainer"]},
     )
     ckpt = run_dir / "last.ckpt"
-    if ckpt.exists():
-        points.truncate_after_checkpoint(ckpt)
+    points.resume_from(ckpt)  # rows of a killed attempt after its checkpoint (or all of them) go
     if trainer.strategy.root_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(task, datamodule=dm, ckpt_path=str(ckpt) if ckpt.exists() else None)
@@ -65,24 +68,31 @@ def fit_one(spec_path: Path) -> None:
     # Lightning's teardown has moved the model back to the CPU, wherever it trained: count on the
     # training device again (fast on a GPU), with the batch wherever the parameters are.
     model = task.model.to(device)
-    flops = count_training_flops(model, flops_batch(dm, model))
+    counts = [count_training_flops(model, flops_batch(dm, model, seed=(spec["seed"], k))) for k in range(FLOPS_BATCHES)]
+    flops = {c: float(np.mean([x[c] for x in counts])) for c in ("torch", "causal")}
+    spread = {c: [float(min(x[c] for x in counts)), float(max(x[c] for x in counts))] for c in ("torch", "causal")}
     result = {
         "model": spec["name"], "seed": spec["seed"], "params": model.num_parameters(),
         "flops_per_base": flops["torch"], "flops_per_base_causal": flops["causal"],
+        "flops_spread": {"batches": FLOPS_BATCHES, **spread},  # per convention: [min, max] over the batches
         "train_bases": points.trained_bases, "train_seconds": points.train_seconds,
         "train_bases_per_s": points.trained_bases / max(points.train_seconds, 1e-9),
         "peak_memory_mb": peak, "peak_memory_kind": kind, "device": _device_name(device),
         "decayed_bits_per_base": points.decayed,
     }
     with atomic_path(run_dir / "result.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.write_text(json_text(result))
     ckpt.unlink(missing_ok=True)  # the fit is done: its result is kept, its resume point is not needed
 
 
-def flops_batch(dm: GenomeDataModule, model) -> torch.Tensor:
-    """A training batch (B, L) for counting FLOPs, in the model's ids and on the device of the
-    model's parameters (never assumed: after ``fit`` Lightning has moved the model to the CPU)."""
-    ids = torch.stack([dm.datasets["train"][(0, i)]["input_ids"] for i in range(dm.hparams.batch_size)])
+def flops_batch(dm: GenomeDataModule, model, seed=0) -> torch.Tensor:
+    """A training batch (B, L) for counting FLOPs: windows drawn at random (``seed``) from the whole
+    training split (the first windows of a chromosome are its subtelomeric start, not typical), in
+    the model's ids and on the device of the model's parameters (never assumed: after ``fit``
+    Lightning has moved the model to the CPU)."""
+    train = dm.datasets["train"]
+    rng = np.random.default_rng(seed)
+    ids = torch.stack([train[(0, int(i))]["input_ids"] for i in rng.integers(0, len(train), dm.hparams.batch_size)])
     return model.tokenizer.from_nucleotide_ids(ids).to(next(model.parameters()).device)
 
 
@@ -117,9 +127,13 @@ class CurvePoints(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         self.train_seconds, self.trained_bases = state["train_seconds"], state["trained_bases"]
 
-    def truncate_after_checkpoint(self, ckpt: Path) -> None:
-        """Drop rows written after the checkpoint (a kill between a point and its checkpoint)."""
-        step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    def resume_from(self, ckpt: Path) -> None:
+        """Before a fit starts: keep the rows of ``points.csv`` and of the training-window log that
+        the checkpoint ``ckpt`` covers, and drop the rest (a kill between a point and its
+        checkpoint). Without a checkpoint the fit starts at step 0 and every earlier row goes (a
+        kill before the first checkpoint, e.g. within ``checkpoint_interval_s``): the rows are
+        written again, never twice."""
+        step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"] if ckpt.exists() else -1
         for path, col in ((self.path, "step"), (self.run_dir / "training_windows.rank0.tsv", None)):
             if not path.exists():
                 continue

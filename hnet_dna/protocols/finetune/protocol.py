@@ -14,7 +14,7 @@ from ...cli import build_cli
 from ...model.loading import is_untrained
 from ...runs import atomic_write_text, file_sha256, fingerprint as weights_fingerprint
 from .results import SYSTEMS, results_table, summarise, winner_lines, winners
-from .systems import kmer_run, probe_features, probe_run, trained_run
+from .systems import check_selection, kmer_run, probe_features, probe_run, trained_run
 
 __all__ = ["run_protocol"]
 
@@ -50,6 +50,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
     if not hasattr(check.model, "backbone"):
         raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
+    check_selection(check, f"--config {config}")  # before any run
     pretrained = not is_untrained(_backbone_spec(check))
     if systems is None:
         systems = [s for s in SYSTEMS if s != "scratch" or pretrained]

@@ -13,19 +13,31 @@ import torch
 
 from ...baselines import kmer_logistic_regression, kmer_predict_proba, linear_probe
 from ...cli import build_cli
+from ...config import ConfigError
 from ...model.pooling import pooled_features
 from ...tasks import CNNBaselineModule, FinetuneModule
 from ...tasks.classifier import classification_metrics
 
-__all__ = ["trained_run", "kmer_run", "probe_features", "probe_run"]
+__all__ = ["trained_run", "kmer_run", "probe_features", "probe_run", "check_selection"]
+
+
+def check_selection(cli, config: str = "the recipe") -> None:
+    """The protocol selects each fit's checkpoint on ``val/mcc``, highest first: the recipe's
+    ModelCheckpoint must monitor it with ``mode: max`` (``min`` would keep the worst epoch)."""
+    callback = cli.trainer.checkpoint_callback
+    if callback is None or callback.monitor != "val/mcc":
+        raise ConfigError(f"{config}: the protocol needs a ModelCheckpoint with monitor: val/mcc (model selection); "
+                          f"found {'none' if callback is None else f'monitor {callback.monitor!r}'}")
+    if callback.mode != "max":
+        raise ConfigError(f"{config}: the ModelCheckpoint monitors val/mcc with mode {callback.mode!r}, which would "
+                          "select the worst checkpoint; set mode: max")
 
 def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
     """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc."""
     cli.datamodule.check_ready("fit", cli.trainer.world_size)
     cli.datamodule.check_ready("test", cli.trainer.world_size)
+    check_selection(cli)
     callback = cli.trainer.checkpoint_callback
-    if callback is None or callback.monitor != "val/mcc":
-        raise SystemExit("hnet_dna.finetune: the recipe needs a ModelCheckpoint with monitor val/mcc (model selection)")
     cli.trainer.fit(module, datamodule=cli.datamodule)
     best = callback.best_model_path
     if not best:
@@ -73,10 +85,10 @@ def _test_metrics(datamodule, probs) -> dict:
 
 def kmer_run(datamodule, seed: int, fold: int | None) -> dict:
     fitted = kmer_logistic_regression(_split(datamodule, "train"), _split(datamodule, "val"),
-                                      len(datamodule.class_names), seed=seed)
+                                      len(datamodule.class_names), seed=seed, strand_symmetric=datamodule.strand_symmetric)
     test = _test_metrics(datamodule, kmer_predict_proba(fitted, _split(datamodule, "test")[0]))
     return {"system": "kmer_lr", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
-            "k": fitted["k"], "C": fitted["C"], "test": test}
+            "k": fitted["k"], "C": fitted["C"], "strand_symmetric": fitted["strand_symmetric"], "test": test}
 
 
 def probe_features(backbone, datamodule, pooling: str) -> dict:

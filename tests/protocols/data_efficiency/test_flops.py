@@ -152,3 +152,20 @@ def test_flops_batch_follows_the_model_parameters():
     byte_model = build_model({"preset": "tiny-hnet", "vocab_size": 256})
     ids = flops_batch(dm, byte_model)
     assert set(ids.unique().tolist()) <= {ord(c) for c in "ACGTN"}
+
+
+def test_flops_are_counted_on_random_batches_from_the_whole_training_split():
+    """Not the first windows (a chromosome's start is its subtelomere, after its leading N run):
+    seeded draws from the whole split, other batches for other seeds."""
+    from hnet_dna.data.datamodule import GenomeDataModule
+    from hnet_dna.model.loading import build_model
+    from hnet_dna.protocols.data_efficiency.worker import flops_batch
+
+    dm = GenomeDataModule(fasta="builtin:demo_chr20.fa", window=64, batch_size=4)
+    model = build_model("tiny-hnet")
+    first = torch.stack([dm.datasets["train"][(0, i)]["input_ids"] for i in range(4)])
+    batches = [flops_batch(dm, model, seed=(0, k)) for k in range(3)]
+    assert not any(torch.equal(b, first) for b in batches)
+    assert not torch.equal(batches[0], batches[1])
+    assert torch.equal(batches[0], flops_batch(dm, model, seed=(0, 0)))  # seeded: the same batch again
+

@@ -70,3 +70,20 @@ def test_multiplier_summary_over_seeds():
     assert s == {"per_seed": {"0": 2.0, "1": None}, "mean": None, "sd": None, "reached": False, "seeds_reached": 1,
                  "lower_bound": False}
     assert multiplier_summary({0: 2.0, 1: 4.0}, {0: False, 1: True})["lower_bound"]
+
+
+def test_a_nan_point_before_the_crossing_gives_the_crossing_points_bases_never_nan(tmp_path):
+    baseline = [(1e3, 2.1), (1e5, 1.7)]
+    curve = [(1e3, 2.0), (1e4, float("nan")), (1e5, 1.6)]  # diverged evaluation, then below the target
+    for rule in ("sustained", "first"):
+        assert data_multiplier(curve, baseline, rule) == 1.0  # B / b* with b* = 1e5: nothing interpolated from NaN
+    summary = multiplier_summary({0: data_multiplier(curve, baseline), 1: 2.0})
+    assert summary["reached"] and summary["mean"] == 1.5
+    # and a NaN that does reach a summary (a diverged model's final bits) is written as null, never NaN
+    import json
+
+    from hnet_dna.runs import json_text
+
+    text = json_text({"final_bits_per_base": float("nan"), "per_seed": [1.0, float("inf")]})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"final_bits_per_base": None, "per_seed": [1.0, None]}

@@ -86,6 +86,10 @@ def test_smoke_end_to_end(smoke):
         assert info["flops_per_base"] > 6 * 0.5 * info["params"] / 10  # a real count, not a placeholder
         # both models attend causally: the causal count is below torch's, by the masked pairs only
         assert 0.5 * info["flops_per_base"] < info["flops_per_base_causal"] < info["flops_per_base"]
+        spread = info["flops_spread"]  # counted on 4 random batches per seed: mean within their range
+        assert spread["batches"] == 4 * len(seeds)
+        for convention, key in (("torch", "flops_per_base"), ("causal", "flops_per_base_causal")):
+            assert spread[convention][0] <= info[key] <= spread[convention][1]
         assert info["train_bases_per_s"] > 0 and info["peak_memory_mb"] > 0
         assert set(info["decayed_bits_per_base"]) == set(heldout)
     assert summary["models"]["hnet"]["final_compression"] > 1

@@ -1,0 +1,71 @@
+"""What a rerun may keep: the fingerprint covers what defines the work (model files' contents,
+presets defined in code, the training FASTA), and a kept run fitted to another spec is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hnet_dna.config import ConfigError
+from hnet_dna.protocols.data_efficiency import cut_heldout, load_config, make_plan, run_pipeline
+from hnet_dna.protocols.data_efficiency.pipeline import work_fingerprint
+
+from .conftest import DEMO, ROOT, SMOKE
+
+
+def _key(*overrides) -> str:
+    config = load_config(SMOKE, [("heldout", "{x: {split: val, windows: 2}}"), *overrides])
+    return work_fingerprint(make_plan(config), cut_heldout(config))
+
+
+def test_the_fingerprint_follows_file_contents_and_presets_not_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from hnet_dna import HNetConfig
+
+    fields = HNetConfig.from_preset("tiny-transformer").to_dict()
+    model = tmp_path / "transformer.json"
+    model.write_text(json.dumps({**fields, "arch_layout": ["T4"]}))
+    fasta = tmp_path / "genome.fa"
+    fasta.write_text(DEMO.read_text())
+    overrides = [("models.transformer.model", str(model)), ("data.fasta", str(fasta))]
+    key = _key(*overrides)
+    assert _key(*overrides) == key  # the same work: the same key
+    model.write_text(json.dumps({**fields, "arch_layout": ["T3"]}))  # the same path, another model
+    assert _key(*overrides) != key
+    model.write_text(json.dumps({**fields, "arch_layout": ["T4"]}))
+    text = DEMO.read_text()
+    at = text.index("\n", text.index("\n") + 1) + 1  # a base on the second sequence line
+    fasta.write_text(text[:at] + ("A" if text[at] != "A" else "C") + text[at + 1:])  # one base changed
+    assert _key(*overrides) != key
+    fasta.write_text(text)
+    assert _key(*overrides) == key
+
+    from hnet_dna import config as config_module
+
+    original = config_module._PRESETS["tiny-hnet"]  # the smoke config's reference, named by its preset
+    monkeypatch.setitem(config_module._PRESETS, "tiny-hnet", lambda: {**original(), "initializer_range": 0.03})
+    assert _key(*overrides) != key  # a preset redefined in code is other work under the same name
+
+
+def test_a_kept_run_fitted_to_another_spec_is_refused(tmp_path, monkeypatch):
+    """The two-core workflow of cpu_small.yaml: a seed fitted in another folder is copied in. A
+    copy fitted under other overrides is refused, naming the spec it was fitted to."""
+    from hnet_dna.protocols.data_efficiency import pipeline
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(pipeline, "_run_fit", lambda spec, log, accelerator: (log.write_text("no fit here\n"), 1)[1])
+    monkeypatch.setattr(pipeline, "write_results", lambda *args: pytest.fail("nothing is finished"))
+    config = load_config(SMOKE, [("heldout", "{x: {split: val, windows: 2}}")])
+    out = tmp_path / "out"
+    with pytest.raises(pipeline.FitFailed):
+        run_pipeline(config, out, progress=False)  # plan.json and the first run's spec.json
+    run = out / "runs" / "hnet" / "seed0"
+    spec = json.loads((run / "spec.json").read_text())
+    (run / "result.json").write_text("{}")  # as if fitted elsewhere and copied in...
+    (run / "spec.json").write_text(json.dumps({**spec, "lr": 0.05, "heldout": {"x": "/elsewhere/x.npy"}}))  # ...at lr 0.05
+    with pytest.raises(ConfigError, match=r"runs/hnet/seed0: its finished run was fitted to .*spec.json.*in lr"):
+        run_pipeline(config, out, progress=False)
+    (run / "spec.json").write_text(json.dumps({**spec, "heldout": {"x": "/elsewhere/x.npy"}}))  # the same spec
+    with pytest.raises(pipeline.FitFailed, match="transformer"):  # kept; the next run is fitted
+        run_pipeline(config, out, progress=False)
