@@ -125,3 +125,16 @@ def finetune_recipe(tmp_path, **data) -> str:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def setup_labelled_module(tmp_path, module, **data):
+    """``module.setup('fit')`` against a labelled data module on the UCI splice fixture, as Lightning
+    calls it; returns the data module."""
+    from types import SimpleNamespace
+
+    from hnet_dna.data import LabelledDataModule
+
+    dm = LabelledDataModule(str(DATA / "labelled" / "uci_splice_60bp.tsv"), **data)
+    module._trainer = SimpleNamespace(datamodule=dm)
+    module.setup("fit")
+    return dm

@@ -16,6 +16,9 @@ MUTANTS = [
            [("context = np.minimum(clean, self.order)",
              "context = np.minimum(clean, self.order); t, context = t[clean >= self.order], context[clean >= self.order]")],
            "tests/test_baselines.py::test_markov_scores_exactly_the_language_model_targets"),
+    Mutant("kmer_always_both_strands", "k-mer features always count both strands (a motif and its reverse complement are one feature)",
+           "hnet_dna/baselines.py", [("(\" \" + s.upper().translate(complement)[::-1] if strand_symmetric else \"\")", "\" \" + s.upper().translate(complement)[::-1]")],
+           "tests/test_baselines.py::test_kmer_features_follow_the_strand_policy"),
     # ---- hnet_dna/cli.py
     Mutant("best_is_last", "--ckpt_path best resolves to the last checkpoint",
            "hnet_dna/cli.py",
@@ -46,6 +49,9 @@ MUTANTS = [
            "hnet_dna/runs.py",
            [("    import torch.distributed as dist\n", "    import torch.distributed as dist\n\n    from .io import parse_region  # noqa: F401\n")],
            "tests/test_layout.py::test_no_import_circle_and_no_import_from_a_layer_above"),
+    Mutant("json_writes_nan", "a NaN float reaches a JSON output as it is",
+           "hnet_dna/runs.py", [("        if isinstance(x, float) and not np.isfinite(x):", "        if False:")],
+           "tests/protocols/data_efficiency/test_multiplier.py::test_a_nan_point_before_the_crossing_gives_the_crossing_points_bases_never_nan"),
     # ---- hnet_dna/tokenizer.py
     Mutant("byte_ids_untranslated", "a byte-level model is fed the nucleotide table's ids",
            "hnet_dna/tokenizer.py",

@@ -17,6 +17,9 @@ MUTANTS = [
            "hnet_dna/tasks/classifier.py",
            [("self._build(list(names), bool(strand_symmetric) if rc is None else bool(rc))", "self._build(list(names), True if rc is None else bool(rc))")],
            "tests/tasks/test_finetune.py::test_rc_conjoining_follows_the_strand_policy"),
+    Mutant("head_sized_on_every_split", "a position-reading head is sized on every split (test positions that never train)",
+           "hnet_dna/tasks/classifier.py", [("        return max(len(ids) for ids in train.ids)", "        return max(len(ids) for ds in dm.datasets.values() for ids in ds.ids)")],
+           "tests/tasks/test_finetune.py::test_a_head_that_reads_positions_is_sized_on_training_data_and_refuses_longer_inputs"),
     # ---- hnet_dna/tasks/finetune.py
     Mutant("freeze_ignored", "--model.freeze_backbone trains the backbone anyway",
            "hnet_dna/tasks/finetune.py",

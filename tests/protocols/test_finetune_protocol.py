@@ -46,18 +46,6 @@ def test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes(tmp_path, capsys)
 
 
 # ------------------------------------------------------------------ issue #17: the honest protocol
-def _setup_module(tmp_path, module, **data):
-    """``module.setup('fit')`` against a labelled data module, as Lightning calls it."""
-    from types import SimpleNamespace
-
-    from hnet_dna.data import LabelledDataModule
-
-    dm = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), **data)
-    module._trainer = SimpleNamespace(datamodule=dm)
-    module.setup("fit")
-    return dm
-
-
 def _pretrained_tiny(tmp_path):
     torch.manual_seed(11)
     model = HNetForCausalLM(HNetConfig.from_preset("tiny-hnet", d_model=[32, 48],

@@ -12,7 +12,7 @@ from hnet_dna import HNetConfig, HNetForCausalLM
 from hnet_dna.cli import main
 from hnet_dna.tasks.classifier import classification_metrics
 
-from ..conftest import DATA, finetune_recipe, make_model, padded_batch
+from ..conftest import DATA, finetune_recipe, make_model, padded_batch, setup_labelled_module
 
 LABELLED = DATA / "labelled"
 
@@ -132,18 +132,6 @@ def test_a_byte_level_backbone_reads_its_own_ids():
 
 
 # ------------------------------------------------------------------ issue #17: the honest protocol
-def _setup_module(tmp_path, module, **data):
-    """``module.setup('fit')`` against a labelled data module, as Lightning calls it."""
-    from types import SimpleNamespace
-
-    from hnet_dna.data import LabelledDataModule
-
-    dm = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), **data)
-    module._trainer = SimpleNamespace(datamodule=dm)
-    module.setup("fit")
-    return dm
-
-
 def test_rc_conjoining_follows_the_strand_policy(tmp_path):
     from hnet_dna.config import ConfigError
     from hnet_dna.tasks.classifier import CNNBaselineModule
@@ -152,11 +140,11 @@ def test_rc_conjoining_follows_the_strand_policy(tmp_path):
     tiny = {"preset": "tiny-hnet", "d_model": [32, 48]}
     for cls, kwargs in ((FinetuneModule, {"backbone": tiny}), (CNNBaselineModule, {})):
         specific, symmetric = cls(**kwargs), cls(**kwargs)
-        _setup_module(tmp_path, specific)
-        _setup_module(tmp_path, symmetric, strand_symmetric=True)
+        setup_labelled_module(tmp_path, specific)
+        setup_labelled_module(tmp_path, symmetric, strand_symmetric=True)
         assert not specific.classifier.rc_conjoin and symmetric.classifier.rc_conjoin
         with pytest.raises(ConfigError, match="wrong for strand-specific labels"):
-            _setup_module(tmp_path, cls(**kwargs, rc_conjoin=True))
+            setup_labelled_module(tmp_path, cls(**kwargs, rc_conjoin=True))
 
 
 def test_every_recipe_states_its_strand_policy_with_a_reason():
@@ -264,7 +252,7 @@ def test_checkpoints_rebuild_the_head_they_were_trained_with(tmp_path):
         assert torch.equal(anchored._anchors[id(p)], start[name]), name
 
     unresolved = FinetuneModule(backbone=tiny, class_names=["EI", "IE", "N"])  # rc_conjoin follows the data
-    _setup_module(tmp_path, unresolved, strand_symmetric=True)
+    setup_labelled_module(tmp_path, unresolved, strand_symmetric=True)
     assert unresolved.classifier.rc_conjoin and unresolved.hparams.rc_conjoin
 
 
