@@ -36,10 +36,10 @@ def model_table(s: dict) -> str:
                  "-" if causal is None else f"{causal / 1e6:.2f} ({m['flops_ratio_to_reference_causal']:.2f})",
                  f"{m['flops_per_base'] / 1e6:.2f} ({m['flops_ratio_to_reference']:.2f})"]
         for h in heldouts:
-            seeds = ", ".join(f"{v:.4f}" for v in m["final_bits_per_base_per_seed"][h].values())
-            cells.append(f"{m['final_bits_per_base'][h]:.4f} ({seeds})")
+            seeds = ", ".join(_f(v) for v in m["final_bits_per_base_per_seed"][h].values())  # null: diverged
+            cells.append(f"{_f(m['final_bits_per_base'][h])} ({seeds})")
         if s["decay_steps"]:
-            cells += [f"{m['decayed_bits_per_base'][h]:.4f}" for h in heldouts]
+            cells += [_f(m["decayed_bits_per_base"][h]) for h in heldouts]
         cells += [_f(m["final_compression"], "{:.2f}"), f"{m['train_bases_per_s']:,.0f}", f"{m['peak_memory_mb']:,.0f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

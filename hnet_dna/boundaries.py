@@ -1,5 +1,6 @@
 """``python -m hnet_dna.boundaries``: where the model cuts a genomic region into chunks, as genome
 browser tracks, and whether the cuts fall at annotated feature edges.
+
 ``--help`` says what it reads and writes.
 """
 
@@ -23,7 +24,8 @@ from .runs import atomic_path, exit_on_user_error
 
 HELP = """::
 
-    python -m hnet_dna.boundaries --fasta GRCh37_chr20.fa.gz --region 20:30,000,001-31,000,000 --out runs/b/chr20         --annotation exons=hg19_chr20_refseq_exons.saf tss=hg19_chr20_refseq_tss.txt cpg=hg19_chr20_cpg_islands.bed
+    python -m hnet_dna.boundaries --fasta GRCh37_chr20.fa.gz --region 20:30,000,001-31,000,000 --out runs/b/chr20 \\
+        --annotation exons=hg19_chr20_refseq_exons.saf tss=hg19_chr20_refseq_tss.txt cpg=hg19_chr20_cpg_islands.bed
 
 Writes, per chunking level s (0 = outermost):
 

@@ -29,15 +29,16 @@ HELP = """How a run goes:
 4. ``DIR/curves.csv``, ``DIR/curves.png`` and ``DIR/summary.json`` are written (atomically) from
    the finished fits.
 
-Compute (:mod:`~hnet_dna.protocols.data_efficiency.flops`): parameters and training FLOPs per base (forward
-+ backward, counted on a real training batch at the end of training, since an H-Net's cost depends
-on the compression its routers reached), in two conventions: ``flops_per_base`` as torch's
+Compute (hnet_dna.protocols.data_efficiency.flops): parameters and training FLOPs per base (forward
++ backward, counted at the end of training on 4 seeded random training batches, their mean with
+``flops_spread`` the range, since an H-Net's cost depends on the compression its routers reached
+on the batch), in two conventions: ``flops_per_base`` as torch's
 ``FlopCounterMode`` counts it (the full L x L attention scores; a convolution's backward at its real
 cost, which torch's formula overstates for grouped convolutions) and ``flops_per_base_causal``
 (attention charged for the keys each query attends to: the work a causal kernel does). The config's
 ``flops_convention`` says which one decides ``compute_matched``.
 
-The multiplier (:mod:`~hnet_dna.protocols.data_efficiency.multiplier`): for each seed, the baseline's bases at
+The multiplier (hnet_dna.protocols.data_efficiency.multiplier): for each seed, the baseline's bases at
 its last point divided by the bases the H-Net needed to reach the baseline's final bits per base
 and stay there (the sustained crossing, interpolated in log(bases)); the first crossing is reported
 beside it. ``None`` (``reached: false``) when the H-Net is above the target at its last point:

@@ -1,4 +1,5 @@
 """``python -m hnet_dna.embed``: embeddings of DNA sequences from a pretrained model.
+
 ``--help`` says what it reads and writes.
 """
 

@@ -1,4 +1,5 @@
 """``python -m hnet_dna.finetune``: the fine-tuning protocol, with the field's controls, in one command.
+
 ``--help`` says what it reads and writes.
 """
 
@@ -7,12 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .protocols.finetune import SYSTEMS, run_protocol
-from .runs import closing_process_group, exit_on_user_error
+from .protocols.finetune.results import SYSTEMS
 
 HELP = """::
 
-    python -m hnet_dna.finetune --config pipelines/finetune/promoter_tss_chr20.yaml         --seeds 0 1 2 --out results/promoter [--folds 5] [--systems model cnn ...]         [any --data.* / --model.* / --trainer.* override]
+    python -m hnet_dna.finetune --config pipelines/finetune/promoter_tss_chr20.yaml \\
+        --seeds 0 1 2 --out results/promoter [--folds 5] [--systems model cnn ...] \\
+        [any --data.* / --model.* / --trainer.* override]
 
 Systems, all on exactly the same splits (every row of results tells which):
 
@@ -55,6 +57,14 @@ only the weights changed, not the architecture) and redoes the others.
 __all__ = ["main", "run_protocol"]
 
 
+def run_protocol(*args, **kwargs) -> dict:
+    """:func:`hnet_dna.protocols.finetune.protocol.run_protocol` (imported when called: it loads
+    Lightning, which ``--help`` does not need)."""
+    from .protocols.finetune.protocol import run_protocol as run
+
+    return run(*args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hnet_dna.finetune", description=__doc__.split("\n\n")[0],
                                      epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)
     if args.folds == 1 or args.folds < 0:
         parser.error("--folds must be 0 or >= 2")
+    from .runs import closing_process_group, exit_on_user_error
+
     with closing_process_group():
         exit_on_user_error(lambda: run_protocol(args.config, overrides, args.seeds, args.out, args.folds, args.systems),
                            prog="hnet_dna.finetune")

@@ -1,7 +1,9 @@
 """``python -m hnet_dna.ism``: in-silico mutagenesis (ISM) maps: every single-base substitution of
 each input sequence, scored by a language model or by a fine-tuned classifier.
-``--help`` says what it reads and writes. In Python: ``hnet_dna.ism(sequences, model=None, scorer="lm")`` (or ``scorer=`` a classifier task or
-its checkpoint path) returns an :class:`~hnet_dna.interpret.ism.ISMResult` (:mod:`hnet_dna.interpret.ism`).
+
+``--help`` says what it reads and writes. In Python: ``hnet_dna.ism(sequences, model=None,
+scorer="lm")`` (or ``scorer=`` a classifier task or its checkpoint path) returns an
+:class:`~hnet_dna.interpret.ism.ISMResult` (:mod:`hnet_dna.interpret.ism`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from .config import ConfigError
 from .data.genome import DataError, open_fasta
 from .inference.tiling import check_windows, choose_device, window_help
-from .interpret.ism import DEFAULT_WINDOW, ISMResult, ism
+from .interpret.ism import DEFAULT_WINDOW, ISMResult, ism, lm_downstream
 from .interpret.plots import plot_ism
 from .io import InputSequence, read_sequences, resolve_region, write_bigwig
 from .model.loading import load_model
@@ -82,11 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned classifier's checkpoint")
     p.add_argument("--target", default=None, help="classifier: the class whose logit 'effects' holds (default: the last)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                   help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases"))
+                   help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases",
+                                    "window - stride - D to window - D - 1 (D: --downstream)"))
     p.add_argument("--stride", type=int, default=None, help="bases between window starts (default window/2)")
     p.add_argument("--downstream", type=int, default=None,
                    help="language model: an effect sums the substituted base and this many bases after it, for "
-                        "every base alike (default (window - stride) / 2; at most window - stride)")
+                        "every base alike (default (window - stride) / 2; below window - stride)")
     p.add_argument("--batch-size", type=int, default=64, help="mutants per forward pass (default 64)")
     p.add_argument("--plot", default="3", help="sequences drawn in OUT.png: a count (default 3; 0 = no plot) or ids, comma-separated")
     p.add_argument("--device", default="auto")
@@ -112,17 +115,22 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".npz",))
     if args.target is not None and args.ckpt_path is None:
         raise ConfigError("--target chooses a classifier's class; it needs --ckpt_path")
-    region = None
+    if args.downstream is not None and args.ckpt_path is not None:
+        raise ConfigError("--downstream sets a language model's span; a classifier reads its sequence whole")
+    downstream = lm_downstream(args.window, args.stride, args.downstream) if args.ckpt_path is None else 0
+    region, after = None, 0
     if args.region is not None:
         if args.fasta is None:
             raise DataError("--region needs --fasta")
         genome = open_fasta(args.fasta, index_dir=args.index_dir)
         chrom, record, start, end = resolve_region(genome, args.region)
         region = (chrom, genome.records[record], start)
-        # read with left context, as score's --region, so that the region's first bases have some too
+        # read with left context, as score's --region, so that the region's first bases have some too,
+        # and with the span after it, so that its last bases sum as many bases after them as the others
         stride = args.stride or args.window // 2
         skip = min(start, args.window - stride) if args.ckpt_path is None else 0
-        records = [InputSequence(f"{chrom}:{start + 1}-{end}", genome.fetch(record, start - skip, end),
+        after = min(downstream, genome.records[record] - end)
+        records = [InputSequence(f"{chrom}:{start + 1}-{end}", genome.fetch(record, start - skip, end + after),
                                  f"{genome.path}, {record}")]
     else:
         records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
@@ -131,7 +139,7 @@ def run(args: argparse.Namespace) -> None:
     which = _chosen(args.plot, ids)
     context = [skip] if region is not None else None
     if args.ckpt_path is not None:
-        from .tasks.finetune import load_classifier
+        from .tasks.finetune import load_classifier  # noqa: PLC0415  (Lightning: only for a classifier)
 
         net = scorer = load_classifier(args.ckpt_path)
         model = None
@@ -144,7 +152,8 @@ def run(args: argparse.Namespace) -> None:
     key = fingerprint([(r.id, r.sequence) for r in records], net, options)
     result = ism([r.sequence for r in records], model, scorer, ids=ids, target=args.target, window=args.window,
                  stride=args.stride, downstream=args.downstream, batch_size=args.batch_size, device=device, progress=not args.quiet,
-                 context=context, _resume_at=(output, key), _wheres=[r.where for r in records])
+                 context=context, trailing=[after] if region is not None else None, _resume_at=(output, key),
+                 _wheres=[r.where for r in records])
     with atomic_path(output) as tmp, open(tmp, "wb") as f:
         np.savez(f, **result.arrays())
     written = [output]

@@ -1,5 +1,6 @@
 """``python -m hnet_dna.score``: likelihoods of sequences, per-base bits over a region, and
 variant effects from a VCF, under a pretrained model.
+
 ``--help`` says what it reads and writes.
 """
 

@@ -12,7 +12,7 @@ import yaml
 
 from hnet_dna import HNetConfig, HNetForCausalLM
 
-# Without a GPU the Triton kernels' tests (tests/test_kernels.py) run under Triton's CPU
+# Without a GPU the Triton kernels' tests (tests/kernels/) run under Triton's CPU
 # interpreter. Triton reads this when a kernel is defined, i.e. when hnet_dna.kernels is imported
 # (``import hnet_dna`` never does), so it is set here, before any test module runs; with a GPU the
 # compiled kernels are tested instead. Nothing else in the suite runs Triton.

@@ -6,7 +6,10 @@ Long sequences are cut into overlapping windows (:func:`tiles`): windows start e
 bases and are ``window`` long; each base is read from the earliest window that holds it, so every
 base after the first window has at least ``window - stride`` bases of left context. With
 ``--exact-context`` a sequence is instead read once in blocks that continue from the model's
-caches (:func:`read_exact`): every base with all the bases before it.
+caches (:func:`read_exact`): every base with all the bases before it. ``ism`` keeps ``trail``
+bases after each window's owned bases as right context (every mutated base then has that many
+after it in its window), so its bases have ``window - stride - trail`` to ``window - trail - 1``
+bases of left context.
 """
 
 from __future__ import annotations
@@ -41,13 +44,15 @@ def check_windows(window: int | None, stride: int | None, batch_size: int) -> No
 MB_PER_1000_BASES = 10
 
 
-def window_help(default: int, batch_default: int, what: str = "read longer sequences in windows of this many bases") -> str:
-    """``--window``'s help: what a window costs in memory, so that users can fit a bound."""
+def window_help(default: int, batch_default: int, what: str = "read longer sequences in windows of this many bases",
+                context: str = "window - stride to window - 1") -> str:
+    """``--window``'s help: what a window costs in memory, so that users can fit a bound, and the left
+    context a base is read with (``context``)."""
     return (f"{what} (default {default:,}). Memory grows with --window x --batch-size: the shipped model "
             f"needs about {MB_PER_1000_BASES} MB per 1,000 bases of each window in a batch (so the defaults "
             f"need about {MB_PER_1000_BASES * default * batch_default / 1000:,.0f} MB over the loaded model; "
             "a model of width d about d/64 times as much); lower either to fit. Past the first window each "
-            "base is read with window - stride to window - 1 bases of left context")
+            f"base is read with {context} bases of left context")
 
 
 

@@ -24,7 +24,7 @@ from ..model.loading import load_model
 from ..runs import Progress, ResumableParts
 from ..tokenizer import NucleotideTokenizer
 
-__all__ = ["ism", "ISMResult", "BASES", "DEFAULT_WINDOW"]
+__all__ = ["ism", "ISMResult", "BASES", "DEFAULT_WINDOW", "lm_downstream"]
 
 BASES = "ACGT"
 
@@ -79,6 +79,23 @@ class ISMResult:
             out["target"] = np.array(self.target)
         return out
 
+
+
+def lm_downstream(window: int | None, stride: int | None, downstream: int | None) -> int | None:
+    """The span D after each substituted base that a language model's effect sums (``ism``'s
+    ``downstream``): default ``(window - stride) // 2``; at most ``window - stride - 1``, so that
+    every mutated base keeps at least ``window - stride - D`` bases of left context in its window.
+    None with ``window=None`` and no ``downstream``: every base to the sequence's end."""
+    if window is None:
+        if downstream is not None and downstream < 0:
+            raise ConfigError(f"--downstream must be >= 0, got {downstream}")
+        return downstream
+    stride = stride or window // 2
+    downstream = (window - stride) // 2 if downstream is None else downstream
+    if not 0 <= downstream < window - stride:
+        raise ConfigError(f"--downstream must be in 0..{window - stride - 1} (below window - stride, so that each "
+                          f"mutated base keeps some left context in its window), got {downstream}")
+    return downstream
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -177,6 +194,7 @@ def ism(
     device=None,
     progress: bool = False,
     context: list[int] | None = None,
+    trailing: list[int] | None = None,
     _resume_at: tuple[Path, str] | None = None,
     _wheres: list[str] | None = None,
 ) -> ISMResult:
@@ -195,8 +213,10 @@ def ism(
             ``(window - stride) // 2``, or every base to the sequence's end with ``window=None``.
             Each window owns the bases that have this many after them in it.
         batch_size: mutants per forward pass. device: default the model's own device.
-        context: per sequence, bases at its start that are read as left context only: not
-            mutated, and left out of the result (a language model; what ``--region`` uses).
+        context, trailing: per sequence, bases at its start (its end) that are read as context
+            only: not mutated, and left out of the result (a language model; ``--region`` reads the
+            genome around the region so that its first bases have left context and its last
+            bases the same ``downstream`` span as the others).
     """
     if isinstance(sequences, dict):
         ids, sequences = list(sequences), list(sequences.values())
@@ -206,11 +226,7 @@ def ism(
     if len(ids) != len(sequences):
         raise ConfigError(f"{len(ids)} ids for {len(sequences)} sequences")
     check_windows(window, stride, batch_size)
-    if window is not None:
-        stride = stride or window // 2
-        downstream = (window - stride) // 2 if downstream is None else downstream
-        if not 0 <= downstream <= window - stride:
-            raise ConfigError(f"--downstream must be in 0..window - stride ({window - stride}), got {downstream}")
+    downstream = lm_downstream(window, stride, downstream)
     wheres = _wheres or [f"sequence {i!r}" for i in ids]  # the command passes "FILE, record 'x'"
     records = [InputSequence(i, s, w) for i, s, w in zip(ids, sequences, wheres)]
     if isinstance(scorer, str) and scorer == "lm":
@@ -239,20 +255,24 @@ def ism(
     device = next(net.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
     net.to(device)
     context = context or [0] * len(encoded)
-    if kind == "classifier" and any(context):
+    trailing = trailing or [0] * len(encoded)
+    if kind == "classifier" and (any(context) or any(trailing)):
         raise ConfigError("context bases are for a language model; a classifier reads its sequence whole")
-    units = [(i, t, max(t.own_start, context[i])) for i, x in enumerate(encoded) for t in tiles(len(x), window, stride, trail=downstream if kind == "lm" and window else 0)
-             if t.own_end > context[i]]  # (sequence, window, its first base mutated)
+    units = []  # (sequence, window, its first and last + 1 base mutated)
+    for i, x in enumerate(encoded):
+        for t in tiles(len(x), window, stride, trail=downstream if kind == "lm" and window else 0):
+            lo, hi = max(t.own_start, context[i]), min(t.own_end, len(x) - trailing[i])
+            if hi > lo:
+                units.append((i, t, lo, hi))
     effects = [np.zeros((len(x), 4), np.float32) for x in encoded]
     site = [np.zeros((len(x), 4), np.float32) for x in encoded] if kind == "lm" else None
     by_class = [None] * len(encoded)
-    bar = Progress(len(units), sum(3 * (t.own_end - lo) for _, t, lo in units), "ism", enabled=progress,
-                   unit="window")
-    for u, (i, t, lo) in enumerate(units):
+    bar = Progress(len(units), sum(3 * (hi - lo) for _, _, lo, hi in units), "ism", enabled=progress, unit="window")
+    for u, (i, t, lo, hi) in enumerate(units):
         if _resume is not None and u in _resume:
             part = _resume.load(u)
         elif kind == "lm":
-            e, s = _lm_effects(net, encoded[i][t.start:t.end], lo - t.start, t.own_end - t.start, batch_size, device,
+            e, s = _lm_effects(net, encoded[i][t.start:t.end], lo - t.start, hi - t.start, batch_size, device,
                                downstream)
             part = {"effects": e, "site": s}
         else:
@@ -260,15 +280,15 @@ def ism(
         if _resume is not None and u not in _resume:
             _resume.save(u, part)
         if kind == "lm":
-            effects[i][lo:t.own_end], site[i][lo:t.own_end] = part["effects"], part["site"]
+            effects[i][lo:hi], site[i][lo:hi] = part["effects"], part["site"]
         else:
             by_class[i] = part["by_class"]
             effects[i] = by_class[i][..., names.index(target)]
-        bar.update(1, 3 * (t.own_end - lo))
+        bar.update(1, 3 * (hi - lo))
     bar.close()
-    c = context
-    result = ISMResult(ids, [r.sequence[c[i]:] for i, r in enumerate(records)], [e[c[i]:] for i, e in enumerate(effects)],
-                       kind, site_effects=[x[c[i]:] for i, x in enumerate(site)] if site is not None else None)
+    keep = [slice(context[i], len(x) - trailing[i]) for i, x in enumerate(encoded)]  # context bases left out
+    result = ISMResult(ids, [r.sequence[k] for r, k in zip(records, keep)], [e[k] for e, k in zip(effects, keep)],
+                       kind, site_effects=[x[k] for x, k in zip(site, keep)] if site is not None else None)
     if kind == "classifier":
         result.effects_by_class, result.class_names, result.target = by_class, names, target
     return result

@@ -8,17 +8,23 @@ import pytest
 from hnet_dna.inference.tiling import length_batches, tiles
 
 
-@pytest.mark.parametrize("length,window,stride", [(10, None, None), (10, 16, 8), (100, 16, 8), (101, 16, 5), (17, 16, 15)])
-def test_tiles_take_every_base_once_from_the_earliest_window(length, window, stride):
+@pytest.mark.parametrize("length,window,stride,trail", [(10, None, None, 0), (10, 16, 8, 0), (100, 16, 8, 0),
+                                                        (101, 16, 5, 0), (17, 16, 15, 0), (100, 16, 8, 4),
+                                                        (101, 16, 5, 10), (100, 16, 8, 7), (17, 16, 15, 1)])
+def test_tiles_take_every_base_once_with_its_left_and_right_context(length, window, stride, trail):
+    """Contiguous ownership, each base once; past the first window a base has at least window -
+    stride - trail bases before it in its window, and (but in the last window) trail after it."""
     cover = np.zeros(length, dtype=int)
     prev_end = 0
-    for t in tiles(length, window, stride):
+    for t in tiles(length, window, stride, trail=trail):
         assert t.start <= t.own_start < t.own_end <= t.end <= length
         assert t.own_start == prev_end  # contiguous ownership, in order
         prev_end = t.own_end
         cover[t.own_start:t.own_end] += 1
-        if t.start > 0:  # every base after the first window has >= window - stride bases of left context
-            assert t.own_start - t.start >= window - stride
+        if t.start > 0:
+            assert t.own_start - t.start >= window - stride - trail
+        if t.end < length:
+            assert t.end - t.own_end == trail  # the window's last trail bases are right context only
     assert (cover == 1).all()
 
 
@@ -28,11 +34,6 @@ def test_length_batches_group_similar_lengths_within_limits():
     assert sorted(i for b in batches for i in b) == list(range(7))
     assert all(len(b) <= 2 and max(lengths[i] for i in b) * len(b) <= 250 for b in batches)
     assert batches[0] == [1, 5]  # longest first
-
-
-def _touch(path):
-    path.write_text("ACGT\n")
-    return path
 
 
 def test_window_options_are_checked_once_for_every_command():

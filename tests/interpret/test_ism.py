@@ -162,6 +162,22 @@ def test_command_writes_the_documented_npz_png_and_region_bigwig(tmp_path):
     assert not (tmp_path / "region.png").exists()
 
 
+def test_a_regions_last_bases_sum_as_many_bases_after_them_as_the_others(tmp_path, lm):
+    """--region reads the D bases after the region too (not mutated, not in the output), so its last
+    bases are not the only ones whose span is cut short."""
+    genome, seq = genome_fixture(tmp_path, name="20")
+    lm.save_pretrained(tmp_path / "lm")
+    out = tmp_path / "region.npz"
+    ism_main(["--fasta", str(genome), "--region", "20:5,001-5,040", "--output", str(out), "--model", str(tmp_path / "lm"),
+              "--window", "64", "--quiet", "--plot", "0"])
+    # window 64, stride 32: 32 bases of left context before the region, D = 16 bases after it
+    expected = hnet_dna.ism([seq[4968:5056]], lm, window=64, stride=32, context=[32], trailing=[16]).effects[0]
+    with np.load(out, allow_pickle=False) as z:
+        np.testing.assert_allclose(z["effects"][0], expected, atol=1e-4)
+    cut = hnet_dna.ism([seq[4968:5040]], lm, window=64, stride=32, context=[32]).effects[0]
+    assert not np.allclose(cut[-1], expected[-1], atol=1e-3)  # without the bases after it, the span is cut
+
+
 def bad_run(tmp_path, capsys, argv) -> str:
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as exc:

@@ -33,6 +33,9 @@ MUTANTS = [
            "hnet_dna/ism.py", [("write_bigwig(bw, chrom, chrom_length, start + keep, importance[keep])",
                                 "write_bigwig(bw, chrom, chrom_length, keep, importance[keep])")],
            "tests/interpret/test_ism.py::test_command_writes_the_documented_npz_png_and_region_bigwig"),
+    Mutant("ism_region_span_cut", "ism --region reads no bases after the region: its last bases sum a shorter span",
+           "hnet_dna/ism.py", [("        after = min(downstream, genome.records[record] - end)", "        after = 0")],
+           "tests/interpret/test_ism.py::test_a_regions_last_bases_sum_as_many_bases_after_them_as_the_others"),
     # ---- hnet_dna/optim.py
     Mutant("lr_innermost_convention", "multipliers normalised on the innermost stage (stage 0 above lr)",
            "hnet_dna/optim.py",
@@ -66,6 +69,6 @@ MUTANTS = [
     # ---- hnet_dna/finetune.py
     Mutant("layout_main_imported", "a command imports the package's __main__",
            "hnet_dna/finetune.py",
-           [("from .protocols.finetune import SYSTEMS, run_protocol\n", "from . import __main__  # noqa: F401\nfrom .protocols.finetune import SYSTEMS, run_protocol\n")],
+           [("from .protocols.finetune.results import SYSTEMS\n", "from . import __main__  # noqa: F401\nfrom .protocols.finetune.results import SYSTEMS\n")],
            "tests/test_layout.py::test_nothing_imports_main_and_benchmarks_edit_no_sys_path"),
 ]

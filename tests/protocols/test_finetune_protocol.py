@@ -150,7 +150,7 @@ def test_the_probe_reads_the_features_the_recipes_head_pools(pooling):
     dm = LabelledDataModule(str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25, test_fraction=0.25)
     model = make_model("tiny-hnet", seed=3, dtype=torch.float32).eval()
     features = probe_features(model, dm, pooling)
-    longest = max(len(ids) for name in ("train", "val", "test") for ids in dm.datasets[name].ids)
+    longest = max(len(ids) for ids in dm.datasets["train"].ids)  # a flatten head is sized on training data
     for row in range(3):
         ids = dm.datasets["test"].ids[row][None]
         alone = pool_features(model.features(ids, torch.ones_like(ids, dtype=torch.bool)), pooling, max_length=longest)
@@ -158,7 +158,8 @@ def test_the_probe_reads_the_features_the_recipes_head_pools(pooling):
 
 
 @pytest.mark.parametrize("callback, says", [({"monitor": "val/mcc", "mode": "min"}, "mode 'min'"),
-                                            ({"monitor": "val/loss", "mode": "min"}, "monitor 'val/loss'")])
+                                            ({"monitor": "val/loss", "mode": "min"}, "monitor 'val/loss'"),
+                                            ("early stopping", "EarlyStopping on val/mcc has mode 'min'")])
 def test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run(tmp_path, capsys, callback, says):
     import yaml
 
@@ -166,10 +167,33 @@ def test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run(tm
 
     path = finetune_recipe(tmp_path)
     config = yaml.safe_load(open(path))
-    config["trainer"]["callbacks"][0]["init_args"].update(callback)
+    if callback == "early stopping":
+        config["trainer"]["callbacks"].append({"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+                                               "init_args": {"monitor": "val/mcc", "mode": "min", "patience": 2}})
+    else:
+        config["trainer"]["callbacks"][0]["init_args"].update(callback)
     open(path, "w").write(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as stop:
         protocol(["--config", path, "--seeds", "0", "--out", str(tmp_path / "out"), "--systems", "cnn"])
     assert stop.value.code == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_redoes_controls_fitted_before_they_followed_the_recipe(tmp_path, capsys):
+    """A results.json from before kmer_lr followed the strand policy (no record of it) is not copied
+    to new seeds: the fit is redone under the recipe's policy."""
+    from hnet_dna.finetune import main as protocol
+
+    out = tmp_path / "out"
+    argv = ["--config", finetune_recipe(tmp_path), "--out", str(out), "--systems", "kmer_lr"]
+    protocol([*argv, "--seeds", "0"])
+    results = json.loads((out / "results.json").read_text())
+    for run in results["runs"]:
+        del run["strand_symmetric"]  # as written before the fix
+    (out / "results.json").write_text(json.dumps(results))
+    capsys.readouterr()
+    protocol([*argv, "--seeds", "0", "1"])
+    assert "kmer_lr fits from before they followed" in capsys.readouterr().err
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and all(r["strand_symmetric"] is False for r in runs)

@@ -55,18 +55,9 @@ def data_multiplier(
         return None
     hnet = sorted(hnet)
     final_bases, target = sorted(baseline)[-1]
-    if not math.isfinite(target):
-        return None  # a diverged baseline sets no target
-    above = [i for i, (_, bits) in enumerate(hnet) if not bits <= target]  # a NaN point is above
-    if rule == "first":
-        reached = [i for i, (_, bits) in enumerate(hnet) if bits <= target]
-        if not reached:
-            return None
-        i = reached[0]
-    else:
-        if above and above[-1] == len(hnet) - 1:
-            return None  # above the target at its last point
-        i = above[-1] + 1 if above else 0
+    i = _crossing(hnet, target, rule)
+    if i is None:
+        return None
     if i == 0 or not math.isfinite(hnet[i - 1][1]):  # the first point, or after a NaN point
         needed = hnet[i][0]
     else:
@@ -74,17 +65,32 @@ def data_multiplier(
     return final_bases / needed
 
 
+def _crossing(hnet: list[tuple[float, float]], target: float, rule: str) -> int | None:
+    """The index of the H-Net's (sorted) point where it reaches ``target`` by ``rule``; None when
+    it does not (or the target is not finite: a diverged baseline sets none)."""
+    if not math.isfinite(target):
+        return None
+    above = [i for i, (_, bits) in enumerate(hnet) if not bits <= target]  # a NaN point is above
+    if rule == "first":
+        reached = [i for i, (_, bits) in enumerate(hnet) if bits <= target]
+        return reached[0] if reached else None
+    if above and above[-1] == len(hnet) - 1:
+        return None  # above the target at its last point
+    return above[-1] + 1 if above else 0
+
+
 def at_target_from_the_start(
     hnet: list[tuple[float, float]], baseline: list[tuple[float, float]], rule: str = "sustained"
 ) -> bool:
-    """True when the crossing is at the H-Net's first point, so its multiplier is a lower bound
-    (the curve starts too late to see the crossing): ``sustained``, every point is at or below
-    the baseline's final value; ``first``, the first point is."""
+    """True when the multiplier is a lower bound: the crossing is at the H-Net's first point (the
+    curve starts too late to see it: ``sustained``, every point is at or below the baseline's final
+    value; ``first``, the first point is), or right after a NaN point (``b*`` is then the crossing
+    point's own bases, see the module docstring)."""
     if not hnet or not baseline:
         return False
-    target = sorted(baseline)[-1][1]
-    points = sorted(hnet) if rule == "sustained" else sorted(hnet)[:1]
-    return all(bits <= target for _, bits in points)
+    hnet = sorted(hnet)
+    i = _crossing(hnet, sorted(baseline)[-1][1], rule)
+    return i is not None and (i == 0 or not math.isfinite(hnet[i - 1][1]))
 
 
 def multiplier_summary(

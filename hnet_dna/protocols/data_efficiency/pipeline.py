@@ -73,8 +73,9 @@ def run_pipeline(config: BenchmarkConfig, out: Path, command: str = "", progress
                 "checkpoint_interval_s": config.checkpoint_interval_s, "export_models": config.export_models,
                 "model_identity": plan.models[name], "data_sha256": plan.data_sha256,
             }
+            if (run_dir / "result.json").exists() or (run_dir / "last.ckpt").exists():
+                _check_kept_run(run_dir, spec)  # finished, or to be resumed: fitted to this spec?
             if (run_dir / "result.json").exists():
-                _check_kept_run(run_dir, spec)
                 say(f"{name} seed {seed}: done earlier, kept")
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,21 +104,38 @@ def work_fingerprint(plan, heldout: dict) -> str:
                        plan.models, plan.data_sha256)
 
 
+# What a fit's result depends on (a spec's other fields, the held-out files' paths, the checkpoint
+# interval and model export, and the data and trainer settings below, do not change it).
+FIT_FIELDS = ("name", "seed", "model", "lr", "weight_decay", "steps", "warmup_steps", "decay_steps", "bases_per_step",
+              "eval_steps", "model_identity", "data_sha256", "data", "trainer")
+NOT_FIT = {"data": ("num_workers", "index_dir"),
+           "trainer": ("enable_progress_bar", "enable_model_summary", "logger", "log_every_n_steps", "default_root_dir")}
+
+
+def _fit_defining(spec: dict) -> dict:
+    out = {k: spec.get(k) for k in FIT_FIELDS}
+    for key, ignored in NOT_FIT.items():
+        if isinstance(out[key], dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in ignored}
+    return out
+
+
 def _check_kept_run(run_dir: Path, spec: dict) -> None:
-    """A finished run is kept only if it was fitted to the spec this run would fit it to (a seed
-    fitted in another folder and copied in, as ``cpu_small.yaml`` suggests on two cores, included):
-    every field but the held-out files' paths, whose contents the run's fingerprint covers."""
+    """A finished (or checkpointed) run is kept only if it was fitted to what this run would fit it
+    to (a seed fitted in another folder and copied in, as ``cpu_small.yaml`` suggests on two cores,
+    included): every field that changes the fit (:data:`FIT_FIELDS`)."""
     kept_path = run_dir / "spec.json"
     try:
         kept = json.loads(kept_path.read_text())
     except (OSError, ValueError):
-        raise ConfigError(f"{run_dir}: has a result.json but no readable spec.json to tell what it was fitted to; "
-                          f"remove {run_dir} to fit it again") from None
-    differ = sorted(k for k in set(spec) | set(kept) if k != "heldout" and kept.get(k) != spec.get(k))
+        raise ConfigError(f"{run_dir}: has a finished or checkpointed run but no readable spec.json to tell what it "
+                          f"was fitted to; remove {run_dir} to fit it again") from None
+    mine, theirs = _fit_defining(spec), _fit_defining(kept)
+    differ = sorted(k for k in FIT_FIELDS if mine[k] != theirs[k])
     if differ:
         raise ConfigError(
             f"{run_dir}: its finished run was fitted to {kept_path}, which differs from this run's spec in "
-            f"{', '.join(differ)} (kept: {', '.join(f'{k}={kept.get(k)!r}'[:120] for k in differ[:3])}); remove "
+            f"{', '.join(differ)} (kept: {', '.join(f'{k}={theirs[k]!r}'[:120] for k in differ[:3])}); remove "
             f"{run_dir} to fit it again, or run that config in its own --out folder"
         )
 

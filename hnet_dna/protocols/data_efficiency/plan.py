@@ -87,8 +87,11 @@ def make_plan(config: BenchmarkConfig) -> Plan:
 
 def _weights_sha256(model_spec) -> str | None:
     """The SHA-256 of a ``save_pretrained`` folder's weights (None for a preset or a config)."""
+    from ...model.loading import DEFAULT_MODEL, default_model_path
     from ...weights import WEIGHTS_NAME
 
+    if model_spec == DEFAULT_MODEL:  # the shipped model: its folder's weights
+        model_spec = str(default_model_path())
     if isinstance(model_spec, str) and Path(model_spec).is_dir() and (Path(model_spec) / WEIGHTS_NAME).is_file():
         return file_sha256(Path(model_spec) / WEIGHTS_NAME)
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,11 @@ def _read_runs(plan: Plan, config: BenchmarkConfig, out: Path):
     for name in plan.model_names:
         for seed in config.seeds:
             run_dir = out / "runs" / name / f"seed{seed}"
-            results[(name, seed)] = json.loads((run_dir / "result.json").read_text())
+            result = json.loads((run_dir / "result.json").read_text())
+            if result.get("decayed_bits_per_base"):  # a diverged score was written as null (JSON has no NaN)
+                result["decayed_bits_per_base"] = {h: math.nan if v is None else v
+                                                   for h, v in result["decayed_bits_per_base"].items()}
+            results[(name, seed)] = result
             with (run_dir / "points.csv").open() as f:
                 for r in csv.DictReader(f):
                     rows.append({"model": name, "seed": seed, "bases_seen": int(r["bases_seen"]), "heldout": r["heldout"],

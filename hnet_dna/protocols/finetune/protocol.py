@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ...cli import build_cli
 from ...model.loading import is_untrained
-from ...runs import atomic_write_text, file_sha256, fingerprint as weights_fingerprint
+from ...runs import atomic_write_text, file_sha256, json_text
+from ...runs import fingerprint as weights_fingerprint
 from .results import SYSTEMS, results_table, summarise, winner_lines, winners
 from .systems import check_selection, kmer_run, probe_features, probe_run, trained_run
 
@@ -90,6 +91,15 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     if stale:
         print(f"hnet_dna.finetune: the backbone differs from the one {results_path} was run with: redoing "
               f"{', '.join(sorted(stale))}", file=sys.stderr, flush=True)
+    # Controls fitted before they followed the recipe (kmer_lr: both strands always; probe: 'last'
+    # read as 'mean') carry no record of it: redone, not copied to new seeds.
+    outdated = {r["system"] for r in runs if (r["system"] == "kmer_lr" and "strand_symmetric" not in r)
+                or (r["system"] == "probe" and "pooling" not in r)} - stale
+    if outdated:
+        print(f"hnet_dna.finetune: {results_path} holds {', '.join(sorted(outdated))} fits from before they followed "
+              "the recipe's strand policy and pooling: redoing them", file=sys.stderr, flush=True)
+        stale |= outdated
+    if stale:
         runs = [r for r in runs if r["system"] not in stale]
         for system in stale & {"model", "scratch"}:
             shutil.rmtree(out / "runs" / system, ignore_errors=True)
@@ -130,12 +140,13 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             elif system == "probe":
                 if features is None:
                     features = probe_features(check.model.backbone, data, check.model.hparams.pooling)
-                run = deterministic[system] = probe_run(features, data, seed, fold)
+                run = deterministic[system] = {**probe_run(features, data, seed, fold),
+                                               "pooling": check.model.hparams.pooling}
             else:
                 run = deterministic[system] = kmer_run(data, seed, fold)
             runs.append(run)
             result = save()
-            atomic_write_text(results_path, json.dumps(result, indent=2) + "\n")  # after every run: resumable
+            atomic_write_text(results_path, json_text(result))  # after every run: resumable; NaN as null
     result = result if result is not None else save()
     table = results_table(result["summary"])
     per_fold = result["split_sizes"] if folds else {"all": result["split_sizes"]}

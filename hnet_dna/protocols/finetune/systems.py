@@ -31,6 +31,10 @@ def check_selection(cli, config: str = "the recipe") -> None:
     if callback.mode != "max":
         raise ConfigError(f"{config}: the ModelCheckpoint monitors val/mcc with mode {callback.mode!r}, which would "
                           "select the worst checkpoint; set mode: max")
+    for stopper in cli.trainer.early_stopping_callbacks:
+        if stopper.monitor == "val/mcc" and stopper.mode != "max":
+            raise ConfigError(f"{config}: the EarlyStopping on val/mcc has mode {stopper.mode!r}, which would stop "
+                              "when the score rises; set mode: max")
 
 def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
     """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc."""
@@ -94,10 +98,11 @@ def kmer_run(datamodule, seed: int, fold: int | None) -> dict:
 def probe_features(backbone, datamodule, pooling: str) -> dict:
     """Features (N, D) of the frozen backbone for the train, val and test rows, pooled as the
     recipe's head pools them (:func:`~hnet_dna.model.pooling.pooled_features`: the heads' own
-    pooling; ``flatten`` lays every position end to end, zero-padded to the longest sequence of the
-    splits), averaged with the reverse complement's where the labels are strand-symmetric."""
+    pooling; ``flatten`` lays every position end to end, zero-padded to the longest training
+    sequence, as a flatten head is sized), averaged with the reverse complement's where the labels
+    are strand-symmetric."""
     splits = ("train", "val", "test")
-    longest = max(len(ids) for name in splits for ids in datamodule.datasets[name].ids)
+    longest = max(len(ids) for ids in datamodule.datasets["train"].ids)  # as a flatten head is sized
     return {name: pooled_features(backbone, _split(datamodule, name)[0], pooling, max_length=longest,
                                   rc_average=datamodule.strand_symmetric) for name in splits}
 

@@ -72,11 +72,15 @@ def test_multiplier_summary_over_seeds():
     assert multiplier_summary({0: 2.0, 1: 4.0}, {0: False, 1: True})["lower_bound"]
 
 
-def test_a_nan_point_before_the_crossing_gives_the_crossing_points_bases_never_nan(tmp_path):
+def test_a_nan_point_before_the_crossing_gives_the_crossing_points_bases_never_nan():
+    from hnet_dna.protocols.data_efficiency.multiplier import at_target_from_the_start
+
     baseline = [(1e3, 2.1), (1e5, 1.7)]
     curve = [(1e3, 2.0), (1e4, float("nan")), (1e5, 1.6)]  # diverged evaluation, then below the target
     for rule in ("sustained", "first"):
         assert data_multiplier(curve, baseline, rule) == 1.0  # B / b* with b* = 1e5: nothing interpolated from NaN
+        assert at_target_from_the_start(curve, baseline, rule)  # so the multiplier is a lower bound
+    assert not at_target_from_the_start([(1e3, 2.0), (1e4, 1.9), (1e5, 1.6)], baseline)  # interpolated: exact
     summary = multiplier_summary({0: data_multiplier(curve, baseline), 1: 2.0})
     assert summary["reached"] and summary["mean"] == 1.5
     # and a NaN that does reach a summary (a diverged model's final bits) is written as null, never NaN

@@ -188,3 +188,31 @@ def test_results_tables_read_a_finished_run(smoke):
     assert len(multipliers) == 2 + 1  # one H-Net x one baseline
     curve = tables.curve_table(smoke, summary, "ecoli").splitlines()
     assert len(curve) == 2 + len(summary["eval_bases"])
+
+
+def test_a_diverged_decay_score_is_null_in_the_summary_and_the_tables(smoke, tmp_path, monkeypatch):
+    """A NaN held-out score is written as null (JSON has no NaN); the summary and the tables read it
+    back as a missing value instead of failing."""
+    import shutil
+
+    from hnet_dna.protocols.data_efficiency import make_plan
+    from hnet_dna.protocols.data_efficiency.report import write_results
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke, out)
+    result_path = out / "runs" / "hnet" / "seed0" / "result.json"
+    result = json.loads(result_path.read_text())
+    result["decayed_bits_per_base"]["ecoli"] = None  # what json_text writes for a NaN
+    result_path.write_text(json.dumps(result))
+    monkeypatch.chdir(ROOT)
+    config = load_config(SMOKE, [("heldout.ecoli.fasta", str(DATA / "ecoli_slice.fa"))])
+    summary = write_results(make_plan(config), config, out)
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text and json.loads(text)["models"]["hnet"]["decayed_bits_per_base"]["ecoli"] is None
+    assert summary["models"]["transformer"]["decayed_bits_per_base"]["ecoli"] > 0  # the others as before
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import data_efficiency_tables as tables
+    finally:
+        sys.path.pop(0)
+    assert "| hnet (reference) |" in tables.model_table(json.loads(text))

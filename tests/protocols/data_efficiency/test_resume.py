@@ -41,7 +41,15 @@ def test_the_fingerprint_follows_file_contents_and_presets_not_names(tmp_path, m
     fasta.write_text(text)
     assert _key(*overrides) == key
 
+    from hnet_dna import HNetForCausalLM
     from hnet_dna import config as config_module
+
+    folder = tmp_path / "saved"  # a save_pretrained folder: its weights, not only its config
+    HNetForCausalLM(HNetConfig.from_dict({**fields, "arch_layout": ["T4"]})).save_pretrained(folder)
+    saved = [("models.transformer.model", str(folder)), ("data.fasta", str(fasta))]
+    key_saved = _key(*saved)
+    HNetForCausalLM(HNetConfig.from_dict({**fields, "arch_layout": ["T4"]})).save_pretrained(folder)  # new weights
+    assert _key(*saved) != key_saved
 
     original = config_module._PRESETS["tiny-hnet"]  # the smoke config's reference, named by its preset
     monkeypatch.setitem(config_module._PRESETS, "tiny-hnet", lambda: {**original(), "initializer_range": 0.03})
@@ -66,6 +74,15 @@ def test_a_kept_run_fitted_to_another_spec_is_refused(tmp_path, monkeypatch):
     (run / "spec.json").write_text(json.dumps({**spec, "lr": 0.05, "heldout": {"x": "/elsewhere/x.npy"}}))  # ...at lr 0.05
     with pytest.raises(ConfigError, match=r"runs/hnet/seed0: its finished run was fitted to .*spec.json.*in lr"):
         run_pipeline(config, out, progress=False)
-    (run / "spec.json").write_text(json.dumps({**spec, "heldout": {"x": "/elsewhere/x.npy"}}))  # the same spec
+    # the same fit, made elsewhere with other settings that do not change it: kept
+    other = {**spec, "heldout": {"x": "/elsewhere/x.npy"}, "checkpoint_interval_s": 60,
+             "data": {**spec["data"], "num_workers": 2}, "trainer": {**spec["trainer"], "enable_progress_bar": True}}
+    (run / "spec.json").write_text(json.dumps(other))
     with pytest.raises(pipeline.FitFailed, match="transformer"):  # kept; the next run is fitted
+        run_pipeline(config, out, progress=False)
+    # a copied run that is not finished but checkpointed is checked too before it resumes
+    (run / "result.json").unlink()
+    (run / "last.ckpt").write_bytes(b"")
+    (run / "spec.json").write_text(json.dumps({**spec, "data": {**spec["data"], "window": 512}}))
+    with pytest.raises(ConfigError, match="in data"):
         run_pipeline(config, out, progress=False)
