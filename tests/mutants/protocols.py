@@ -52,6 +52,9 @@ MUTANTS = [
            "hnet_dna/protocols/data_efficiency/plan.py",
            [("for alias in chrom_aliases(record):", "for alias in [record]:")],
            "tests/protocols/data_efficiency/test_plan.py::test_heldout_fasta_overlapping_the_training_data_is_refused"),
+    Mutant("default_model_unfingerprinted", "the shipped default model is fingerprinted by its name, not its weights",
+           "hnet_dna/protocols/data_efficiency/plan.py", [("    if model_spec == DEFAULT_MODEL:  # the shipped model: its folder's weights", "    if False:")],
+           "tests/protocols/data_efficiency/test_resume.py::test_the_shipped_default_model_is_fingerprinted_by_its_weights"),
     # ---- hnet_dna/protocols/data_efficiency/report.py
     Mutant("summary_headline_first_crossing", "summary.json's per_seed holds the first crossing",
            "hnet_dna/protocols/data_efficiency/report.py",
@@ -114,6 +117,9 @@ MUTANTS = [
            "tests/test_baselines.py::test_the_kmer_control_of_the_protocol_follows_the_recipes_strand_policy"),
     Mutant("selection_mode_unchecked", "a recipe selecting on val/mcc with mode min is let through (the worst checkpoint)",
            "hnet_dna/protocols/finetune/systems.py", [("    if callback.mode != \"max\":", "    if False:")],
+           "tests/protocols/test_finetune_protocol.py::test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run"),
+    Mutant("early_stopping_mode_unchecked", "an EarlyStopping on val/mcc with mode min is let through (it stops as the score rises)",
+           "hnet_dna/protocols/finetune/systems.py", [("        if stopper.monitor == \"val/mcc\" and stopper.mode != \"max\":", "        if False:")],
            "tests/protocols/test_finetune_protocol.py::test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run"),
     # ---- hnet_dna/protocols/data_efficiency/pipeline.py
     Mutant("fingerprint_model_by_name", "the resume fingerprint names models without their resolved config and weights",

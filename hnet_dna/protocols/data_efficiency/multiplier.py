@@ -79,7 +79,7 @@ def _crossing(hnet: list[tuple[float, float]], target: float, rule: str) -> int 
     return above[-1] + 1 if above else 0
 
 
-def at_target_from_the_start(
+def multiplier_is_lower_bound(
     hnet: list[tuple[float, float]], baseline: list[tuple[float, float]], rule: str = "sustained"
 ) -> bool:
     """True when the multiplier is a lower bound: the crossing is at the H-Net's first point (the

@@ -38,8 +38,8 @@ class Plan:
     baselines: list[str]
     # What defines each model beyond its name in the config: the resolved config (presets are
     # code; a config JSON is read) and, for a save_pretrained folder, its weights' SHA-256.
-    models: dict = None
-    data_sha256: dict = None  # the training FASTA / BED files' SHA-256, by path as given
+    models: dict | None = None
+    data_sha256: dict | None = None  # the training FASTA / BED files' SHA-256, by path as given
 
 
 def eval_schedule(steps: int, warmup_steps: int, points: int, first_fraction: float) -> list[int]:

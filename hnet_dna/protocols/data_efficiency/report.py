@@ -18,7 +18,7 @@ import torch
 from ... import backends
 from ...runs import atomic_path, json_text
 from .config import BenchmarkConfig
-from .multiplier import at_target_from_the_start, data_multiplier, multiplier_summary
+from .multiplier import multiplier_is_lower_bound, data_multiplier, multiplier_summary
 from .plan import Plan
 
 __all__ = ["write_results", "format_summary", "plot_curves", "run_provenance", "CURVE_COLUMNS"]
@@ -101,7 +101,7 @@ def write_results(plan: Plan, config: BenchmarkConfig, out: Path, provenance: di
                 mine, theirs = curves[(hnet, s, h)], curves[(b, s, h)]
                 sustained[s] = data_multiplier(mine, theirs, "sustained")
                 first[s] = data_multiplier(mine, theirs, "first")
-                bound[s] = at_target_from_the_start(mine, theirs, "sustained")
+                bound[s] = multiplier_is_lower_bound(mine, theirs, "sustained")
             return multiplier_summary(sustained, bound, first_crossing=first)
 
         return {b: {h: one(b, h) for h in heldouts} for b in plan.baselines if b != hnet}

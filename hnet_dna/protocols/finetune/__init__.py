@@ -4,13 +4,4 @@ holds one run of each system, ``results`` the summary, winners and table."""
 
 from .results import METRICS, SYSTEMS, summarise, winners
 
-__all__ = ["run_protocol", "summarise", "winners", "METRICS", "SYSTEMS"]
-
-
-def __getattr__(name: str):
-    # run_protocol imports Lightning and the CLI: only when used, so that ``--help`` stays quick
-    if name == "run_protocol":
-        from .protocol import run_protocol
-
-        return run_protocol
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["summarise", "winners", "METRICS", "SYSTEMS"]  # run_protocol: from .protocol (it loads Lightning)

@@ -36,11 +36,12 @@ def check_selection(cli, config: str = "the recipe") -> None:
             raise ConfigError(f"{config}: the EarlyStopping on val/mcc has mode {stopper.mode!r}, which would stop "
                               "when the score rises; set mode: max")
 
+
 def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
-    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc."""
+    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc
+    (the recipe's selection was checked before any run: :func:`check_selection`)."""
     cli.datamodule.check_ready("fit", cli.trainer.world_size)
     cli.datamodule.check_ready("test", cli.trainer.world_size)
-    check_selection(cli)
     callback = cli.trainer.checkpoint_callback
     cli.trainer.fit(module, datamodule=cli.datamodule)
     best = callback.best_model_path

@@ -45,7 +45,7 @@ def test_multiplier_of_a_curve_that_dips_then_rises_is_the_sustained_crossing():
 
 
 def test_multiplier_of_nan_curves_and_the_lower_bound_flag():
-    from hnet_dna.protocols.data_efficiency.multiplier import at_target_from_the_start
+    from hnet_dna.protocols.data_efficiency.multiplier import multiplier_is_lower_bound
 
     baseline = [(1e3, 2.1), (1e5, 1.7)]
     assert data_multiplier([(1e3, 2.0), (1e5, 1.6)], [(1e3, 2.1), (1e5, float("nan"))]) is None  # diverged baseline
@@ -53,9 +53,9 @@ def test_multiplier_of_nan_curves_and_the_lower_bound_flag():
     # Below the target at the first point, above it later, below at the end: the sustained crossing
     # is interpolated (not a lower bound); the first crossing is at the first point (a lower bound).
     curve = [(1e3, 1.6), (1e4, 1.8), (1e5, 1.65)]
-    assert not at_target_from_the_start(curve, baseline, "sustained")
-    assert at_target_from_the_start(curve, baseline, "first")
-    assert at_target_from_the_start([(1e3, 1.6), (1e5, 1.5)], baseline, "sustained")
+    assert not multiplier_is_lower_bound(curve, baseline, "sustained")
+    assert multiplier_is_lower_bound(curve, baseline, "first")
+    assert multiplier_is_lower_bound([(1e3, 1.6), (1e5, 1.5)], baseline, "sustained")
 
 
 def test_multiplier_is_none_when_never_reached():
@@ -73,14 +73,14 @@ def test_multiplier_summary_over_seeds():
 
 
 def test_a_nan_point_before_the_crossing_gives_the_crossing_points_bases_never_nan():
-    from hnet_dna.protocols.data_efficiency.multiplier import at_target_from_the_start
+    from hnet_dna.protocols.data_efficiency.multiplier import multiplier_is_lower_bound
 
     baseline = [(1e3, 2.1), (1e5, 1.7)]
     curve = [(1e3, 2.0), (1e4, float("nan")), (1e5, 1.6)]  # diverged evaluation, then below the target
     for rule in ("sustained", "first"):
         assert data_multiplier(curve, baseline, rule) == 1.0  # B / b* with b* = 1e5: nothing interpolated from NaN
-        assert at_target_from_the_start(curve, baseline, rule)  # so the multiplier is a lower bound
-    assert not at_target_from_the_start([(1e3, 2.0), (1e4, 1.9), (1e5, 1.6)], baseline)  # interpolated: exact
+        assert multiplier_is_lower_bound(curve, baseline, rule)  # so the multiplier is a lower bound
+    assert not multiplier_is_lower_bound([(1e3, 2.0), (1e4, 1.9), (1e5, 1.6)], baseline)  # interpolated: exact
     summary = multiplier_summary({0: data_multiplier(curve, baseline), 1: 2.0})
     assert summary["reached"] and summary["mean"] == 1.5
     # and a NaN that does reach a summary (a diverged model's final bits) is written as null, never NaN

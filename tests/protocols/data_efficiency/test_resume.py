@@ -86,3 +86,14 @@ def test_a_kept_run_fitted_to_another_spec_is_refused(tmp_path, monkeypatch):
     (run / "spec.json").write_text(json.dumps({**spec, "data": {**spec["data"], "window": 512}}))
     with pytest.raises(ConfigError, match="in data"):
         run_pipeline(config, out, progress=False)
+
+
+def test_the_shipped_default_model_is_fingerprinted_by_its_weights(monkeypatch):
+    from hnet_dna.model.loading import default_model_path
+    from hnet_dna.runs import file_sha256
+
+    monkeypatch.chdir(ROOT)
+    config = load_config(SMOKE, [("heldout", "{x: {split: val, windows: 2}}"), ("models.hnet", "default")])
+    identity = make_plan(config).models["hnet"]
+    assert identity["weights_sha256"] == file_sha256(default_model_path() / "model.safetensors")
+    assert make_plan(load_config(SMOKE)).models["transformer"]["weights_sha256"] is None  # a preset: its config only
