@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The fine-tuning table (issue #17): six labelled sets x three seeds x the protocol's five systems
-# (model = the pretrained backbone, scratch, cnn, probe, kmer_lr), each fine-tune capped at CAP.
+# The fine-tuning table (issues #17, #30): six labelled sets x three seeds x the protocol's systems
+# (model = the pretrained backbone fine-tuned, lpft, lora, scratch, cnn, probe, kmer_lr), every
+# trained system under one BUDGET (the protocol's --budget: time:MINUTES, epochs:N or flops:X).
 #
-#   bash benchmarks/finetune_benchmark.sh            # OUT=runs/finetune_benchmark CAP=00:00:04:00 BACKBONE=default
+#   bash benchmarks/finetune_benchmark.sh            # OUT=runs/finetune_benchmark BUDGET=time:4 BACKBONE=default
+#   BUDGET=epochs:3 OUT=runs/ft_epochs3 bash benchmarks/finetune_benchmark.sh   # equal epochs
 #   python benchmarks/finetune_table.py OUT          # the markdown table for RESULTS.md
 #
 # On a 2-core machine, two single-threaded streams side by side, one per core (each set's
@@ -15,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/finetune_benchmark}
-CAP=${CAP:-00:00:04:00}
+BUDGET=${BUDGET:-time:4}
 SEEDS=${SEEDS:-0 1 2}
 BACKBONE=${BACKBONE:-default}
 SYSTEMS=${SYSTEMS:-}
@@ -29,6 +31,6 @@ for set in $SETS; do
   echo "== $set ($(date -u +%H:%M:%S))"
   # shellcheck disable=SC2086
   python -m hnet_dna.finetune --config "pipelines/finetune/$set.yaml" --model.backbone "$BACKBONE" --seeds $SEEDS \
-    --out "$OUT/$set" --trainer.max_time "$CAP" ${SYSTEMS:+--systems $SYSTEMS} "${quiet[@]}"
+    --out "$OUT/$set" --budget "$BUDGET" ${SYSTEMS:+--systems $SYSTEMS} "${quiet[@]}"
 done
 echo "== done ($(date -u +%H:%M:%S))"

@@ -13,7 +13,7 @@ from .inference.embed import DEFAULT_WINDOW, embed_sequences
 from .inference.tiling import window_help
 from .io import read_sequences
 from .model.loading import load_model
-from .model.pooling import POOLINGS
+from .model.pooling import FROZEN_POOLINGS
 from .runs import ResumableParts, atomic_path, check_output, exit_on_user_error, fingerprint
 
 HELP = """::
@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the .npz to write")
     p.add_argument("--model", default=None,
                    help="preset, save_pretrained folder, or pretraining .ckpt (default: the shipped tiny chr20 model)")
-    p.add_argument("--pooling", default="mean", choices=(*POOLINGS, "none"),
-                   help="mean, chunks or last: one vector per sequence; flatten (or its older name none): every "
+    p.add_argument("--pooling", default="mean", choices=(*FROZEN_POOLINGS, "none"),
+                   help="mean, chunks, last or max: one vector per sequence; flatten (or its older name none): every "
                         "position (position_embeddings); see hnet_dna.model.pooling (default mean)")
     p.add_argument("--rc-average", action="store_true", help="average with the reverse complement")
     p.add_argument("--boundaries", action="store_true", help="also write each level's chunk starts")

@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..io import InputSequence, encode_sequences
 from ..model.hnet import HNetForCausalLM
 from ..model.loading import load_model
-from ..model.pooling import check_pooling
+from ..model.pooling import FROZEN_POOLINGS, check_pooling
 from ..runs import Progress, ResumableParts
 from .tiling import check_windows, choose_device, length_batches, read_exact, tiles
 
@@ -116,6 +116,8 @@ def _embed_part(model, ids_list, pooling, rc_average, boundaries, batch_size, de
             return torch.cat(st.chunks).mean(0)
         if pooling == "last":
             return torch.cat(st.hidden)[-1]
+        if pooling == "max":
+            return torch.cat(st.hidden).amax(0)
         per_position = torch.cat(st.hidden)  # (L, D)
         return per_position if strand == 0 else per_position.flip(0)  # back to forward positions
 
@@ -133,6 +135,9 @@ def _check_options(model: HNetForCausalLM, pooling: str, boundaries: bool, windo
     """The pooling to run (``none``: the older name of ``flatten``), once every option is checked."""
     pooling = "flatten" if pooling == "none" else pooling
     check_pooling(pooling, model.config.num_stages, flag="--pooling")
+    if pooling not in FROZEN_POOLINGS:
+        raise ConfigError(f"--pooling {pooling}: needs a trained head's weights; embed reads a backbone alone "
+                          f"(use one of {', '.join(FROZEN_POOLINGS)})")
     if boundaries and model.config.num_stages < 2:
         raise ConfigError("--boundaries needs an H-Net: an isotropic model does not cut its input into chunks")
     check_windows(window, stride, batch_size)

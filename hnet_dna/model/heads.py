@@ -7,8 +7,9 @@
     logits   = classifier(dropout(norm(pooled)))           # (B, C)
     logits   = (logits + logits of the reverse complement) / 2    with rc_conjoin
 
-Pooling (``mean``, ``chunks``, ``last``, ``flatten``): :mod:`hnet_dna.model.pooling`, shared with the
-protocol's probe and ``embed``. With ``flatten`` each position is normalised before it is laid down.
+Pooling (``mean``, ``chunks``, ``last``, ``max``, ``attention``, ``flatten``): :mod:`hnet_dna.model.pooling`,
+shared with the protocol's probe and ``embed``. With ``flatten`` each position is normalised before it
+is laid down; ``attention``'s learned query belongs to the head.
 
 The head's input is normalised (``head_norm``, a LayerNorm) by default: a pretrained backbone's
 pooled features are small (its final RMSNorm gains shrink during pretraining), share one large
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError, HNetConfig
 from .hnet import HNetForCausalLM, InputError
-from .pooling import Pooling, check_pooling, pool_features, pooled_width
+from .pooling import AttentionPooling, Pooling, check_pooling, pool_features, pooled_width
 
 __all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput"]
 
@@ -50,7 +51,7 @@ class HNetForSequenceClassification(nn.Module):
     Args:
         backbone: the language model whose backbone is used (pretrained or new).
         class_names: one name per class (index order of the logits).
-        pooling: ``mean``, ``chunks``, ``last`` or ``flatten``.
+        pooling: ``mean``, ``chunks``, ``last``, ``max``, ``attention`` or ``flatten``.
         rc_conjoin: average the logits of each sequence and its reverse complement.
         dropout: dropout on the pooled features during training.
         head_norm: LayerNorm on the pooled features (with ``flatten``: on each position) before the
@@ -71,6 +72,7 @@ class HNetForSequenceClassification(nn.Module):
         self.pooling, self.rc_conjoin = pooling, rc_conjoin
         self.max_length = max_length if pooling == "flatten" else None
         width = pooled_width(pooling, backbone.config)
+        self.attention = AttentionPooling(width) if pooling == "attention" else None
         self.head_norm = nn.LayerNorm(width) if head_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(width * (self.max_length or 1), len(self.class_names))
@@ -85,14 +87,16 @@ class HNetForSequenceClassification(nn.Module):
     def tokenizer(self):
         return self.backbone.tokenizer
 
-    def _logits(self, input_ids, mask) -> torch.Tensor:
+    def head_inputs(self, input_ids, mask) -> torch.Tensor:
+        """What the linear layer reads, before dropout: (B, F), F = D or max_length * D."""
         features = self.backbone.features(input_ids, mask)
         dtype = self.classifier.weight.dtype
         if self.pooling == "flatten":  # each position normalised, then laid down: (B, max_length * D)
-            laid = pool_features(features, "flatten", max_length=self.max_length, position_norm=self.head_norm, dtype=dtype)
-            return self.classifier(self.dropout(laid))
-        pooled = pool_features(features, self.pooling, dtype=dtype)  # (B, D)
-        return self.classifier(self.dropout(self.head_norm(pooled)))
+            return pool_features(features, "flatten", max_length=self.max_length, position_norm=self.head_norm, dtype=dtype)
+        return self.head_norm(pool_features(features, self.pooling, dtype=dtype, attention=self.attention))  # (B, D)
+
+    def _logits(self, input_ids, mask) -> torch.Tensor:
+        return self.classifier(self.dropout(self.head_inputs(input_ids, mask)))
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
@@ -109,8 +113,9 @@ class HNetForSequenceClassification(nn.Module):
         return out
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """The head's parameters (norm and linear layer), outside the backbone."""
-        return [*self.head_norm.parameters(), *self.classifier.parameters()]
+        """The head's parameters (attention query, norm and linear layer), outside the backbone."""
+        attention = [] if self.attention is None else list(self.attention.parameters())
+        return [*attention, *self.head_norm.parameters(), *self.classifier.parameters()]
 
     def freeze_backbone(self) -> None:
         for p in self.backbone.parameters():
@@ -126,6 +131,8 @@ class HNetForSequenceClassification(nn.Module):
         self.backbone.save_pretrained(directory)
         head = {f"classifier.{k}": v.detach().contiguous() for k, v in self.classifier.state_dict().items()}
         head |= {f"head_norm.{k}": v.detach().contiguous() for k, v in self.head_norm.state_dict().items()}
+        if self.attention is not None:
+            head |= {f"attention.{k}": v.detach().contiguous() for k, v in self.attention.state_dict().items()}
         save_file(head, str(directory / "classifier.safetensors"))
         (directory / HEAD_NAME).write_text(json.dumps(
             {"class_names": self.class_names, "pooling": self.pooling, "rc_conjoin": self.rc_conjoin,
@@ -146,6 +153,8 @@ class HNetForSequenceClassification(nn.Module):
                     pooling=meta["pooling"], rc_conjoin=meta["rc_conjoin"], head_norm=meta.get("head_norm", False),
                     max_length=meta.get("max_length"))
         head = load_file(str(directory / "classifier.safetensors"), device=str(map_location))
-        for prefix, module in (("classifier.", model.classifier), ("head_norm.", model.head_norm)):
+        parts = [("classifier.", model.classifier), ("head_norm.", model.head_norm)]
+        parts += [] if model.attention is None else [("attention.", model.attention)]
+        for prefix, module in parts:
             module.load_state_dict({k.removeprefix(prefix): v for k, v in head.items() if k.startswith(prefix)})
         return model

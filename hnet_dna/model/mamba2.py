@@ -223,8 +223,9 @@ class Mamba2(nn.Module):
         the backward of one product split three ways concatenates the three gradients into a
         new (B, L, 2 d_inner + 2 G N + H) tensor first, a pass through memory that costs more
         there than the two extra (small) products (cpu_small models' training steps 2-7 % faster at
-        1 kb, level at 16 kb: benchmarks/RESULTS.md)."""
-        if u.device.type == "cpu" and torch.is_grad_enabled():
+        1 kb, level at 16 kb: benchmarks/RESULTS.md). A wrapped projection (a peft LoRA layer, whose
+        ``.weight`` is its base weight alone) is called as a module, so that its adapter counts."""
+        if u.device.type == "cpu" and torch.is_grad_enabled() and type(self.in_proj) is nn.Linear:
             w = self.in_proj.weight
             cuts = (0, self.d_inner, self.d_inner + self.conv_dim, w.shape[0])
             return tuple(F.linear(u, w[a:b]) for a, b in zip(cuts, cuts[1:]))
@@ -253,8 +254,7 @@ class Mamba2(nn.Module):
         y, final_state = self._scan(xBC, dt, None, want_final=cache is not None)
         if cache is not None:
             cache.ssm_state = hi(final_state)
-        # the norm and out_proj as one function: out_proj's input is not kept (out_proj has no bias)
-        return self.norm(y, z, self.out_proj.weight)
+        return self._norm_out(y, z)
 
     def _scan(self, xBC, dt, initial_state, want_final: bool):
         """The state-space scan of the convolved xBC (B, L, conv_dim) with step sizes dt (B, L, H)
@@ -296,7 +296,15 @@ class Mamba2(nn.Module):
         dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, K, H)
         y, final_state = self._scan(xBC, dt, cache.ssm_state, want_final=True)
         cache.ssm_state = hi(final_state)
-        return self.norm(y, z, self.out_proj.weight)
+        return self._norm_out(y, z)
+
+    def _norm_out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """out_proj(norm(y, z)). The norm and out_proj as one function (out_proj's input is not kept;
+        it has no bias), unless out_proj is wrapped (a peft LoRA layer: its ``.weight`` is the base
+        weight alone), which is then called as a module."""
+        if type(self.out_proj) is nn.Linear:
+            return self.norm(y, z, self.out_proj.weight)
+        return self.out_proj(self.norm(y, z))
 
     def _conv_silu(self, xBC: torch.Tensor) -> torch.Tensor:
         """silu(causal depthwise convolution): (B, L, conv_dim) -> (B, L, conv_dim)."""

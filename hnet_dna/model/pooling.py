@@ -6,6 +6,12 @@ One vocabulary (:data:`Pooling`), one check (:func:`check_pooling`), one impleme
 * ``chunks``: the innermost chunking level's chunk states averaged over real chunks (H-Nets only:
   an isotropic model has no chunks);
 * ``last``: the output at each row's last real base (it has seen the whole sequence);
+* ``max``: the largest value of each feature over the real bases: a motif detected anywhere, as a
+  CNN's global max pooling reads it;
+* ``attention``: a weighted mean over the real bases, the weights a softmax of each position's
+  features against a learned query (:class:`AttentionPooling`; padding gets weight 0). The query
+  starts at zero, so at initialisation it IS ``mean`` pooling: a probe on frozen features (which has no
+  query to learn) and a probe-initialised head read it as ``mean`` (:func:`frozen_pooling`);
 * ``flatten``: every position kept, laid end to end (B, max_length * D_0), right-padded with zeros
   to ``max_length``: a head that reads *where* a signal lies. For short windows centred on a site
   (splice junctions, TSS) the position of a motif is the label, and mean pooling averages it away.
@@ -19,15 +25,39 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ConfigError
 from .hnet import InputError
 
-__all__ = ["Pooling", "POOLINGS", "check_pooling", "pool_features", "pooled_width", "pooled_features"]
+__all__ = ["Pooling", "POOLINGS", "FROZEN_POOLINGS", "AttentionPooling", "check_pooling", "frozen_pooling",
+           "pool_features", "pooled_width", "pooled_features"]
 
-Pooling = Literal["mean", "chunks", "last", "flatten"]
+Pooling = Literal["mean", "chunks", "last", "max", "attention", "flatten"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+FROZEN_POOLINGS: tuple[str, ...] = tuple(p for p in POOLINGS if p != "attention")  # no learned weights: embed, probes
+
+
+def frozen_pooling(pooling: str) -> str:
+    """What reads frozen features in place of ``pooling``: itself, but ``attention`` (which needs
+    a trained query) is read as ``mean``, what it computes before training."""
+    return "mean" if pooling == "attention" else pooling
+
+
+class AttentionPooling(nn.Module):
+    """A learned query over the real positions: ``softmax_i(h_i . q / sqrt(D)) h_i`` summed over i,
+    padding masked out (weight 0). ``q`` starts at zero: uniform weights, i.e. ``mean`` pooling."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(width))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """hidden (B, L, D), mask (B, L) True on bases -> (B, D)."""
+        scores = (hidden.float() @ self.query.float()) * hidden.shape[-1] ** -0.5  # (B, L)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(-1).to(hidden.dtype)  # (B, L)
+        return torch.einsum("bl,bld->bd", weights, hidden)
 
 
 def check_pooling(pooling: str, num_stages: int | None = None, flag: str = "pooling") -> None:
@@ -46,17 +76,24 @@ def pooled_width(pooling: str, config) -> int:
 
 
 def pool_features(features, pooling: str, *, max_length: int | None = None, position_norm=None,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
+                  dtype: torch.dtype | None = None, attention: AttentionPooling | None = None) -> torch.Tensor:
     """(B, D), or (B, max_length * D) for ``flatten``, from
     :class:`~hnet_dna.model.features.BackboneFeatures` (see the module docstring).
 
     ``flatten`` needs ``max_length``; ``position_norm`` (a module, e.g. a head's LayerNorm) is
-    applied to each position before it is laid down, and padding lays down zeros. ``dtype``: the
-    features are cast to it first (a head's weight dtype)."""
+    applied to each position before it is laid down, and padding lays down zeros. ``attention``
+    needs its :class:`AttentionPooling` module. ``dtype``: the features are cast to it first (a
+    head's weight dtype)."""
     hidden = features.hidden if dtype is None else features.hidden.to(dtype)
     if pooling == "mean":
         weights = features.mask.to(hidden.dtype)[..., None]  # (B, L, 1)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    if pooling == "max":
+        return hidden.masked_fill(~features.mask[..., None], float("-inf")).amax(1)  # padding never wins
+    if pooling == "attention":
+        if attention is None:
+            raise ConfigError("pooling 'attention' needs its AttentionPooling module (a head's learned query)")
+        return attention(hidden, features.mask)
     if pooling == "last":
         last = features.mask.sum(-1) - 1  # (B,)
         return hidden[torch.arange(last.shape[0], device=last.device), last]
@@ -88,7 +125,9 @@ def pooled_features(model, sequences: list[str], pooling: str, *, max_length: in
     :class:`~hnet_dna.model.HNetForCausalLM`), batched by length, pooled as a head pools them
     (:func:`pool_features`, without the head's own norm); what the fine-tuning protocol's probe
     fits. ``rc_average``: averaged with the reverse complement's (with ``flatten`` position by
-    position, the reverse complement's positions first put back in the forward orientation)."""
+    position, the reverse complement's positions first put back in the forward orientation).
+    ``attention`` is read as ``mean`` (:func:`frozen_pooling`)."""
+    pooling = frozen_pooling(pooling)
     tokenizer = model.tokenizer
     device = next(model.parameters()).device
     ids = [tokenizer.encode(s) for s in sequences]

@@ -55,7 +55,7 @@ class ClassifierTask(pl.LightningModule):
         has weights for these positions only, since positions no training sequence reaches would
         keep their random initial weights and add a random offset to longer inputs. Stored in
         checkpoints by the caller, so that test / predict rebuild the same layers."""
-        dm = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        dm = getattr(self, "_data", None) or getattr(getattr(self, "_trainer", None), "datamodule", None)
         train = getattr(dm, "datasets", {}).get("train")
         if train is None or not len(train.ids):
             raise ConfigError(f"{what} needs --model.max_length or a labelled data module with a training split to take it from")
@@ -99,7 +99,13 @@ class ClassifierTask(pl.LightningModule):
         self.hparams.class_names, self.hparams.rc_conjoin = list(class_names), rc_conjoin  # stored in checkpoints
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
+        self.attach_data(getattr(self.trainer, "datamodule", None))
+
+    def attach_data(self, dm) -> None:
+        """Build the head from the data module's classes, strand policy and training lengths (what
+        ``setup`` does when fitting starts; callable before, e.g. to count a step's FLOPs), or check
+        that a built one fits them."""
+        self._data = dm
         strand_symmetric = getattr(dm, "strand_symmetric", None)
         if self.hparams.rc_conjoin and strand_symmetric is False:
             raise ConfigError(

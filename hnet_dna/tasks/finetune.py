@@ -8,12 +8,16 @@ head input (``head_norm``), layer-wise learning-rate decay (``lr_layer_decay``),
 (``warmup_fraction``), weight decay towards the pretrained weights instead of towards zero
 (``decay_toward: pretrained``, the L2-SP regulariser of Li et al. 2018, applied decoupled as AdamW
 applies its decay) or none (``weight_decay: 0``), and partial freezing (``freeze_layers``: the
-embedding and the first N blocks).
+embedding and the first N blocks). Two ways to keep what pretraining learned
+(:mod:`hnet_dna.tasks.adapters`): ``adapter: lora`` (low-rank adapters through peft, the backbone's
+weights frozen) and ``head_init: probe`` (the head starts from a linear probe fitted on the frozen
+features: with a lower learning rate, LP-FT).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 import torch
 
@@ -23,6 +27,7 @@ from ..model.heads import HNetForSequenceClassification
 from ..model.loading import load_model
 from ..model.pooling import Pooling
 from ..optim import layer_depths, param_groups
+from .adapters import add_lora, head_probe_features, init_head_from_probe, merge_lora
 from .classifier import ClassifierTask, CNNBaselineModule, classification_metrics
 
 __all__ = ["FinetuneModule", "load_backbone", "load_classifier", "ClassifierTask", "CNNBaselineModule", "classification_metrics"]
@@ -42,8 +47,9 @@ class FinetuneModule(ClassifierTask):
             ``.ckpt``: the language model whose backbone is fine-tuned (or trained from scratch).
         class_names: the classes; by default taken from the data module when fitting starts (and
             stored in checkpoints, so ``test`` / ``predict`` rebuild the same head).
-        pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks), ``last``, or
-            ``flatten`` (every position laid end to end: a head that sees where a signal lies); see
+        pooling: ``mean`` (over bases), ``chunks`` (over the innermost level's chunks), ``last``,
+            ``max`` (over bases), ``attention`` (a learned query over the bases), or ``flatten``
+            (every position laid end to end: a head that sees where a signal lies); see
             :mod:`hnet_dna.model.pooling`. A word outside these fails when the config is parsed.
         max_length: with ``flatten``, the longest sequence the head reads; default: the longest in the
             data module's training split (stored in checkpoints; longer sequences in any split are
@@ -63,6 +69,14 @@ class FinetuneModule(ClassifierTask):
         warmup_fraction: linear warmup, then cosine to ``min_lr_fraction`` over the run's optimizer
             steps.
         dropout: on the pooled features.
+        head_init: ``random``, or ``probe``: before the first step, fit logistic regression on the
+            frozen model's head inputs for the training split (C chosen on validation MCC) and start
+            the head from it (LP-FT's linear probe; :func:`~hnet_dna.tasks.adapters.init_head_from_probe`).
+        adapter: ``none``, or ``lora``: low-rank adapters (peft) on the backbone's projections
+            (:data:`~hnet_dna.tasks.adapters.LORA_TARGETS`), every backbone weight frozen, the head
+            trained fully; ``lr`` is then the adapters' rate. Saved in checkpoints; merged into the
+            weights for ``predict`` and by :func:`load_classifier`. lora_rank, lora_alpha,
+            lora_dropout: the adapters' rank r, scale alpha (updates scaled by alpha / r) and dropout.
         gradient_checkpointing: recompute each backbone block in the backward pass instead of
             keeping its activations: less memory for long sequences, more time, same results.
         backbone_config: written by the module into its checkpoints (leave it unset): the
@@ -92,6 +106,11 @@ class FinetuneModule(ClassifierTask):
         dropout: float = 0.1,
         backbone_config: dict | None = None,
         gradient_checkpointing: bool = False,
+        head_init: Literal["random", "probe"] = "random",
+        adapter: Literal["none", "lora"] = "none",
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0,
     ):
         super().__init__()
         if not lr > 0 or (head_lr is not None and not head_lr > 0):
@@ -103,7 +122,14 @@ class FinetuneModule(ClassifierTask):
         if freeze_layers < 0 or (freeze_layers and freeze_backbone):
             raise ConfigError(f"--model.freeze_layers must be >= 0 and not given with --model.freeze_backbone true, "
                               f"got {freeze_layers}")
+        if adapter == "lora" and (freeze_backbone or freeze_layers or decay_toward == "pretrained"):
+            raise ConfigError("--model.adapter lora already keeps every backbone weight where it was: leave "
+                              "freeze_backbone, freeze_layers and decay_toward pretrained unset")
+        if lora_rank < 1 or not lora_alpha > 0 or not 0 <= lora_dropout < 1:
+            raise ConfigError(f"--model.lora_rank must be >= 1, lora_alpha > 0 and lora_dropout within [0, 1); "
+                              f"got {lora_rank}, {lora_alpha}, {lora_dropout}")
         self.save_hyperparameters()
+        self.head_probe: dict | None = None  # head_init probe: the probe's C and validation MCC, once fitted
         # Held outside the module tree until the head exists, so its weights are registered once
         # (as classifier.backbone.*), whether the classes come from the config or from the data.
         if backbone_config is not None:  # from a checkpoint: random weights, the checkpoint's replace them
@@ -131,6 +157,8 @@ class FinetuneModule(ClassifierTask):
         self.classifier = HNetForSequenceClassification(self.backbone, class_names, pooling=hp.pooling,
                                                         rc_conjoin=rc_conjoin, dropout=hp.dropout, head_norm=hp.head_norm,
                                                         max_length=hp.max_length)
+        if hp.adapter == "lora":
+            self.adapted = add_lora(self.classifier.backbone, hp.lora_rank, hp.lora_alpha, hp.lora_dropout)
         if hp.freeze_backbone:
             self.classifier.freeze_backbone()
         elif hp.freeze_layers:
@@ -146,6 +174,31 @@ class FinetuneModule(ClassifierTask):
             # fine-tuned ones over them (Lightning restores after setup, before on_fit_start)
             self._anchors = {id(p): p.detach().clone() for p in self.classifier.backbone.parameters()}
         self._make_metrics(class_names, rc_conjoin)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.head_init == "probe" and self.head_probe is None:
+            self._init_head_from_probe()  # before a resumed checkpoint's weights are restored over it
+
+    def _init_head_from_probe(self) -> None:
+        dm = self._data  # what setup attached
+        splits = {}
+        for name in ("train", "val"):
+            ds = dm.datasets[name]
+            feats = head_probe_features(self.classifier, ds.ids, self._model_ids, dm.tokenizer.pad_id)
+            splits[name] = (feats, list(ds.labels))
+        seed = int(getattr(dm, "sample_seed", 0))
+        self.head_probe = init_head_from_probe(self.classifier, splits["train"], splits["val"], seed=seed)
+        print(f"hnet_dna: head initialised from a linear probe on the frozen features (C {self.head_probe['C']:g}, "
+              f"validation MCC {self.head_probe['val_mcc']:.3f})", file=sys.stderr, flush=True)
+
+    def merge_adapters(self) -> int:
+        """Fold the LoRA adapters into the backbone's weights (peft's merge): the same logits from a
+        plain model. Returns how many were merged (0 without adapters)."""
+        return merge_lora(self.classifier.backbone) if self.classifier is not None else 0
+
+    def on_predict_start(self) -> None:
+        self.merge_adapters()
 
     def _model_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         # The labelled data module encodes with the nucleotide table; a byte-level backbone (the
@@ -198,6 +251,8 @@ class FinetuneModule(ClassifierTask):
         if self.trainer.is_global_zero:
             head_lr = hp.head_lr if hp.head_lr is not None else 10 * hp.lr
             frozen = " (backbone frozen)" if hp.freeze_backbone else (f", first {hp.freeze_layers} blocks frozen" if hp.freeze_layers else "")
+            if hp.adapter == "lora":
+                frozen = f" (LoRA r {hp.lora_rank}, alpha {hp.lora_alpha:g} on {len(self.adapted)} projections; backbone frozen)"
             print(f"hnet_dna: fine-tuning {len(self.classifier.class_names)} classes "
                   f"({', '.join(self.classifier.class_names)}), pooling {hp.pooling}, rc_conjoin "
                   f"{self.classifier.rc_conjoin}, head_norm {hp.head_norm}; backbone lr {hp.lr:.3g}{frozen}, layer decay "
@@ -209,7 +264,7 @@ class FinetuneModule(ClassifierTask):
 def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
     """A fine-tuned classifier (:class:`FinetuneModule` or :class:`CNNBaselineModule`) from a
     checkpoint written by ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
-    mode on the CPU."""
+    mode on the CPU, LoRA adapters merged into the weights."""
     from ..model.loading import read_lightning_checkpoint
     from ..weights import CheckpointError
 
@@ -223,4 +278,6 @@ def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
     except (RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{flag} {path}: its weights do not fit the classifier its hyperparameters describe "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if isinstance(task, FinetuneModule):
+        task.merge_adapters()  # for inference: a plain model, the same logits
     return task.eval()

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from hnet_dna.config import ConfigError
-from hnet_dna.model.pooling import POOLINGS, check_pooling, pool_features, pooled_features
+from hnet_dna.model.pooling import (
+    FROZEN_POOLINGS,
+    POOLINGS,
+    AttentionPooling,
+    check_pooling,
+    pool_features,
+    pooled_features,
+)
 
 from ..conftest import DATA, make_model, read_fixture_fasta
 
@@ -14,17 +21,18 @@ SEQUENCES = [SLICE[:37], SLICE[100:160], SLICE[300:309], SLICE[500:552]]
 
 
 def test_one_vocabulary_and_its_one_check():
-    assert POOLINGS == ("mean", "chunks", "last", "flatten")
+    assert POOLINGS == ("mean", "chunks", "last", "max", "attention", "flatten")
+    assert "attention" not in FROZEN_POOLINGS  # a learned query: nothing to read frozen features with
     for pooling in POOLINGS:
         check_pooling(pooling, num_stages=2)
-    with pytest.raises(ConfigError, match=r"--pooling must be one of mean, chunks, last, flatten, got 'meen'"):
+    with pytest.raises(ConfigError, match=r"--pooling must be one of mean, chunks, last, max, attention, flatten, got 'meen'"):
         check_pooling("meen", flag="--pooling")
     with pytest.raises(ConfigError, match="'chunks' needs an H-Net"):
         check_pooling("chunks", num_stages=1)
     check_pooling("last", num_stages=1)  # an isotropic model pools everything but chunks
 
 
-@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("pooling", FROZEN_POOLINGS)
 def test_the_probe_pools_each_sequence_as_a_head_pools_it_alone(pooling):
     model = make_model("tiny-hnet", seed=1).eval()  # fp64: batching and padding change nothing here
     longest = max(len(s) for s in SEQUENCES)
@@ -53,3 +61,41 @@ def test_the_probes_reverse_complement_average_keeps_forward_positions(pooling):
         width = model.config.d_model[0]
         forward, backward = (torch.from_numpy(x).reshape(len(seq), width) for x in both)
         torch.testing.assert_close(forward, backward.flip(0), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_max_and_attention_pooling_ignore_padding(pooling):
+    """The same pooled vector for a sequence alone and padded in a batch with longer ones, padding
+    at values that would win a max or take attention weight if they were read."""
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 7, 5, dtype=torch.float64)
+    attention = AttentionPooling(5).double()
+    with torch.no_grad():
+        attention.query.copy_(torch.randn(5))  # a trained query: unequal weights
+
+    def pooled(h, mask):
+        from hnet_dna.model.features import BackboneFeatures
+
+        features = BackboneFeatures(hidden=h, mask=mask, levels=[])
+        return pool_features(features, pooling, attention=attention)
+
+    alone = pooled(hidden, torch.ones(1, 7, dtype=torch.bool))
+    padded = torch.cat([hidden, torch.full((1, 5, 5), 100.0, dtype=torch.float64)], dim=1)  # (1, 12, 5)
+    mask = torch.zeros(1, 12, dtype=torch.bool)
+    mask[:, :7] = True
+    torch.testing.assert_close(pooled(padded, mask), alone, rtol=0, atol=1e-12)
+    if pooling == "max":
+        torch.testing.assert_close(alone, hidden.amax(1))
+
+
+def test_attention_pooling_starts_as_mean_pooling_and_learns_where_to_look():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 9, 4)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    attention = AttentionPooling(4)
+    start = attention(hidden, mask)
+    mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(start, mean)  # query zero: uniform weights over the real bases
+    start.sum().backward()
+    assert attention.query.grad.abs().sum() > 0  # the query gets a gradient at its zero start

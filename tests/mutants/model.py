@@ -3,6 +3,26 @@
 from . import Mutant
 
 MUTANTS = [
+    # ---- issue #30: poolings that read positions, and adapters Mamba-2 must not bypass
+    Mutant("max_pooling_reads_padding", "max pooling lets padding positions win",
+           "hnet_dna/model/pooling.py",
+           [('return hidden.masked_fill(~features.mask[..., None], float("-inf")).amax(1)', "return hidden.amax(1)")],
+           "tests/model/test_pooling.py::test_max_and_attention_pooling_ignore_padding"),
+    Mutant("attention_pooling_attends_padding", "attention pooling gives padding positions weight",
+           "hnet_dna/model/pooling.py",
+           [('weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)', "weights = scores.softmax(-1)")],
+           "tests/model/test_pooling.py::test_max_and_attention_pooling_ignore_padding"),
+    Mutant("attention_query_random_start", "attention pooling's query starts random, not as mean pooling",
+           "hnet_dna/model/pooling.py", [("self.query = nn.Parameter(torch.zeros(width))", "self.query = nn.Parameter(torch.randn(width))")],
+           "tests/model/test_pooling.py::test_attention_pooling_starts_as_mean_pooling_and_learns_where_to_look"),
+    Mutant("mamba_in_proj_bypasses_adapter", "Mamba-2's CPU training path reads in_proj.weight of a LoRA layer (its adapter never counts)",
+           "hnet_dna/model/mamba2.py",
+           [("and torch.is_grad_enabled() and type(self.in_proj) is nn.Linear:", "and torch.is_grad_enabled():")],
+           "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
+    Mutant("mamba_out_proj_bypasses_adapter", "Mamba-2 fuses out_proj.weight of a LoRA layer into its norm (the adapter never counts)",
+           "hnet_dna/model/mamba2.py",
+           [("        if type(self.out_proj) is nn.Linear:\n", "        if True:\n")],
+           "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
     # ---- hnet_dna/model/attention.py
     Mutant("extend_ring_out_of_order", "a windowed layer reads its ring by slot, not in position order",
            "hnet_dna/model/attention.py",
@@ -114,8 +134,8 @@ MUTANTS = [
            "tests/model/test_mamba2.py::test_step_equals_chunked_forward_fp64"),
     Mutant("out_proj_kept_apart", "Mamba-2's out_proj runs after the gated norm again and keeps its input",
            "hnet_dna/model/mamba2.py",
-           [("out_proj has no bias)\n        return self.norm(y, z, self.out_proj.weight)",
-             "out_proj has no bias)\n        return self.out_proj(self.norm(y, z))")],
+           [("        if type(self.out_proj) is nn.Linear:\n            return self.norm(y, z, self.out_proj.weight)",
+             "        if False:\n            return self.norm(y, z, self.out_proj.weight)")],
            "tests/model/test_mamba2.py::test_training_memory_keeps_neither_the_convolution_nor_the_norm_internals"),
     Mutant("gated_norm_projection_gradient", "the fused gated norm + projection's backward takes the projection's gradient from the unweighted norm",
            "hnet_dna/model/mamba2.py", [("out = (h_norm * w).to(grad.dtype)", "out = h_norm.to(grad.dtype)")],

@@ -3,6 +3,27 @@
 from . import Mutant
 
 MUTANTS = [
+    # ---- hnet_dna/protocols/finetune/budget.py and systems.py (issue #30)
+    Mutant("epochs_budget_ignored", "--budget epochs:N leaves the recipe's epoch cap in place",
+           "hnet_dna/protocols/finetune/budget.py",
+           [('            return ["--trainer.max_epochs", str(int(self.amount)), "--trainer.max_time", "null", "--trainer.max_steps", "-1"]',
+             "            return []")],
+           "tests/protocols/test_finetune_budget.py::test_every_system_stops_at_the_epochs_budget_and_records_what_it_spent"),
+    Mutant("budget_change_mixed", "a rerun under another budget is not refused by name",
+           "hnet_dna/protocols/finetune/protocol.py",
+           [('    if previous is not None and previous.get("budget") != budget:', "    if False:")],
+           "tests/protocols/test_finetune_budget.py::test_every_system_stops_at_the_epochs_budget_and_records_what_it_spent"),
+    Mutant("flops_budget_overspends", "a FLOPs budget rounds its steps up, spending more than it was given",
+           "hnet_dna/protocols/finetune/budget.py",
+           [("return max(1, math.floor(self.amount / flops_per_step))", "return max(1, math.ceil(self.amount / flops_per_step))")],
+           "tests/protocols/test_finetune_budget.py::test_a_flops_budget_buys_the_steps_it_pays_for"),
+    Mutant("lpft_at_full_rate", "lpft fine-tunes at the recipe's full rate",
+           "hnet_dna/protocols/finetune/systems.py", [("LPFT_LR_SCALE = 0.1", "LPFT_LR_SCALE = 1.0")],
+           "tests/protocols/test_finetune_budget.py::test_lpft_and_lora_are_the_recipe_with_their_options"),
+    Mutant("parameters_counted_after_fit", "trainable parameters counted on the whole model, adapters or not",
+           "hnet_dna/protocols/finetune/budget.py",
+           [('"trainable_parameters": sum(p.numel() for p in params if p.requires_grad)', '"trainable_parameters": sum(p.numel() for p in params)')],
+           "tests/protocols/test_finetune_budget.py::test_every_system_stops_at_the_epochs_budget_and_records_what_it_spent"),
     # ---- hnet_dna/protocols/data_efficiency/flops.py
     Mutant("cpu_attention_uncounted", "attention scores count 0 FLOPs on CPU (torch's counter alone)",
            "hnet_dna/protocols/data_efficiency/flops.py",
@@ -93,7 +114,7 @@ MUTANTS = [
            [('    done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}', "    done = set()")],
            "tests/protocols/test_finetune_protocol.py::test_protocol_runs_seeds_and_the_kmer_baseline_and_resumes"),
     Mutant("protocol_ignores_backbone_change", "a rerun keeps model and probe runs made with another backbone",
-           "hnet_dna/protocols/finetune/protocol.py", [("        elif previous.get(\"backbone_weights\") != backbone[\"backbone_weights\"]:\n            stale |= {\"model\", \"probe\"}\n", "")],
+           "hnet_dna/protocols/finetune/protocol.py", [("        elif previous.get(\"backbone_weights\") != backbone[\"backbone_weights\"]:\n            stale |= set(ON_BACKBONE)\n", "")],
            "tests/protocols/test_finetune_protocol.py::test_a_rerun_after_the_backbone_changed_redoes_only_the_runs_that_rest_on_it"),
     Mutant("protocol_keeps_outdated_controls", "a rerun copies kmer_lr fits made before the strand policy to new seeds",
            "hnet_dna/protocols/finetune/protocol.py", [("    if outdated:\n", "    if False:\n")],

@@ -3,6 +3,25 @@
 from . import Mutant
 
 MUTANTS = [
+    # ---- hnet_dna/tasks/adapters.py (issue #30)
+    Mutant("lora_trains_the_backbone", "with LoRA the backbone's own weights train too",
+           "hnet_dna/tasks/adapters.py", [('p.requires_grad_(".lora_" in name)', "p.requires_grad_(True)")],
+           "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
+    Mutant("lora_kept_at_inference", "load_classifier keeps the adapters unmerged",
+           "hnet_dna/tasks/finetune.py", [("        task.merge_adapters()  # for inference", "        pass  # for inference")],
+           "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
+    Mutant("probe_head_scaler_not_folded", "the probe-initialised head drops the probe's standardisation",
+           "hnet_dna/tasks/adapters.py", [("coef = regression.coef_ / scaler.scale_", "coef = regression.coef_")],
+           "tests/tasks/test_adapters.py::test_a_probe_initialised_head_starts_from_the_probes_weights"),
+    Mutant("probe_head_never_fitted", "head_init probe leaves the head random",
+           "hnet_dna/tasks/finetune.py", [("            self._init_head_from_probe()  # before", "            pass  # before")],
+           "tests/tasks/test_adapters.py::test_a_probe_initialised_head_starts_from_the_probes_weights"),
+    Mutant("probe_head_binary_sign", "a binary probe's decision is written into the head with its sign flipped",
+           "hnet_dna/tasks/adapters.py", [("np.concatenate([-coef / 2, coef / 2])", "np.concatenate([coef / 2, -coef / 2])")],
+           "tests/tasks/test_adapters.py::test_a_binary_probe_head_splits_its_decision_between_the_two_logits"),
+    Mutant("probe_head_one_strand", "the probe behind an RC-conjoined head reads one strand only",
+           "hnet_dna/tasks/adapters.py", [("        if classifier.rc_conjoin:\n            rc =", "        if False:\n            rc =")],
+           "tests/tasks/test_adapters.py::test_a_probe_initialised_head_starts_from_the_probes_weights"),
     # ---- hnet_dna/tasks/callbacks.py
     Mutant("report_after_teardown", "the held-out report scores at on_fit_end, after teardown moved the model to the CPU",
            "hnet_dna/tasks/callbacks.py",

@@ -86,7 +86,7 @@ def test_protocol_runs_every_control_on_the_same_rows_over_folds(tmp_path, capsy
     config = finetune_recipe(tmp_path, train=str(LABELLED / "uci_splice_60bp.tsv"), val_fraction=0.25)
     out = tmp_path / "results"
     protocol(["--config", config, "--model.backbone", str(folder), "--folds", "2", "--seeds", "0", "--out", str(out),
-              "--trainer.max_epochs", "1"])
+              "--trainer.max_epochs", "1", "--systems", "model", "scratch", "cnn", "probe", "kmer_lr"])  # lpft, lora: test_finetune_budget
     result = json.loads((out / "results.json").read_text())
     assert list(result["summary"]) == ["model", "scratch", "cnn", "probe", "kmer_lr"]
     assert sorted((r["system"], r["fold"]) for r in result["runs"]) == sorted(

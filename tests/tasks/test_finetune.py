@@ -280,7 +280,7 @@ def test_a_pooling_typo_fails_when_the_config_is_parsed_before_any_data_is_read(
         main(["fit", "--config", config, "--model.pooling", "meen"])
     err = capsys.readouterr().err
     assert stop.value.code == 2
-    assert "pooling" in err and "meen" in err and "'mean', 'chunks', 'last', 'flatten'" in err
+    assert "pooling" in err and "meen" in err and "'mean', 'chunks', 'last', 'max', 'attention', 'flatten'" in err
     assert "not_there" not in err and not (tmp_path / "lightning_logs").exists()
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ... import backends
 
-__all__ = ["count_training_flops", "training_flops_per_base", "attended_fraction", "CONVENTIONS"]
+__all__ = ["count_step_flops", "count_training_flops", "training_flops_per_base", "attended_fraction", "CONVENTIONS"]
 
 CONVENTIONS = ("torch", "causal")
 
@@ -145,26 +145,33 @@ def _formulas(unattended: list[int]) -> dict:
     return mapping
 
 
-def count_training_flops(model, ids: torch.Tensor) -> dict[str, float]:
-    """Forward + backward FLOPs of one training step on ``ids`` (B, L), per base, in both
-    conventions (``{"torch": ..., "causal": ...}``) from one counted step, with the PyTorch
-    reference forced (what is counted is the reference's arithmetic, the chunked SSD scan of
-    Mamba-2 included). ``ids`` are moved to the model's device: after ``Trainer.fit`` Lightning has
-    moved the model back to the CPU, wherever it trained."""
+def count_step_flops(step, device_type: str = "cpu") -> dict[str, float]:
+    """Forward + backward FLOPs of ``step()`` (a callable that runs a forward and returns a scalar
+    loss), in total, in both conventions (``{"torch": ..., "causal": ...}``), with the PyTorch
+    reference forced and autocast off (what is counted is the reference's arithmetic, the chunked
+    SSD scan of Mamba-2 included). ``device_type``: where the model is (autocast is turned off there)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    unattended: list[int] = []
+    counter = FlopCounterMode(display=False, custom_mapping=_formulas(unattended))
+    with backends.force_reference(), torch.autocast(device_type, enabled=False), counter:
+        step().backward()
+    total = counter.get_total_flops()
+    return {"torch": float(total), "causal": float(total - sum(unattended))}
+
+
+def count_training_flops(model, ids: torch.Tensor) -> dict[str, float]:
+    """Forward + backward FLOPs of one language-model training step on ``ids`` (B, L), per base,
+    in both conventions, from one counted step (:func:`count_step_flops`). ``ids`` are moved to the
+    model's device: after ``Trainer.fit`` Lightning has moved the model back to the CPU, wherever
+    it trained."""
     ids = ids.to(next(model.parameters()).device)
     was_training = model.training
     model.train()
-    unattended: list[int] = []
-    counter = FlopCounterMode(display=False, custom_mapping=_formulas(unattended))
-    with backends.force_reference(), torch.autocast(ids.device.type, enabled=False), counter:
-        out = model(ids, labels=ids)
-        out.loss.backward()
+    total = count_step_flops(lambda: model(ids, labels=ids).loss, ids.device.type)
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    total = counter.get_total_flops()
-    return {"torch": total / ids.numel(), "causal": (total - sum(unattended)) / ids.numel()}
+    return {k: v / ids.numel() for k, v in total.items()}
 
 
 def training_flops_per_base(model, ids: torch.Tensor, convention: str = "torch") -> float:

@@ -1,6 +1,6 @@
 """The fine-tuning protocol (:mod:`hnet_dna.finetune` for the command and what it writes): every
 system on the same splits, seeds and budget; results written after every run, so that a rerun
-continues, and refused when the config, overrides, folds or data differ."""
+continues, and refused when the config, overrides, budget, folds or data differ."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import hashlib
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from ...cli import build_cli
+from ...config import ConfigError
 from ...model.loading import is_untrained
 from ...runs import atomic_write_text, file_sha256, json_text
 from ...runs import fingerprint as weights_fingerprint
+from .budget import parse_budget
 from .results import SYSTEMS, results_table, summarise, winner_lines, winners
-from .systems import check_selection, kmer_run, probe_features, probe_run, trained_run
+from .systems import TRAINED, check_selection, kmer_run, probe_features, probe_run, system_args, trained_run
 
 __all__ = ["run_protocol"]
 
@@ -35,9 +38,16 @@ def _backbone_spec(cli) -> str | dict | None:
     return getattr(cli.model, "hparams", {}).get("backbone")
 
 
+ON_BACKBONE = ("model", "lpft", "lora", "probe")  # what rests on the backbone's weights (scratch: on its architecture)
+
+
 def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path, folds: int = 0,
-                 systems: list[str] | None = None) -> dict:
-    """Run (or continue) the protocol; returns what ``results.json`` holds."""
+                 systems: list[str] | None = None, budget: str | None = None) -> dict:
+    """Run (or continue) the protocol; returns what ``results.json`` holds. ``budget``:
+    ``time:MINUTES``, ``epochs:N`` or ``flops:X`` for every trained system
+    (:mod:`~hnet_dna.protocols.finetune.budget`); None: the recipe's trainer caps."""
+    parsed_budget = parse_budget(budget)  # a typo fails before anything is read
+    budget = None if parsed_budget is None else str(parsed_budget)
     cli_args = ["--config", config, *overrides]
     seeds = list(dict.fromkeys(seeds))  # a seed given twice is one run
     fold_list: list[int | None] = list(range(folds)) if folds else [None]
@@ -53,8 +63,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
         raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
     check_selection(check, f"--config {config}")  # before any run
     pretrained = not is_untrained(_backbone_spec(check))
-    if systems is None:
-        systems = [s for s in SYSTEMS if s != "scratch" or pretrained]
+    if systems is None:  # the controls of a pretrained backbone only where there is one
+        systems = [s for s in SYSTEMS if s not in ("scratch", "lpft", "lora") or pretrained]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         raise SystemExit(f"hnet_dna.finetune: --systems {' '.join(unknown)}: unknown; choose from {', '.join(SYSTEMS)}")
@@ -64,11 +74,16 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     files = _data_files(dm.hparams)
     fingerprint = hashlib.sha256(json.dumps({
         "config": Path(config).read_text(), "overrides": overrides, "folds": folds,
-        "data": {f: file_sha256(Path(f)) for f in files},
+        "data": {f: file_sha256(Path(f)) for f in files}, **({"budget": budget} if budget else {}),
     }, sort_keys=True).encode()).hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else None
+    if previous is not None and previous.get("budget") != budget:
+        raise ConfigError(
+            f"{results_path} holds runs under the budget {previous.get('budget') or 'of the recipe (no --budget)'}, and "
+            f"this run asks for {budget or 'the recipe (no --budget)'}: runs under different budgets do not make one "
+            "table; use another --out, or the same --budget")
     if previous is not None and previous.get("fingerprint") != fingerprint:
         raise SystemExit(
             f"hnet_dna.finetune: {results_path} holds results of another config, overrides, folds or data "
@@ -84,24 +99,25 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     stale = set()
     if previous is not None:
         if previous.get("backbone_config") != backbone["backbone_config"]:
-            stale |= {"model", "probe", "scratch"}
+            stale |= {*ON_BACKBONE, "scratch"}
         elif previous.get("backbone_weights") != backbone["backbone_weights"]:
-            stale |= {"model", "probe"}
+            stale |= set(ON_BACKBONE)
         stale &= {r["system"] for r in runs}
     if stale:
         print(f"hnet_dna.finetune: the backbone differs from the one {results_path} was run with: redoing "
               f"{', '.join(sorted(stale))}", file=sys.stderr, flush=True)
     # Controls fitted before they followed the recipe (kmer_lr: both strands always; probe: 'last'
-    # read as 'mean') carry no record of it: redone, not copied to new seeds.
+    # read as 'mean') carry no record of it, nor do runs from before the records of what each spent:
+    # redone, not copied to new seeds.
     outdated = {r["system"] for r in runs if (r["system"] == "kmer_lr" and "strand_symmetric" not in r)
-                or (r["system"] == "probe" and "pooling" not in r)} - stale
+                or (r["system"] == "probe" and "pooling" not in r) or "wall_seconds" not in r} - stale
     if outdated:
         print(f"hnet_dna.finetune: {results_path} holds {', '.join(sorted(outdated))} fits from before they followed "
-              "the recipe's strand policy and pooling: redoing them", file=sys.stderr, flush=True)
+              "the recipe's strand policy and pooling, or recorded what they spent: redoing them", file=sys.stderr, flush=True)
         stale |= outdated
     if stale:
         runs = [r for r in runs if r["system"] not in stale]
-        for system in stale & {"model", "scratch"}:
+        for system in stale & set(TRAINED):
             shutil.rmtree(out / "runs" / system, ignore_errors=True)
     split_sizes: dict = previous["split_sizes"] if previous else {}
     done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}
@@ -110,7 +126,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     def save() -> dict:
         summary = summarise(runs)
         return {
-            "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "data_files": files,
+            "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "budget": budget,
+            "data_files": files,
             "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}), "folds": folds,
             "systems": [s for s in SYSTEMS if s in {r["system"] for r in runs}], "split_sizes": split_sizes,
             "runs": sorted(runs, key=lambda r: (r["system"], r.get("fold") or 0, r["seed"])),
@@ -132,15 +149,19 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
         where = "" if fold is None else f"fold {fold}, "
         for system, seed in todo:
             print(f"hnet_dna.finetune: {where}seed {seed}: {system}", file=sys.stderr, flush=True)
-            if system in ("model", "scratch", "cnn"):
+            if system in TRAINED:
                 name = f"{system}/" + ("" if fold is None else f"fold{fold}-") + f"seed{seed}"
-                run = trained_run(system, [*cli_args, *fold_args(fold)], seed, fold, out / "runs" / name)
+                args = [*cli_args, *fold_args(fold), *system_args(system, check.model.hparams.lr)]
+                run = trained_run(system, args, seed, fold, out / "runs" / name, parsed_budget)
             elif system in deterministic:  # the same fit for every seed: fitted once per split
                 run = {**deterministic[system], "seed": seed}
             elif system == "probe":
                 if features is None:
+                    start = time.perf_counter()
                     features = probe_features(check.model.backbone, data, check.model.hparams.pooling)
-                run = deterministic[system] = {**probe_run(features, data, seed, fold),
+                    feature_seconds = time.perf_counter() - start
+                backbone_parameters = sum(p.numel() for p in check.model.backbone.parameters())
+                run = deterministic[system] = {**probe_run(features, data, seed, fold, backbone_parameters, feature_seconds),
                                                "pooling": check.model.hparams.pooling}
             else:
                 run = deterministic[system] = kmer_run(data, seed, fold)
@@ -152,10 +173,14 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     per_fold = result["split_sizes"] if folds else {"all": result["split_sizes"]}
     sizes = "; ".join(f"{k}: " + ", ".join(f"{s} {n:,}" for s, n in v.items()) for k, v in per_fold.items())
     over = f"folds x seeds ({folds} x {len(result['seeds'])})" if folds else "seeds"
+    spent = ("Budget per trained run: " + (f"`{budget}`" if budget else "the recipe's trainer caps") + ". Spent: mean "
+             "epochs, optimizer steps, training FLOPs (forward + backward, counted per step), wall seconds and "
+             "trainable / total parameters per run.")
     atomic_write_text(out / "results.md", f"# {Path(config).name}: test metrics over seeds {result['seeds']}"
                   + (f", {folds} folds" if folds else "") + "\n\n"
                   f"Splits: {sizes}; classes: {', '.join(dm.class_names)}. Mean ± sd (ddof 1) over {over}; "
-                  f"probe and kmer_lr are deterministic given a split.\n\n{table}\n\n{winner_lines(result['summary'])}\n")
+                  f"probe and kmer_lr are deterministic given a split. {spent}\n\n{table}\n\n"
+                  f"{winner_lines(result['summary'])}\n")
     print(table)
     print(winner_lines(result["summary"]))
     return result

@@ -1,16 +1,19 @@
 """What the fine-tuning protocol reports: per system and test metric the mean and sd over runs,
-the winner per metric with its margin in sd units, and the Markdown table."""
+the mean of what the runs spent (:data:`SPENT`), the winner per metric with its margin in sd units,
+and the Markdown table."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["METRICS", "SYSTEMS", "DETERMINISTIC", "summarise", "winners", "results_table", "winner_lines"]
+__all__ = ["METRICS", "SYSTEMS", "SPENT", "DETERMINISTIC", "summarise", "winners", "results_table", "winner_lines"]
 
 METRICS = ("test/mcc", "test/accuracy", "test/f1_macro", "test/auroc")
 
 
-SYSTEMS = ("model", "scratch", "cnn", "probe", "kmer_lr")
+SYSTEMS = ("model", "lpft", "lora", "scratch", "cnn", "probe", "kmer_lr")
+
+SPENT = ("epochs", "optimizer_steps", "training_flops", "wall_seconds", "trainable_parameters", "total_parameters")
 
 
 DETERMINISTIC = ("probe", "kmer_lr")  # no seed enters their fit
@@ -30,17 +33,34 @@ def summarise(runs: list[dict]) -> dict:
             mean = sum(values) / len(values) if values else None
             sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
             out[system][metric] = {"mean": mean, "sd": sd, "n": len(values)}
+        spent = {}
+        for count in SPENT:  # not a metric: averaged, never ranked
+            values = [r[count] for r in rows if r.get(count) is not None]
+            spent[count] = sum(values) / len(values) if values else None
+        out[system]["spent"] = spent
     return out
 
 
+def _spent_cells(spent: dict) -> list[str]:
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+    trainable, total = spent.get("trainable_parameters"), spent.get("total_parameters")
+    params = "-" if trainable is None else f"{trainable:,.0f} / {total:,.0f}"
+    return [fmt(spent.get("epochs"), ".2f"), fmt(spent.get("optimizer_steps"), ",.0f"),
+            fmt(spent.get("training_flops"), ".3g"), fmt(spent.get("wall_seconds"), ".0f"), params]
+
+
 def results_table(summary: dict) -> str:
-    lines = ["| system | " + " | ".join(m.removeprefix("test/") for m in METRICS) + " |",
-             "|---|" + "---|" * len(METRICS)]
+    """Test metrics (mean ± sd) and, beside them, what a run spent (means over runs)."""
+    lines = ["| system | " + " | ".join(m.removeprefix("test/") for m in METRICS)
+             + " | epochs | steps | training FLOPs | wall s | trainable / total parameters |",
+             "|---|" + "---|" * (len(METRICS) + 5)]
     for system, metrics in summary.items():
         cells = []
         for m in METRICS:
             s = metrics[m]
             cells.append("-" if s["mean"] is None else f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["sd"] is not None else ""))
+        cells += _spent_cells(metrics.get("spent", {}))
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,11 +1,14 @@
 """One run of each system of the fine-tuning protocol (see :mod:`hnet_dna.finetune`): ``model``,
-``scratch`` and ``cnn`` fitted with the recipe's trainer and tested on the checkpoint selected on
-``val/mcc``; ``probe`` (logistic regression on the frozen backbone's pooled features) and
-``kmer_lr`` (logistic regression on k-mer frequencies), fitted once per split."""
+``lpft``, ``lora``, ``scratch`` and ``cnn`` fitted with the recipe's trainer under the table's budget
+and tested on the checkpoint selected on ``val/mcc``; ``probe`` (logistic regression on the frozen
+backbone's pooled features) and ``kmer_lr`` (logistic regression on k-mer frequencies), fitted once
+per split. Every run records what it spent: ``epochs``, ``optimizer_steps``, ``training_flops``,
+``wall_seconds``, ``trainable_parameters`` and ``total_parameters``."""
 
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -17,8 +20,28 @@ from ...config import ConfigError
 from ...model.pooling import pooled_features
 from ...tasks import CNNBaselineModule, FinetuneModule
 from ...tasks.classifier import classification_metrics
+from .budget import Budget, count_parameters, step_flops
 
-__all__ = ["trained_run", "kmer_run", "probe_features", "probe_run", "check_selection"]
+__all__ = ["trained_run", "kmer_run", "probe_features", "probe_run", "check_selection", "system_args", "TRAINED",
+           "LPFT_LR_SCALE"]
+
+TRAINED = ("model", "lpft", "lora", "scratch", "cnn")  # fitted by the trainer, under the budget
+
+LPFT_LR_SCALE = 0.1  # lpft: the whole model at a tenth of the recipe's backbone rate, the head at the same rate
+
+
+def system_args(system: str, recipe_lr: float) -> list[str]:
+    """The overrides that make the recipe's module into ``system``: ``lpft`` (LP-FT, Kumar et al.
+    2022): the head starts from a linear probe on the frozen features, then everything trains at
+    ``LPFT_LR_SCALE`` times the recipe's backbone rate, the head at that rate too (a probe-fitted
+    head at ten times it would tear the features apart, what LP-FT avoids); ``lora``: low-rank
+    adapters (peft) at the recipe's rate, the backbone frozen."""
+    if system == "lpft":
+        lr = f"{recipe_lr * LPFT_LR_SCALE:.6g}"
+        return ["--model.head_init", "probe", "--model.lr", lr, "--model.head_lr", lr]
+    if system == "lora":
+        return ["--model.adapter", "lora"]
+    return []
 
 
 def check_selection(cli, config: str = "the recipe") -> None:
@@ -37,29 +60,54 @@ def check_selection(cli, config: str = "the recipe") -> None:
                               "when the score rises; set mode: max")
 
 
-def _fit_test(cli, module, system: str, seed: int, fold: int | None) -> dict:
+def _fit_test(cli, module, system: str, seed: int, fold: int | None, flops_per_step: float) -> dict:
     """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc
     (the recipe's selection was checked before any run: :func:`check_selection`)."""
     cli.datamodule.check_ready("fit", cli.trainer.world_size)
     cli.datamodule.check_ready("test", cli.trainer.world_size)
-    callback = cli.trainer.checkpoint_callback
-    cli.trainer.fit(module, datamodule=cli.datamodule)
+    trainer, callback = cli.trainer, cli.trainer.checkpoint_callback
+    parameters = count_parameters(module.classifier)  # adapters included, counted before fit
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=cli.datamodule)
+    wall = time.perf_counter() - start
     best = callback.best_model_path
     if not best:
         raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on val/mcc (did validation run?); "
                          "nothing to test")
-    results = cli.trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
-    return {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
-            "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
-            "test": {k: float(v) for k, v in results.items() if k.startswith("test/")}}
+    steps = int(trainer.global_step)
+    per_epoch = trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)  # optimizer steps per epoch
+    results = trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    run = {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
+           "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
+           "epochs": round(steps / per_epoch, 3) if per_epoch else None, "optimizer_steps": steps,
+           "training_flops": steps * flops_per_step, "flops_per_step": flops_per_step,
+           "wall_seconds": round(wall, 1), **parameters,
+           "test": {k: float(v) for k, v in results.items() if k.startswith("test/")}}
+    if getattr(module, "head_probe", None) is not None:
+        run["head_probe"] = module.head_probe  # lpft: the probe the head started from (C, validation MCC)
+    return run
 
 
-def trained_run(system: str, cli_args: list[str], seed: int, fold: int | None, root: Path) -> dict:
-    """``model``, ``scratch`` or ``cnn``: one fit and test under ``seed``."""
-    cli = build_cli([*cli_args, "--seed_everything", str(seed), "--data.sample_seed", str(seed),
-                      "--trainer.default_root_dir", str(root)])
-    module = cli.model if system == "model" else _control_module(system, cli.model, seed)
-    return _fit_test(cli, module, system, seed, fold)
+def trained_run(system: str, cli_args: list[str], seed: int, fold: int | None, root: Path,
+                budget: Budget | None = None) -> dict:
+    """One of :data:`TRAINED`: one fit and test under ``seed`` and ``budget`` (None: the recipe's
+    trainer caps)."""
+    run_args = [*cli_args, "--seed_everything", str(seed), "--data.sample_seed", str(seed),
+                "--trainer.default_root_dir", str(root)]
+    timed = budget is not None and budget.kind != "flops"
+    cli = build_cli([*run_args, *(budget.trainer_args() if timed else [])])
+    module, flops_per_step = _built_module(cli, system, seed)
+    if budget is not None and budget.kind == "flops":  # the step count the FLOPs buy
+        cli = build_cli([*run_args, *budget.trainer_args(flops_per_step)])
+        module, flops_per_step = _built_module(cli, system, seed)
+    return _fit_test(cli, module, system, seed, fold, flops_per_step)
+
+
+def _built_module(cli, system: str, seed: int):
+    """The system's module with its head built from the data, and the FLOPs of one optimizer step."""
+    module = cli.model if system in ("model", "lpft", "lora") else _control_module(system, cli.model, seed)
+    module.attach_data(cli.datamodule)
+    return module, step_flops(module, cli.datamodule) * max(1, cli.trainer.accumulate_grad_batches)
 
 
 def _control_module(system: str, module, seed: int):
@@ -89,11 +137,25 @@ def _test_metrics(datamodule, probs) -> dict:
 
 
 def kmer_run(datamodule, seed: int, fold: int | None) -> dict:
+    start = time.perf_counter()
     fitted = kmer_logistic_regression(_split(datamodule, "train"), _split(datamodule, "val"),
                                       len(datamodule.class_names), seed=seed, strand_symmetric=datamodule.strand_symmetric)
+    fitted["wall_seconds"] = round(time.perf_counter() - start, 1)
     test = _test_metrics(datamodule, kmer_predict_proba(fitted, _split(datamodule, "test")[0]))
     return {"system": "kmer_lr", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
-            "k": fitted["k"], "C": fitted["C"], "strand_symmetric": fitted["strand_symmetric"], "test": test}
+            "k": fitted["k"], "C": fitted["C"], "strand_symmetric": fitted["strand_symmetric"], **_closed_form(fitted),
+            "test": test}
+
+
+def _closed_form(fitted: dict, backbone_parameters: int = 0) -> dict:
+    """What a logistic-regression control spent: no epochs, steps or counted FLOPs (a solver on
+    fixed features, not a trainer; the probe's one forward pass over the splits is not counted);
+    its coefficients are its trainable parameters."""
+    model = fitted["model"]
+    regression = model[-1] if hasattr(model, "steps") else model  # a pipeline (scaler, regression) or the regression
+    coefficients = int(regression.coef_.size + regression.intercept_.size)
+    return {"epochs": None, "optimizer_steps": None, "training_flops": None, "wall_seconds": fitted.get("wall_seconds"),
+            "trainable_parameters": coefficients, "total_parameters": coefficients + backbone_parameters}
 
 
 def probe_features(backbone, datamodule, pooling: str) -> dict:
@@ -108,10 +170,14 @@ def probe_features(backbone, datamodule, pooling: str) -> dict:
                                   rc_average=datamodule.strand_symmetric) for name in splits}
 
 
-def probe_run(features: dict, datamodule, seed: int, fold: int | None) -> dict:
+def probe_run(features: dict, datamodule, seed: int, fold: int | None, backbone_parameters: int = 0,
+              feature_seconds: float = 0.0) -> dict:
+    """The probe on ``features`` (:func:`probe_features`, which took ``feature_seconds``)."""
+    start = time.perf_counter()
     labels = {name: datamodule.datasets[name].labels for name in features}
     fitted = linear_probe((features["train"], labels["train"]), (features["val"], labels["val"]), seed=seed)
+    fitted["wall_seconds"] = round(time.perf_counter() - start + feature_seconds, 1)
     test = _test_metrics(datamodule, fitted["model"].predict_proba(features["test"]))
     return {"system": "probe", "fold": fold, "seed": seed, "checkpoint": None, "val_mcc": fitted["val_mcc"],
-            "C": fitted["C"], "test": test}
+            "C": fitted["C"], **_closed_form(fitted, backbone_parameters), "test": test}
 
