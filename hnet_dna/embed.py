@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -58,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="FASTA, CSV/TSV, or BED (with --fasta)")
     p.add_argument("--output", required=True, help="the .npz to write")
     p.add_argument("--model", default=None,
-                   help="preset, save_pretrained folder, or pretraining .ckpt (default: the shipped tiny chr20 model)")
+                   help="preset, save_pretrained folder, pretraining .ckpt, or a fine-tuned classifier's .ckpt (its backbone, "
+                        "adapters merged; default: the shipped tiny chr20 model)")
     p.add_argument("--pooling", default="mean", choices=(*FROZEN_POOLINGS, "none"),
                    help="mean, chunks, last or max: one vector per sequence; flatten (or its older name none): every "
                         "position (position_embeddings); see hnet_dna.model.pooling (default mean)")
@@ -80,11 +82,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _model(spec: str | None):
+    """The model to embed with: what ``load_model`` reads, or the fine-tuned backbone of a classifier
+    checkpoint (``python -m hnet_dna fit`` / ``hnet_dna.finetune`` with FinetuneModule), its LoRA
+    adapters merged into the weights."""
+    if spec is not None and spec.endswith(".ckpt") and Path(spec).is_file():
+        from .model.loading import read_lightning_checkpoint
+
+        _, hparams = read_lightning_checkpoint(Path(spec), "--model")
+        if hparams.get("class_names") and "backbone" in hparams:
+            from .tasks.finetune import load_classifier  # Lightning: only for a classifier
+
+            return load_classifier(spec, "--model").classifier.backbone
+    return load_model(spec, warn_untrained=True)
+
+
 def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".npz",))
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
-    model = load_model(args.model, warn_untrained=True)
+    model = _model(args.model)
     options = {k: getattr(args, k) for k in ("pooling", "rc_average", "boundaries", "batch_size", "window", "stride",
                                              "exact_context")}
     key = fingerprint([(r.id, r.sequence) for r in records], model, options)

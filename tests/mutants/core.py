@@ -3,6 +3,10 @@
 from . import Mutant
 
 MUTANTS = [
+    # ---- hnet_dna/embed.py (issue #30)
+    Mutant("embed_refuses_finetuned_backbone", "embed cannot read a fine-tuned classifier's backbone (adapters merged)",
+           "hnet_dna/embed.py", [('        if hparams.get("class_names") and "backbone" in hparams:', "        if False:")],
+           "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
     # ---- hnet_dna/backends.py
     Mutant("freed_memory_returned", "keep_freed_memory leaves glibc's thresholds as they are",
            "hnet_dna/backends.py", [("return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))", "return True or bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))")],

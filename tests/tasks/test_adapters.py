@@ -55,6 +55,17 @@ def test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits(tmp_pa
         assert not lora_layers(loaded)  # merged on load, for inference
         torch.testing.assert_close(loaded.logits(ids, mask), unmerged, rtol=1e-5, atol=1e-5)
 
+    # embed reads the fine-tuned backbone, adapters merged: the merged backbone's mean-pooled features
+    from hnet_dna.embed import main as embed
+    from hnet_dna.model.pooling import pooled_features
+
+    fasta = tmp_path / "two.fa"
+    fasta.write_text(">a\nACGTTGCAGGCTAACGTTAGC\n>b\nGGCATTACGATCGATCGGATCCAT\n")
+    embed(["--input", str(fasta), "--output", str(tmp_path / "e.npz"), "--model", str(ckpt), "--quiet"])
+    got = np.load(tmp_path / "e.npz")["embeddings"]
+    want = pooled_features(module.classifier.backbone, ["ACGTTGCAGGCTAACGTTAGC", "GGCATTACGATCGATCGGATCCAT"], "mean")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
 
 def test_lora_refuses_options_that_contradict_it():
     with pytest.raises(ConfigError, match="adapter lora already keeps every backbone weight"):
