@@ -16,7 +16,7 @@
 #   bash benchmarks/gpu_check.sh                     GPU tests + model_speed (~8 min)
 #   bash benchmarks/gpu_check.sh chr20 MODEL [STEPS]  one chr20.yaml run (~200 s + start-up)
 #   bash benchmarks/gpu_check.sh kernels              Triton chunking kernels: their tests compiled, then
-#                                                     benchmarks/kernels.py (<= 7.5 min; DEVELOPERS.md)
+#                                                     benchmarks/kernel_speed.py (<= 7.5 min; DEVELOPERS.md)
 #   bash benchmarks/gpu_check.sh data_efficiency      pipelines/benchmarks/gpu.yaml (<= 8 min; also carry
 #       .data/Ecoli_K12_MG1655.fasta.gz, and matplotlib in .whl if the image lacks it)
 # The GPU image has torch 2.11+cu130, Triton 3.6 and Lightning, but not mamba-ssm.
@@ -81,7 +81,7 @@ elif [ "$what" = kernels ]; then
   #    runs them under the interpreter), then the benchmark, each row appended as it is measured
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_kernels.py -rs > "$OUT/kernel_tests.txt" 2>&1
   echo "kernel tests rc=$?" >> "$OUT/kernel_tests.txt"
-  timeout 300 python3 benchmarks/kernels.py --cap 50 --sweep-cap 60 --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
+  timeout 300 python3 benchmarks/kernel_speed.py --cap 50 --sweep-cap 60 --out "$OUT/kernels.md" > "$OUT/kernels.log" 2>&1
   echo "kernels rc=$?" >> "$OUT/kernels.log"
 fi
 cat "$OUT"/*.txt 2>/dev/null; tail -20 "$OUT"/*.log

@@ -1,4 +1,4 @@
-"""What the Triton kernel benchmark (``kernels.py``) measures with: the fewest bytes a dechunk or
+"""What the Triton kernel benchmark (``kernel_speed.py``) measures with: the fewest bytes a dechunk or
 routing pass must move, the timer, the inputs, the official dechunking path, and the device copy
 that bandwidths are set against.
 """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,20 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DATA = Path(__file__).parent / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def import_benchmark(name: str):
+    """A benchmarks/ script (which imports its neighbours as ``from common import ...``) as a module.
+
+    benchmarks/ is on sys.path only while the script loads: left there, a script's name would shadow
+    an installed package of that name for every later test (transformers, loaded by peft, imports a
+    ``kernels`` package; a benchmarks/kernels.py once answered it)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 SHARED_MANIFEST = Path(__file__).resolve().parents[2] / "shared" / "official_state_dict_shapes.json"
 
 

@@ -1,13 +1,16 @@
 """The layout a newcomer reads from folder names (README, "Layout"): data flows one way through the
 packages (no import circle, no import from a layer above), no module over 400 lines, nothing
-imports ``__main__``, no ``sys.path`` edit in benchmarks/, and every command's ``--help`` works."""
+imports ``__main__``, no ``sys.path`` edit in benchmarks/, no benchmark script named like an importable
+module, and every command's ``--help`` works."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
 import importlib
+import importlib.machinery
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +102,18 @@ def test_nothing_imports_main_and_benchmarks_edit_no_sys_path():
                     (node.value.id, node.attr) in (("sys", "path"), ("site", "addsitedir"))):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_benchmark_script_is_named_like_an_importable_module():
+    # Running a script puts benchmarks/ first on sys.path, so a script named like a package would
+    # answer that package's imports: benchmarks/kernels.py once answered transformers' ``import
+    # kernels`` (peft loads transformers) and failed every LoRA test that ran after it.
+    # The path finder, not importlib.util.find_spec: other tests have loaded benchmark scripts
+    # (tests/conftest.py's import_benchmark), and find_spec would answer from sys.modules.
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+    taken = [p.name for p in (ROOT / "benchmarks").glob("*.py")
+             if p.stem in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(p.stem, elsewhere)]
+    assert not taken, f"rename these benchmarks/ scripts, installed modules have their names: {taken}"
 
 
 @pytest.mark.parametrize("command, argv", [

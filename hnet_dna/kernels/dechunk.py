@@ -74,7 +74,7 @@ import triton.language as tl
 __all__ = ["dechunk", "DechunkFunction", "DEFAULT_BLOCKS"]
 
 # Chosen so that no kernel spills registers when compiled for sm_90 with Triton 3.9 (forward 48,
-# backward 132 registers per thread); not yet timed on a GPU (benchmarks/kernels.py sweeps them).
+# backward 132 registers per thread); not yet timed on a GPU (benchmarks/kernel_speed.py sweeps them).
 # Every scanned tensor holds BLOCK_L x BLOCK_D fp32 values across the program's threads.
 DEFAULT_BLOCKS = {"block_l": 32, "block_d": 64, "block_c": 32, "num_warps": 8}
 

@@ -42,7 +42,7 @@ __all__ = ["routing", "RoutingFunction", "DEFAULT_BLOCKS"]
 
 EPS = 1e-12  # F.normalize's default
 # Chosen so that neither kernel spills registers when compiled for sm_90 with Triton 3.9 (80 and
-# 168 registers); not yet timed on a GPU (benchmarks/kernels.py sweeps them).
+# 168 registers); not yet timed on a GPU (benchmarks/kernel_speed.py sweeps them).
 DEFAULT_BLOCKS = {"block_l": 16, "block_d": 64, "num_warps": 4}
 
 

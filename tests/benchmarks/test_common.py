@@ -1,18 +1,14 @@
 """benchmarks/common.py's settle_routing: the speed benchmarks' H-Nets compress at their target
 (as trained ones do), whatever their random initialisation cuts at; nothing else in the model moves."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from hnet_dna.model.loading import build_model
 
-import common  # noqa: E402
+from ..conftest import import_benchmark
 
-from hnet_dna.model.loading import build_model  # noqa: E402
+common = import_benchmark("common")
 
 # The cpu_small Mamba-main H-Net (pipelines/benchmarks/cpu_small.yaml): at seed 0 its untrained
 # router cuts about every 1.9 bases, far from its target of 3.

@@ -2,18 +2,17 @@
 tensors from the profiler's allocation records (a private profiler API: this test notices when a
 torch release moves it)."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from hnet_dna.model.loading import build_model
+
+from ..conftest import import_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import profile_sections  # noqa: E402  (profile_sections.py's models, point child and memory measures)
-
-from hnet_dna.model.loading import build_model  # noqa: E402
+profile_sections = import_benchmark("profile_sections")  # its models, point child and memory measures
 
 
 def test_kept_memory_by_file_and_the_live_peak_of_a_training_step():

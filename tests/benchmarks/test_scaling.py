@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from ..conftest import import_benchmark
 
-import scaling  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+scaling = import_benchmark("scaling")
 
 
 def test_smoke_sweep_writes_the_table_plot_and_exponents(tmp_path):

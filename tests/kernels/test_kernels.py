@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import torch
 from hnet_dna import backends
 from hnet_dna.model import chunking, ssd
 
-from ..conftest import make_model, padded_batch
+from ..conftest import import_benchmark, make_model, padded_batch
 
 
 def _cannot_run() -> str | None:
@@ -343,12 +342,9 @@ def test_hnet_dna_runs_and_trains_without_triton():
 
 # --------------------------------------------------------------------------------- benchmark
 def test_benchmark_counts_the_bytes_the_issue_names():
-    # benchmarks/kernels.py: the forward floor at B=8 L=8192 D=512 M=2790, bf16 z and out, fp32
+    # benchmarks/kernel_speed.py: the forward floor at B=8 L=8192 D=512 M=2790, bf16 z and out, fp32
     # P, residual: read z, P, b, residual; write out = 224.5 MB (the issue's "about 225 MB").
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # kernels.py imports benchmarks/common.py and kernel_measures.py
-    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "benchmarks" / "kernels.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = import_benchmark("kernel_speed")
     fwd = bench.dechunk_bytes(8, 8192, 2790, 512, torch.bfloat16, torch.bfloat16, backward=False)
     assert fwd == 8 * 2790 * 512 * 2 + 8 * 2790 * 4 + 8 * 8192 + 8 * 8192 * 512 * 4 + 8 * 8192 * 512 * 2
     assert 224e6 < fwd < 225e6

@@ -15,7 +15,7 @@ from hnet_dna.protocols.data_efficiency import (
     load_config,
 )
 
-from ...conftest import DATA
+from ...conftest import DATA, import_benchmark
 from .conftest import (
     ECOLI,
     GPU,
@@ -175,11 +175,7 @@ def test_gpu_config_runs_a_few_steps_on_cpu(tmp_path):
 def test_results_tables_read_a_finished_run(smoke):
     """benchmarks/data_efficiency_tables.py: RESULTS.md's tables come from summary.json and
     curves.csv as they are (a row per model, per H-Net x baseline, per curve point)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import data_efficiency_tables as tables
-    finally:
-        sys.path.pop(0)
+    tables = import_benchmark("data_efficiency_tables")
     summary = json.loads((smoke / "summary.json").read_text())
     models = tables.model_table(summary).splitlines()
     assert len(models) == 2 + len(summary["models"]) and models[2].startswith("| hnet (reference) |")
@@ -210,9 +206,5 @@ def test_a_diverged_decay_score_is_null_in_the_summary_and_the_tables(smoke, tmp
     text = (out / "summary.json").read_text()
     assert "NaN" not in text and json.loads(text)["models"]["hnet"]["decayed_bits_per_base"]["ecoli"] is None
     assert summary["models"]["transformer"]["decayed_bits_per_base"]["ecoli"] > 0  # the others as before
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import data_efficiency_tables as tables
-    finally:
-        sys.path.pop(0)
+    tables = import_benchmark("data_efficiency_tables")
     assert "| hnet (reference) |" in tables.model_table(json.loads(text))

@@ -3,9 +3,9 @@ our PyTorch reference and the official path, achieved bandwidth against a device
 the same run, a time-capped block-size sweep, and the training step of dna-hnet-m3t1-t15-m4 with
 and without the kernels.
 
-    python benchmarks/kernels.py --out kernels.md            # GPU: `bash benchmarks/gpu_check.sh kernels`
-    python benchmarks/kernels.py --device cpu --smoke        # CPU, Triton interpreter: the logic, tiny shapes
-    python benchmarks/kernels.py --compile-only              # CPU: compile for sm_90, registers and spills
+    python benchmarks/kernel_speed.py --out kernels.md            # GPU: `bash benchmarks/gpu_check.sh kernels`
+    python benchmarks/kernel_speed.py --device cpu --smoke        # CPU, Triton interpreter: the logic, tiny shapes
+    python benchmarks/kernel_speed.py --compile-only              # CPU: compile for sm_90, registers and spills
 """
 
 from __future__ import annotations
