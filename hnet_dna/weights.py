@@ -37,6 +37,12 @@ class CheckpointError(ValueError):
 
 
 def save_pretrained(model, directory: str | Path) -> None:
+    adapters = [k for k in model.state_dict() if ".lora_" in k]  # peft's LoRA weights, unmerged
+    if adapters:
+        raise CheckpointError(
+            f"not saved to {directory}: the model carries {len(adapters)} unmerged LoRA weights ({adapters[0]}, ...), which "
+            "a save_pretrained folder does not hold; merge them first (FinetuneModule.merge_adapters(), or "
+            "hnet_dna.tasks.adapters.merge_lora(model))")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.to_json(directory / CONFIG_NAME)

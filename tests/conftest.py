@@ -151,6 +151,6 @@ def setup_labelled_module(tmp_path, module, **data):
     from hnet_dna.data import LabelledDataModule
 
     dm = LabelledDataModule(str(DATA / "labelled" / "uci_splice_60bp.tsv"), **data)
-    module._trainer = SimpleNamespace(datamodule=dm)
+    module._trainer = SimpleNamespace(datamodule=dm, ckpt_path=None)
     module.setup("fit")
     return dm

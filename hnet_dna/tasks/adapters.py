@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..config import ConfigError
+
 __all__ = ["LORA_TARGETS", "add_lora", "merge_lora", "lora_layers", "init_head_from_probe", "head_probe_features"]
 
 LORA_TARGETS = ("in_proj", "out_proj", "Wqkv", "fc1", "fc2")
@@ -104,13 +106,18 @@ def init_head_from_probe(classifier, train: tuple[np.ndarray, list[int]], val: t
     Returns ``{"C", "val_mcc"}``."""
     from ..baselines import linear_probe
 
+    head = classifier.classifier
+    classes = sorted(set(train[1]))
+    if classes != list(range(head.out_features)):  # scikit-learn fits the classes it sees, in sorted order
+        missing = [classifier.class_names[c] for c in range(head.out_features) if c not in classes]
+        raise ConfigError(f"head_init probe: the training split has no sequence of class {', '.join(map(repr, missing))}; "
+                          "a probe cannot give that class a weight (use head_init random, or data with every class)")
     fitted = linear_probe(train, val, seed=seed)
     scaler, regression = fitted["model"][0], fitted["model"][-1]
     coef = regression.coef_ / scaler.scale_  # (C or 1, F)
     intercept = regression.intercept_ - coef @ scaler.mean_  # (C or 1,)
     if coef.shape[0] == 1:  # binary: decision = w x + b is logit 1 minus logit 0
         coef, intercept = np.concatenate([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-    head = classifier.classifier
     head.weight.copy_(torch.as_tensor(coef, dtype=head.weight.dtype))
     head.bias.copy_(torch.as_tensor(intercept, dtype=head.bias.dtype))
     return {"C": fitted["C"], "val_mcc": fitted["val_mcc"]}

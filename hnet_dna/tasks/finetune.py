@@ -17,6 +17,7 @@ features: with a lower learning rate, LP-FT).
 from __future__ import annotations
 
 import sys
+import time
 from typing import Literal
 
 import torch
@@ -84,6 +85,9 @@ class FinetuneModule(ClassifierTask):
             when ``backbone`` now names something else (``default`` after a new default model, a
             moved folder); the weights come from the checkpoint.
     """
+
+    # a LoRA checkpoint's keys (lora_A, lora_B) exist only in a module built with the same adapters
+    BUILT_WITH = (*ClassifierTask.BUILT_WITH, "adapter", "lora_rank")
 
     def __init__(
         self,
@@ -175,12 +179,12 @@ class FinetuneModule(ClassifierTask):
             self._anchors = {id(p): p.detach().clone() for p in self.classifier.backbone.parameters()}
         self._make_metrics(class_names, rc_conjoin)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and self.hparams.head_init == "probe" and self.head_probe is None:
-            self._init_head_from_probe()  # before a resumed checkpoint's weights are restored over it
-
     def _init_head_from_probe(self) -> None:
+        """head_init probe, at the start of a fit (not a resumed one: its checkpoint holds the head),
+        where the model already is on its device. The probe's features, fit and seconds come before
+        the trainer's clock starts: a ``time`` budget does not include them (``head_probe["seconds"]``
+        says what they took)."""
+        start = time.perf_counter()
         dm = self._data  # what setup attached
         splits = {}
         for name in ("train", "val"):
@@ -189,6 +193,7 @@ class FinetuneModule(ClassifierTask):
             splits[name] = (feats, list(ds.labels))
         seed = int(getattr(dm, "sample_seed", 0))
         self.head_probe = init_head_from_probe(self.classifier, splits["train"], splits["val"], seed=seed)
+        self.head_probe["seconds"] = round(time.perf_counter() - start, 1)
         print(f"hnet_dna: head initialised from a linear probe on the frozen features (C {self.head_probe['C']:g}, "
               f"validation MCC {self.head_probe['val_mcc']:.3f})", file=sys.stderr, flush=True)
 
@@ -229,6 +234,8 @@ class FinetuneModule(ClassifierTask):
         return [g for g in groups if any(p.requires_grad for p in g["params"])]
 
     def on_fit_start(self) -> None:
+        if self.hparams.head_init == "probe" and self.head_probe is None and self.trainer.ckpt_path is None:
+            self._init_head_from_probe()
         if self._anchors is not None and not self._anchors_valid:
             raise ConfigError("decay_toward 'pretrained' needs the pretrained backbone's weights, but this module was "
                               "rebuilt from a checkpoint's backbone_config; fit from the recipe with --ckpt_path instead")

@@ -1,8 +1,10 @@
 """One budget for every system of a fine-tuning table (hnet_dna.protocols.finetune.budget), and the
 records of what each run spent."""
 
+import csv
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from hnet_dna.config import ConfigError
 from hnet_dna.protocols.finetune.budget import Budget, parse_budget
 
-from ..conftest import finetune_recipe, make_model
+from ..conftest import DATA, finetune_recipe, make_model
 
 SPENT = ("epochs", "optimizer_steps", "training_flops", "wall_seconds", "trainable_parameters", "total_parameters")
 
@@ -24,8 +26,12 @@ def test_budgets_parse_and_become_the_trainer_caps_they_name():
     assert epochs[:2] == ["--trainer.max_epochs", "3"] and "null" in epochs  # no time cap
     assert parse_budget("flops:1e10").trainer_args(3e9)[:2] == ["--trainer.max_steps", "3"]
     assert parse_budget("flops:1e9").steps(3e9) == 1  # at least one step
-    for bad in ("epoch:3", "epochs:2.5", "time:-1", "flops:x", "epochs", "time:0"):
-        with pytest.raises(ConfigError, match="give time:MINUTES, epochs:N"):
+    assert str(parse_budget("flops:123456789")) == "flops:123456789.0"  # not rounded to 6 digits (1.23457e+08)
+    for bad, why in (("epoch:3", "'epoch' is not a budget kind"), ("epochs:2.5", "epochs must be a whole number"),
+                     ("time:-1", "'-1' is not a positive number"), ("flops:x", "'x' is not a positive number"),
+                     ("epochs", "names no amount"), ("time:0", "'0' is not a positive"),
+                     ("time:0.001", "under a second")):
+        with pytest.raises(ConfigError, match=f"{why}.*give time:MINUTES, epochs:N"):
             parse_budget(bad)
 
 
@@ -82,11 +88,32 @@ def test_a_flops_budget_buys_the_steps_it_pays_for(tmp_path):
     run = result["runs"][0]
     assert run["optimizer_steps"] == math.floor(budget / per_step) == 3 and run["epochs"] == 1.5
     assert run["training_flops"] <= budget and run["flops_per_step"] == per_step
+    # the last step, mid-way through the second epoch, was validated (and could be selected)
+    logged = next((tmp_path / "out" / "runs" / "cnn" / "seed0").rglob("metrics.csv"))
+    with logged.open() as f:
+        validated = [row["epoch"] for row in csv.DictReader(f) if row["val/mcc"]]
+    assert validated == ["0", "1"]
+
+
+def test_one_optimizer_step_counts_every_process_and_accumulated_batch():
+    """Under DDP each optimizer step takes a batch per process, per accumulated micro-batch."""
+    from hnet_dna.data import LabelledDataModule
+    from hnet_dna.protocols.finetune.budget import step_flops
+    from hnet_dna.protocols.finetune.systems import _built_module
+
+    dm = LabelledDataModule(str(DATA / "labelled" / "uci_splice_60bp.tsv"), batch_size=4)
+    dm.setup("fit")
+    one = SimpleNamespace(model=None, datamodule=dm, trainer=SimpleNamespace(accumulate_grad_batches=1, world_size=1))
+    module, per_batch = _built_module(one, "cnn", 0)
+    assert per_batch == step_flops(module, dm) > 0
+    six = SimpleNamespace(model=None, datamodule=dm, trainer=SimpleNamespace(accumulate_grad_batches=2, world_size=3))
+    assert _built_module(six, "cnn", 0)[1] == 6 * per_batch
 
 
 def test_lpft_and_lora_are_the_recipe_with_their_options():
     from hnet_dna.protocols.finetune.systems import system_args
 
     assert system_args("lpft", 2e-3) == ["--model.head_init", "probe", "--model.lr", "0.0002", "--model.head_lr", "0.0002"]
-    assert system_args("lora", 2e-3) == ["--model.adapter", "lora"]
+    assert system_args("lora", 2e-3) == ["--model.adapter", "lora", "--model.freeze_backbone", "false",
+                                         "--model.freeze_layers", "0", "--model.decay_toward", "zero"]
     assert system_args("model", 2e-3) == system_args("scratch", 2e-3) == system_args("cnn", 2e-3) == []

@@ -9,6 +9,7 @@ from hnet_dna.cli import main
 from hnet_dna.config import ConfigError
 from hnet_dna.tasks.adapters import LORA_TARGETS, lora_layers
 from hnet_dna.tasks.finetune import FinetuneModule, load_classifier
+from hnet_dna.weights import CheckpointError
 
 from ..conftest import finetune_recipe, make_model, setup_labelled_module
 
@@ -46,6 +47,9 @@ def test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits(tmp_pa
     ids = torch.randint(0, 4, (3, 40))
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[2, 25:] = False
+    with pytest.raises(CheckpointError, match="unmerged LoRA weights"):  # a folder would not load: refused, nothing written
+        module.classifier.save_pretrained(tmp_path / "unmerged")
+    assert not (tmp_path / "unmerged").exists()
     with torch.no_grad():
         unmerged = module.logits(ids, mask)
         assert module.merge_adapters() == len(adapters)
@@ -85,7 +89,12 @@ def test_a_probe_initialised_head_starts_from_the_probes_weights(tmp_path, stran
     module = FinetuneModule(backbone=TINY, head_init="probe", pooling="mean")
     dm = setup_labelled_module(tmp_path, module, strand_symmetric=strand_symmetric)
     assert module.classifier.rc_conjoin == strand_symmetric
-    assert module.head_probe is not None and module.head_probe["C"] > 0
+    module.trainer.ckpt_path = "resumed.ckpt"  # a resumed fit keeps its checkpoint's head: no probe
+    module.on_fit_start()
+    assert module.head_probe is None
+    module.trainer.ckpt_path = None
+    module.on_fit_start()  # a fresh fit: the probe, where the model is (Lightning has moved it by now)
+    assert module.head_probe is not None and module.head_probe["C"] > 0 and module.head_probe["seconds"] >= 0
     features = {s: head_probe_features(module.classifier, dm.datasets[s].ids, module._model_ids, dm.tokenizer.pad_id)
                 for s in ("train", "val")}
     probe = linear_probe((features["train"], dm.datasets["train"].labels), (features["val"], dm.datasets["val"].labels),
@@ -126,3 +135,5 @@ def test_a_binary_probe_head_splits_its_decision_between_the_two_logits(tmp_path
     with torch.no_grad():
         head = module.classifier.classifier(torch.from_numpy(feats)).double().numpy()
     np.testing.assert_allclose(head[:, 1] - head[:, 0], probe.decision_function(feats), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="the training split has no sequence of class 'b'"):
+        init_head_from_probe(module.classifier, (feats, [0] * len(labels)), (feats, labels))

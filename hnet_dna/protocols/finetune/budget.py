@@ -18,14 +18,14 @@ the records say what each run spent.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+import lightning.pytorch as pl
 import torch
 
 from ...config import ConfigError
 
-__all__ = ["Budget", "parse_budget", "step_flops", "count_parameters"]
+__all__ = ["Budget", "StopAtStep", "parse_budget", "step_flops", "count_parameters"]
 
 KINDS = ("time", "epochs", "flops")
 
@@ -36,7 +36,8 @@ class Budget:
     amount: float  # minutes, epochs or FLOPs
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.amount:g}"
+        short = f"{self.amount:g}"  # "epochs:4", "flops:2e+14"; exact where 6 digits would round
+        return f"{self.kind}:{short if float(short) == self.amount else repr(self.amount)}"
 
     def trainer_args(self, flops_per_step: float | None = None) -> list[str]:
         """The trainer overrides that impose the budget (after the recipe's, so they win)."""
@@ -47,6 +48,7 @@ class Budget:
             return ["--trainer.max_time", clock, "--trainer.max_steps", "-1"]
         if self.kind == "epochs":
             return ["--trainer.max_epochs", str(int(self.amount)), "--trainer.max_time", "null", "--trainer.max_steps", "-1"]
+        # max_steps sets the schedule's length; StopAtStep makes the last step's validation run
         return ["--trainer.max_steps", str(self.steps(flops_per_step)), "--trainer.max_epochs", "-1",
                 "--trainer.max_time", "null"]
 
@@ -61,16 +63,39 @@ def parse_budget(text: str | None) -> Budget | None:
     """``time:MINUTES``, ``epochs:N`` or ``flops:X`` (``1e15`` and ``2.5e14`` work); None: the recipe's."""
     if text is None:
         return None
-    match = re.fullmatch(r"\s*(\w+)\s*:\s*([0-9.eE+]+)\s*", text)
-    kind, amount = (match.group(1), match.group(2)) if match else (None, None)
+    kind, _, amount = text.strip().partition(":")
+    kind, amount = kind.strip(), amount.strip()
     try:
-        value = float(amount) if amount is not None else math.nan
+        value = float(amount)
     except ValueError:
         value = math.nan
-    if kind not in KINDS or not math.isfinite(value) or value <= 0 or (kind == "epochs" and value != int(value)):
-        raise ConfigError(f"--budget {text!r}: give time:MINUTES, epochs:N (a whole number) or flops:X, with a "
-                          "positive amount (e.g. --budget epochs:10, --budget time:4, --budget flops:2e14)")
-    return Budget(kind, value)
+    if kind not in KINDS:
+        problem = f"{kind!r} is not a budget kind"
+    elif not amount:
+        problem = "it names no amount after a colon"
+    elif not math.isfinite(value) or value <= 0:
+        problem = f"the amount {amount!r} is not a positive number"
+    elif kind == "epochs" and value != int(value):
+        problem = f"epochs must be a whole number, not {amount}"
+    elif kind == "time" and value * 60 < 1:
+        problem = f"{amount} minutes is under a second"
+    else:
+        return Budget(kind, value)
+    raise ConfigError(f"--budget {text!r}: {problem}; give time:MINUTES, epochs:N or flops:X "
+                      "(e.g. --budget epochs:10, --budget time:4, --budget flops:2e14)")
+
+
+class StopAtStep(pl.Callback):
+    """Stops a ``flops`` budget's fit at its last optimizer step through ``trainer.should_stop``,
+    as EarlyStopping and ``max_time`` do, so that Lightning validates that step (reaching
+    ``max_steps`` mid-epoch ends the fit without validating the steps since the epoch began)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
 
 
 def count_parameters(module: torch.nn.Module) -> dict[str, int]:

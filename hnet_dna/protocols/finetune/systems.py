@@ -8,6 +8,7 @@ per split. Every run records what it spent: ``epochs``, ``optimizer_steps``, ``t
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ...config import ConfigError
 from ...model.pooling import pooled_features
 from ...tasks import CNNBaselineModule, FinetuneModule
 from ...tasks.classifier import classification_metrics
-from .budget import Budget, count_parameters, step_flops
+from .budget import Budget, StopAtStep, count_parameters, step_flops
 
 __all__ = ["trained_run", "kmer_run", "probe_features", "probe_run", "check_selection", "system_args", "TRAINED",
            "LPFT_LR_SCALE"]
@@ -35,12 +36,14 @@ def system_args(system: str, recipe_lr: float) -> list[str]:
     2022): the head starts from a linear probe on the frozen features, then everything trains at
     ``LPFT_LR_SCALE`` times the recipe's backbone rate, the head at that rate too (a probe-fitted
     head at ten times it would tear the features apart, what LP-FT avoids); ``lora``: low-rank
-    adapters (peft) at the recipe's rate, the backbone frozen."""
+    adapters (peft) at the recipe's rate, the backbone frozen (the recipe's freeze_backbone,
+    freeze_layers and decay_toward pretrained, which adapters make moot, are unset)."""
     if system == "lpft":
         lr = f"{recipe_lr * LPFT_LR_SCALE:.6g}"
         return ["--model.head_init", "probe", "--model.lr", lr, "--model.head_lr", lr]
-    if system == "lora":
-        return ["--model.adapter", "lora"]
+    if system == "lora":  # the adapters keep the backbone where it was: the recipe's freezing and anchoring go
+        return ["--model.adapter", "lora", "--model.freeze_backbone", "false", "--model.freeze_layers", "0",
+                "--model.decay_toward", "zero"]
     return []
 
 
@@ -75,7 +78,7 @@ def _fit_test(cli, module, system: str, seed: int, fold: int | None, flops_per_s
         raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on val/mcc (did validation run?); "
                          "nothing to test")
     steps = int(trainer.global_step)
-    per_epoch = trainer.num_training_batches / max(1, trainer.accumulate_grad_batches)  # optimizer steps per epoch
+    per_epoch = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches))  # optimizer steps per epoch
     results = trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
     run = {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
            "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
@@ -100,6 +103,7 @@ def trained_run(system: str, cli_args: list[str], seed: int, fold: int | None, r
     if budget is not None and budget.kind == "flops":  # the step count the FLOPs buy
         cli = build_cli([*run_args, *budget.trainer_args(flops_per_step)])
         module, flops_per_step = _built_module(cli, system, seed)
+        cli.trainer.callbacks.append(StopAtStep(budget.steps(flops_per_step)))
     return _fit_test(cli, module, system, seed, fold, flops_per_step)
 
 
@@ -107,7 +111,9 @@ def _built_module(cli, system: str, seed: int):
     """The system's module with its head built from the data, and the FLOPs of one optimizer step."""
     module = cli.model if system in ("model", "lpft", "lora") else _control_module(system, cli.model, seed)
     module.attach_data(cli.datamodule)
-    return module, step_flops(module, cli.datamodule) * max(1, cli.trainer.accumulate_grad_batches)
+    # one optimizer step: a batch per process, per accumulated micro-batch
+    batches = max(1, cli.trainer.accumulate_grad_batches) * max(1, cli.trainer.world_size)
+    return module, step_flops(module, cli.datamodule) * batches
 
 
 def _control_module(system: str, module, seed: int):
