@@ -275,6 +275,8 @@ class HNetConfig:
             raise ConfigError(f"{path}: no such config file") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        if isinstance(d, dict) and d.get("model_type") == "hnet_dna":  # also a transformers config (hnet_dna.hf)
+            d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
         return cls.from_dict(d, source=str(path))
 
     @classmethod

@@ -3,8 +3,13 @@
 ``save_pretrained(dir)`` writes::
 
     dir/model.safetensors   the state dict (official key names)
-    dir/config.json         HNetConfig.to_json (official fields + hnet_dna's)
+    dir/config.json         HNetConfig.to_json (official fields + hnet_dna's), and for transformers'
+                            AutoConfig its model_type and auto_map
     dir/tokenizer.json      the tokenizer's settings (mode, policy)
+    dir/tokenizer_config.json, configuration_hnet_dna.py, modeling_hnet_dna.py,
+    tokenization_hnet_dna.py
+                            what ``transformers``' Auto classes read (``trust_remote_code=True``):
+                            one-line files importing hnet_dna.hf's classes from the installed package
 
 Official checkpoints are plain state dicts saved with ``torch.save``. They are read with
 ``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers, so a
@@ -31,6 +36,20 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TOKENIZER_NAME = "tokenizer.json"
 
+# transformers' Auto classes (hnet_dna.hf): the model type, and the code files a folder carries
+TRANSFORMERS_MODEL_TYPE = "hnet_dna"
+_AUTO_CLASSES = {
+    "configuration_hnet_dna": {"AutoConfig": "HNetDNAConfig"},
+    "modeling_hnet_dna": {"AutoModel": "HNetDNAModel", "AutoModelForCausalLM": "HNetDNAForCausalLM",
+                          "AutoModelForSequenceClassification": "HNetDNAForSequenceClassification"},
+    "tokenization_hnet_dna": {"AutoTokenizer": "HNetDNATokenizer"},
+}
+_AUTO_CODE = """# What transformers runs for {auto} (trust_remote_code=True).
+# The code is the installed hnet_dna's (pip install "hnet_dna[hf]"); after `import hnet_dna.hf`
+# the Auto classes need no remote code.
+from hnet_dna.hf import {names}  # noqa: F401
+"""
+
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit its config."""
@@ -45,9 +64,30 @@ def save_pretrained(model, directory: str | Path) -> None:
             "hnet_dna.tasks.adapters.merge_lora(model))")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json(directory / CONFIG_NAME)
+    write_config(directory, model.config.to_dict())
     (directory / TOKENIZER_NAME).write_text(json.dumps(model.tokenizer.settings, indent=2) + "\n")
+    write_transformers_files(directory, model.tokenizer.settings)
     save_model(model, str(directory / WEIGHTS_NAME))  # handles tied embeddings
+
+
+def write_config(directory: Path, config: dict) -> None:
+    """``config.json``: an HNetConfig's fields, and the model type and ``auto_map`` that
+    ``transformers``' AutoConfig reads (HNetConfig.from_json ignores them)."""
+    auto_map = {auto: f"{module}.{name}" for module, classes in _AUTO_CLASSES.items() if module != "tokenization_hnet_dna"
+                for auto, name in classes.items()}
+    text = json.dumps({**config, "model_type": TRANSFORMERS_MODEL_TYPE, "auto_map": auto_map}, indent=2)
+    (directory / CONFIG_NAME).write_text(text + "\n")
+
+
+def write_transformers_files(directory: Path, tokenizer_settings: dict) -> None:
+    """``tokenizer_config.json`` and the one-line code files of ``transformers``' Auto classes."""
+    for module, classes in _AUTO_CLASSES.items():
+        (directory / f"{module}.py").write_text(
+            _AUTO_CODE.format(auto=", ".join(classes), names=", ".join(classes.values())))
+    tokenizer_config = {"tokenizer_class": "HNetDNATokenizer", "policy": tokenizer_settings.get("policy", "lenient"),
+                        "mode": tokenizer_settings.get("mode", "nucleotide"),
+                        "auto_map": {"AutoTokenizer": ["tokenization_hnet_dna.HNetDNATokenizer", None]}}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
 def read_pretrained(directory: str | Path) -> tuple[HNetConfig, NucleotideTokenizer | None]:

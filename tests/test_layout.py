@@ -24,7 +24,7 @@ LAYERS = [
     ("weights", "kernels"),  # files in and out (no model import); Triton kernels
     ("model",),
     ("optim", "data"),
-    ("tasks",),  # LightningModules and callbacks
+    ("tasks", "hf"),  # LightningModules and callbacks; transformers' classes over the model
     ("io", "runs"),  # what the commands read and write; how they run
     ("inference", "cli"),
     ("interpret", "protocols"),
@@ -40,7 +40,8 @@ def _module_name(path: Path) -> str:
 def import_graph() -> dict[str, set[str]]:
     """Module -> the package modules it imports, at module level or inside functions (a lazy
     import is still a dependency)."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    # resources/ holds data: a shipped model folder's code files are for transformers to run
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "resources" not in p.relative_to(PACKAGE).parts}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]

@@ -16,7 +16,7 @@ class Mutant:
     test: str  # the pytest node that must catch it
 
 
-from . import benchmarks, core, data, inference, interpret, kernels, model, protocols, tasks  # noqa: E402  (they use Mutant)
+from . import benchmarks, core, data, hf, inference, interpret, kernels, model, protocols, tasks  # noqa: E402  (they use Mutant)
 
 MUTANTS: list[Mutant] = [*core.MUTANTS, *model.MUTANTS, *kernels.MUTANTS, *data.MUTANTS, *tasks.MUTANTS,
-                         *inference.MUTANTS, *interpret.MUTANTS, *protocols.MUTANTS, *benchmarks.MUTANTS]
+                         *inference.MUTANTS, *interpret.MUTANTS, *protocols.MUTANTS, *hf.MUTANTS, *benchmarks.MUTANTS]
