@@ -132,7 +132,9 @@ def test_save_and_load_pretrained_roundtrip(tmp_path, tie):
     model = make_model("tiny-hnet-2stage", dtype=torch.float32, seed=4, tie_embeddings=tie)
     model.tokenizer = NucleotideTokenizer(policy="strict")
     model.save_pretrained(tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [  # ours, and what transformers' Auto classes read
+        "config.json", "configuration_hnet_dna.py", "model.safetensors", "modeling_hnet_dna.py", "tokenization_hnet_dna.py",
+        "tokenizer.json", "tokenizer_config.json"]
     again = HNetForCausalLM.from_pretrained(tmp_path / "ckpt")
     assert again.config == model.config and again.tokenizer.policy == "strict"
     if tie:
