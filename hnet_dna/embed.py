@@ -23,7 +23,7 @@ HELP = """::
     python -m hnet_dna.embed --input peaks.bed --fasta hg19.fa --output peaks.npz --model runs/x/pretrained
     python -m hnet_dna.embed --input set.tsv --output set.npz --pooling chunks --rc-average --boundaries
 
-Inputs: FASTA, CSV/TSV or BED + ``--fasta`` (see :mod:`hnet_dna.io`). The output ``.npz``
+Inputs: FASTA, CSV/TSV, Parquet/Arrow or BED + ``--fasta`` (see :mod:`hnet_dna.io`). The output ``.npz``
 opens with ``numpy.load(path, allow_pickle=False)`` and holds, for N sequences in input order:
 
 * ``ids`` (N,) unicode; ``lengths`` (N,) bases;
@@ -56,11 +56,11 @@ __all__ = ["embed_sequences", "main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hnet_dna.embed", description=__doc__.split("\n\n")[0], epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True, help="FASTA, CSV/TSV, or BED (with --fasta)")
+    p.add_argument("--input", required=True, help="FASTA, CSV/TSV, Parquet/Arrow, or BED (with --fasta)")
     p.add_argument("--output", required=True, help="the .npz to write")
     p.add_argument("--model", default=None,
-                   help="preset, save_pretrained folder, pretraining .ckpt, or a fine-tuned classifier's .ckpt (its backbone, "
-                        "adapters merged; default: the shipped tiny chr20 model)")
+                   help="preset, save_pretrained folder, pretraining .ckpt, or a fine-tuned classifier's .ckpt or folder (its "
+                        "backbone, adapters merged; default: the shipped tiny chr20 model)")
     p.add_argument("--pooling", default="mean", choices=(*FROZEN_POOLINGS, "none"),
                    help="mean, chunks, last or max: one vector per sequence; flatten (or its older name none): every "
                         "position (position_embeddings); see hnet_dna.model.pooling (default mean)")
@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
 def _model(spec: str | None):
     """The model to embed with: what ``load_model`` reads, or the fine-tuned backbone of a classifier
     checkpoint (``python -m hnet_dna fit`` / ``hnet_dna.finetune`` with FinetuneModule), its LoRA
-    adapters merged into the weights."""
+    adapters merged into the weights. A classifier's ``save_pretrained`` folder (ours or a
+    transformers Trainer's) holds its fine-tuned backbone as any folder does: ``load_model`` reads it."""
     if spec is not None and spec.endswith(".ckpt") and Path(spec).is_file():
         from .model.loading import read_lightning_checkpoint
 

@@ -4,7 +4,8 @@ Inputs (:func:`read_sequences`), by file name (``.gz`` allowed):
 
 * FASTA (``.fa``, ``.fasta``, ``.fna``, ``.fas``; plain, gzip or BGZF): one sequence per record,
   id = the first word of the header;
-* CSV / TSV (``.csv``, ``.tsv``, ``.txt``): the fine-tuning readers (:mod:`hnet_dna.data.labelled`);
+* CSV / TSV (``.csv``, ``.tsv``, ``.txt``) or Parquet / Arrow (``.parquet``, ``.arrow``,
+  ``.feather``): the fine-tuning readers (:mod:`hnet_dna.data.labelled`);
   a sequence column (found by name, else ``--sequence-column``), id = the id column (found by name,
   else ``--id-column``), else the 1-based row number;
 * BED (``.bed``; 3 or more columns) with ``--fasta``: one sequence per interval, the reverse
@@ -38,7 +39,7 @@ _TOKENIZER = NucleotideTokenizer()
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".fas", ".fsa")
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".arrow", ".feather")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def _kind(path: Path) -> str:
             return kind
     raise DataError(
         f"{path}: cannot tell the format from the name; use a FASTA ({', '.join(FASTA_SUFFIXES)}), "
-        f"a CSV/TSV ({', '.join(TABLE_SUFFIXES)}) or a BED (.bed, with --fasta), optionally .gz"
+        f"a table ({', '.join(TABLE_SUFFIXES)}) or a BED (.bed, with --fasta), optionally .gz"
     )
 
 

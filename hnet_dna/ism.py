@@ -42,7 +42,7 @@ Scorers:
   and importance has no period of the stride. Also ``site_effects[i, p, b] = log2 p(b | bases
   before p) - log2 p(ref | bases before p)``, the zero-shot single-site score GPN-style models use
   (one forward pass per window; NaN at a window's first base, which has no context).
-* **classifier** (``--ckpt_path``, a checkpoint written by fine-tuning): the change in each
+* **classifier** (``--ckpt_path``, a checkpoint written by fine-tuning, or a classifier folder): the change in each
   class's logit, ``effects_by_class[i, p, b, c]``; ``effects`` is the ``--target`` class's
   (default: the last class, the positive one of a binary set). A classifier reads a sequence whole.
 
@@ -74,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--input", help="sequences: FASTA, CSV/TSV, or BED (with --fasta)")
+    what.add_argument("--input", help="sequences: FASTA, CSV/TSV, Parquet/Arrow, or BED (with --fasta)")
     what.add_argument("--region", help="CHROM:START-END (1-based, inclusive) of --fasta; also writes OUT.bw")
     p.add_argument("--output", required=True, help="OUT.npz (OUT.png beside it, and OUT.bw with --region)")
     p.add_argument("--fasta", default=None, help="the reference genome (BED input, --region)")
     scorer = p.add_mutually_exclusive_group()
     scorer.add_argument("--model", default=None,
                         help="language model: preset, save_pretrained folder, or pretraining .ckpt (default: the shipped model)")
-    scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned classifier's checkpoint")
+    scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned classifier: its .ckpt, or its save_pretrained folder (classifier.json; also one a transformers Trainer fine-tuned)")
     p.add_argument("--target", default=None, help="classifier: the class whose logit 'effects' holds (default: the last)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases",
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
         net = scorer = load_classifier(args.ckpt_path)
         model = None
     else:
-        model = net = load_model(args.model, warn_untrained=True)
+        model = net = load_model(args.model, warn_untrained=True, lm_head=True)
         scorer = "lm"
     device = choose_device(args.device)
     options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,

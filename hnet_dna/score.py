@@ -36,7 +36,7 @@ window holding it; with ``--exact-context`` each sequence is read once from its 
 that continue from the model's caches, every base scored with all the bases before it
 (:func:`sequence_bits_exact`).
 
-* **Sequences** (FASTA, CSV/TSV or BED + ``--fasta``) -> TSV ``id length scored_bases
+* **Sequences** (FASTA, CSV/TSV, Parquet/Arrow or BED + ``--fasta``) -> TSV ``id length scored_bases
   log2_likelihood bits_per_base`` (+ ``log2_likelihood_rc bits_per_base_rc`` for the reverse
   complement with ``--both-strands``).
 * **Region** -> bedGraph of each scored base's bits (``-log2 p``), one line per base, 0-based
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hnet_dna.score", description=__doc__.split("\n\n")[0], epilog=HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--input", help="sequences: FASTA, CSV/TSV, or BED (with --fasta)")
+    what.add_argument("--input", help="sequences: FASTA, CSV/TSV, Parquet/Arrow, or BED (with --fasta)")
     what.add_argument("--region", help="CHROM:START-END (1-based, inclusive) of --fasta -> per-base bedGraph")
     what.add_argument("--vcf", help="variants (VCF/BCF) on --fasta")
     p.add_argument("--output", required=True, help=".tsv (sequences, variants), .bedgraph (region), .vcf/.vcf.gz/.bcf (variants)")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> None:
             if taken:
                 raise DataError(f"{args.vcf}: the header already has INFO {', '.join(taken)} (written by an earlier "
                                 "run?); annotate the original VCF, or write a .tsv")
-        model = load_model(args.model, warn_untrained=True)
+        model = load_model(args.model, warn_untrained=True, lm_head=True)
         choose_device(args.device)
         results, skipped = score_variants(model, genome, variants, flank=args.flank, both_strands=args.both_strands,
                                           skip_ref_mismatch=args.skip_ref_mismatch, batch_size=args.batch_size,
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> None:
         chrom, record, start, end = resolve_region(genome, args.region)
         stride = args.stride or args.window // 2
         context = min(start, args.window - stride)
-        model = load_model(args.model, warn_untrained=True)
+        model = load_model(args.model, warn_untrained=True, lm_head=True)
         letters = genome.fetch(record, start - context, end)
         ids = encode_sequences([InputSequence(f"{record}:{start - context + 1}-{end}", letters,
                                          f"{genome.path}, {record}")], model.tokenizer)
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".tsv",))
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
-    model = load_model(args.model, warn_untrained=True)
+    model = load_model(args.model, warn_untrained=True, lm_head=True)
     ids = encode_sequences(records, model.tokenizer)
     if args.exact_context:
         def score(seqs, progress=False):

@@ -94,6 +94,12 @@ def read_pretrained(directory: str | Path) -> tuple[HNetConfig, NucleotideTokeni
     """The config and tokenizer a ``save_pretrained`` folder describes (after checking that its
     config and weights are there); the weights go in with :func:`load_pretrained_weights`."""
     directory = Path(directory)
+    if (directory / "adapter_config.json").is_file() and not (directory / WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{directory}: a peft adapter folder (adapter_config.json), which holds the adapters without the model; "
+            "merge them into the model and save that: model = PeftModel.from_pretrained(base, folder)"
+            ".merge_and_unload(); model.save_pretrained(out)"
+        )
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(

@@ -8,6 +8,12 @@ Every reader yields :class:`LabelledSequence` records ``(id, sequence, label, sp
   split ``split`` / ``set``, id ``id`` / ``name``; anything else is named by flag. Split values
   ``train``; ``valid`` / ``val`` / ``validation`` / ``dev``; ``test`` (any case). Without an id
   column, the id is the 1-based line number in the file.
+* **Parquet / Arrow** (``.parquet``, ``.arrow``, ``.feather``; needs pyarrow, in the ``hf`` extra):
+  the same columns, found the same way; ids default to the 1-based row number. Also Hugging Face
+  data sets on disk (:func:`read_arrow_folder`): ``datasets`` ``save_to_disk`` folders (a
+  ``DatasetDict``'s split folders give the splits) and folders of Parquet files named by split, as
+  the Hub stores the Nucleotide Transformer tasks and Genomic Benchmarks. Labels are the stored
+  values (a ``ClassLabel``'s integers, not its names).
 * **FASTA per class**: a mapping ``{label: path}``; ids are the first word of each header.
 * **Genomic Benchmarks folders**: ``ROOT/train/<class>/*.txt`` and ``ROOT/test/<class>/*.txt``,
   one sequence per file; ids are the file names.
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..tokenizer import NucleotideTokenizer, SequenceError
+from .arrow_tables import ARROW_SUFFIXES, arrow_rows, dataset_parts
 from .genome import DataError
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "read_fasta_records",
     "read_genomic_benchmarks",
     "read_labelled",
+    "read_arrow_folder",
     "class_names",
     "normalise_label",
     "SPLIT_VALUES",
@@ -127,11 +135,24 @@ def read_table(
     flag_prefix: str = "--data.",
     id_default: str = "line",
 ) -> list[LabelledSequence]:
-    """Read a CSV or TSV (plain or gzip) of labelled sequences (see the module docstring).
-    ``label_required=False`` reads sequences to classify (label ``""`` where there is none).
-    ``flag_prefix`` names the command-line flags in messages; without an id column the id is the
-    1-based ``line`` number in the file, or the 1-based data ``row`` number."""
+    """Read a table of labelled sequences: CSV or TSV (plain or gzip), or Parquet / Arrow by
+    suffix (see the module docstring). ``label_required=False`` reads sequences to classify (label
+    ``""`` where there is none). ``flag_prefix`` names the command-line flags in messages; without
+    an id column the id is the 1-based ``line`` number in a text file, or the 1-based data ``row``
+    number (always ``row`` in Parquet / Arrow, which have no lines)."""
     path = _check_path(path)
+    if path.name.lower().endswith(ARROW_SUFFIXES):
+        header, rows = arrow_rows(path)
+        id_default = "row"
+    else:
+        header, rows = _text_rows(path)
+    columns = dict(sequence_column=sequence_column, label_column=label_column, id_column=id_column,
+                   split_column=split_column)
+    return _records(path, header, rows, columns, label_required, flag_prefix, id_default)
+
+
+def _text_rows(path: Path):
+    """A CSV/TSV's header and its data rows as ``(where, cells)``, blank lines skipped."""
     try:
         with _open_text(path) as f:
             text = f.read()
@@ -144,36 +165,56 @@ def read_table(
         delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters="\t,;").delimiter
     except csv.Error:
         delimiter = "\t" if "\t" in lines[0] else ","
-    rows = csv.reader(lines, delimiter=delimiter)
-    header = [c.strip() for c in next(rows)]
-    seq_col = _pick(header, sequence_column, SEQUENCE_NAMES, "sequence", path, f"{flag_prefix}sequence_column")
-    label_col = _pick(header, label_column, LABEL_NAMES, "label", path, f"{flag_prefix}label_column", required=label_required)
-    id_col = _pick(header, id_column, ID_NAMES, "id", path, f"{flag_prefix}id_column", required=False)
-    split_col = _pick(header, split_column, SPLIT_NAMES, "split", path, f"{flag_prefix}split_column", required=False)
+    reader = csv.reader(lines, delimiter=delimiter)
+    header = [c.strip() for c in next(reader)]
+
+    def rows():
+        for lineno, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            where = f"{path}, line {lineno}"
+            if len(row) != len(header):
+                raise DataError(f"{where}: {len(row)} fields where the header has {len(header)} ({', '.join(header)})")
+            yield where, row
+
+    return header, rows()
+
+
+def _records(path: Path, header: list[str], rows, columns: dict, label_required: bool, flag_prefix: str,
+             id_default: str, split_default: str | None = None) -> list[LabelledSequence]:
+    """Table rows as records: the columns found by name or flag, each cell checked."""
+    seq_col = _pick(header, columns.get("sequence_column"), SEQUENCE_NAMES, "sequence", path, f"{flag_prefix}sequence_column")
+    label_col = _pick(header, columns.get("label_column"), LABEL_NAMES, "label", path, f"{flag_prefix}label_column",
+                      required=label_required)
+    id_col = _pick(header, columns.get("id_column"), ID_NAMES, "id", path, f"{flag_prefix}id_column", required=False)
+    split_col = _pick(header, columns.get("split_column"), SPLIT_NAMES, "split", path, f"{flag_prefix}split_column",
+                      required=False)
     index = {c: i for i, c in enumerate(header)}
+
+    def text(row, column, where, what):
+        value = row[index[column]]
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{where}: the {what} column {column!r} holds {type(value).__name__} values, not text")
+        return (value or "").strip()
+
     out = []
-    for lineno, row in enumerate(rows, start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        where = f"{path}, line {lineno}"
-        if len(row) != len(header):
-            raise DataError(f"{where}: {len(row)} fields where the header has {len(header)} ({', '.join(header)})")
-        seq = row[index[seq_col]].strip()
+    for where, row in rows:
+        seq = text(row, seq_col, where, "sequence")
         if not seq:
             raise DataError(f"{where}: the sequence is empty")
-        label = normalise_label(row[index[label_col]]) if label_col is not None else ""
+        label = normalise_label(text(row, label_col, where, "label")) if label_col is not None else ""
         if not label and label_required:
             raise DataError(f"{where}: the label is empty")
-        split = None
+        split = split_default
         if split_col is not None:
-            value = row[index[split_col]].strip().lower()
-            if value not in SPLIT_VALUES:
-                raise DataError(f"{where}: unknown split {row[index[split_col]]!r}; use train, valid (val, validation, dev) or test")
-            split = SPLIT_VALUES[value]
+            value = text(row, split_col, where, "split")
+            if value.lower() not in SPLIT_VALUES:
+                raise DataError(f"{where}: unknown split {value!r}; use train, valid (val, validation, dev) or test")
+            split = SPLIT_VALUES[value.lower()]
         if id_col is not None:
-            ident = row[index[id_col]].strip()
+            ident = text(row, id_col, where, "id")
         else:
-            ident = str(lineno if id_default == "line" else len(out) + 1)
+            ident = where.rsplit(" ", 1)[1] if id_default == "line" else str(len(out) + 1)
         out.append(LabelledSequence(ident, seq, label, split, where))
     if not out:
         raise DataError(f"{path}: no sequences after the header")
@@ -231,14 +272,46 @@ def read_genomic_benchmarks(root) -> list[LabelledSequence]:
     return out
 
 
+def read_arrow_folder(root, **columns) -> list[LabelledSequence]:
+    """A Hugging Face data set on disk (the layouts :func:`~hnet_dna.data.arrow_tables.dataset_parts`
+    reads), as its records (columns found as in a CSV); a split folder or a Parquet file named by
+    split gives its records' split."""
+    root = Path(root)
+    flag_prefix = columns.pop("flag_prefix", "--data.")
+    label_required = columns.pop("label_required", True)
+    parts = dataset_parts(root)
+    if parts is None:
+        raise DataError(f"{root}: not a data set folder hnet_dna reads")
+    out = []
+    for path, split_name in parts:
+        split = None
+        if split_name is not None:
+            split = SPLIT_VALUES.get(split_name.lower())
+            if split is None:
+                raise DataError(f"{path}: split {split_name!r} is not train, validation (valid, val, dev) or test; "
+                                "rename it, or give its files with --data.train / --data.valid / --data.test")
+        header, rows = arrow_rows(path)
+        out += _records(path, header, rows, columns, label_required, flag_prefix, "row", split_default=split)
+    return out
+
+
 def read_labelled(source, **columns) -> list[LabelledSequence]:
-    """One input as the data module takes it: a CSV/TSV path, a ``{label: FASTA}`` mapping, or a
-    Genomic Benchmarks folder root."""
+    """One input as the data module takes it: a CSV/TSV/Parquet/Arrow path, a ``{label: FASTA}``
+    mapping, a Hugging Face data set folder (:func:`read_arrow_folder`) or a Genomic Benchmarks
+    folder root."""
     if isinstance(source, dict):
         return read_fasta_per_class(source)
     path = Path(source)
     if path.is_dir():
-        return read_genomic_benchmarks(path)
+        if dataset_parts(path) is not None:
+            return read_arrow_folder(path, **columns)
+        if (path / "train").is_dir() and not any((path / "train").glob("*.arrow")):
+            return read_genomic_benchmarks(path)
+        raise DataError(
+            f"{path}: a folder hnet_dna does not recognise; it reads a datasets save_to_disk folder "
+            "(dataset_dict.json or state.json), a folder of Parquet files named by split "
+            "(train*.parquet, test*.parquet), or a Genomic Benchmarks folder (train/<class>/*.txt)"
+        )
     return read_table(path, **columns)
 
 

@@ -284,10 +284,13 @@ class LabelledDataModule(pl.LightningDataModule):
 
 
 def read_unlabelled(source, *, sequence_column=None, id_column=None) -> list[LabelledSequence]:
-    """Sequences to classify: a FASTA (plain or gzip), or a CSV/TSV whose label column is optional."""
-    from .labelled import read_fasta_records, read_table
+    """Sequences to classify: a FASTA (plain or gzip), a CSV/TSV/Parquet/Arrow table or a Hugging
+    Face data set folder, whose label column is optional."""
+    from .labelled import read_arrow_folder, read_fasta_records, read_table
 
     path = Path(source)
+    if path.is_dir():
+        return read_arrow_folder(path, sequence_column=sequence_column, id_column=id_column, label_required=False)
     name = path.name.lower().removesuffix(".gz")
     if name.endswith((".fa", ".fasta", ".fna", ".fas")):
         return read_fasta_records(path)

@@ -235,10 +235,10 @@ def ism(
         encoded = encode_sequences(records, lm.tokenizer)
         net, kind = lm, "lm"
     else:
-        from ..tasks.classifier import ClassifierTask
+        from ..tasks.classifier import ClassifierTask, FolderClassifier
         from ..tasks.finetune import load_classifier
 
-        task = scorer if isinstance(scorer, ClassifierTask) else load_classifier(scorer)
+        task = scorer if isinstance(scorer, (ClassifierTask, FolderClassifier)) else load_classifier(scorer)
         task.eval()
         encoded = encode_sequences(records, NucleotideTokenizer())
         limit = getattr(task.classifier, "max_length", None)

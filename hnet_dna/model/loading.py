@@ -54,11 +54,22 @@ def is_untrained(spec: str | dict | None) -> bool:
     return isinstance(spec, dict) or spec in presets() or (spec.endswith(".json") and Path(spec).is_file())
 
 
-def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: bool = False) -> HNetForCausalLM:
+def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: bool = False,
+               lm_head: bool = False) -> HNetForCausalLM:
     """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model.
-    ``warn_untrained``: say on stderr when the spec gives random weights (a preset, a config)."""
+    ``warn_untrained``: say on stderr when the spec gives random weights (a preset, a config).
+    ``lm_head``: the caller reads the language model's head (base probabilities), so a fine-tuned
+    classifier's folder is refused: fine-tuning moved its backbone and left its LM head behind (its
+    backbone alone, for features or chunk boundaries, loads as any folder does)."""
     if spec is None:
         spec = DEFAULT_MODEL
+    if lm_head and isinstance(spec, str) and (Path(spec) / "classifier.json").is_file():
+        raise CheckpointError(
+            f"{flag} {spec}: a fine-tuned classifier's folder (classifier.json): fine-tuning changed its backbone "
+            "but not its language-model head, so the base probabilities it would give mean nothing. Give the "
+            "language model it was fine-tuned from (its pretrained folder); for the classifier's own view of "
+            "each base use python -m hnet_dna.ism --ckpt_path FOLDER"
+        )
     if warn_untrained and is_untrained(spec):
         print(f"hnet_dna: warning: {flag} {spec} has random weights (a preset or a config, not a trained model): "
               "its outputs mean nothing beyond testing; give a save_pretrained folder or a .ckpt, or omit "

@@ -27,7 +27,7 @@ from ..config import ConfigError
 from ..model.cnn import CNNClassifier
 from .pretrain import lr_factor
 
-__all__ = ["ClassifierTask", "CNNBaselineModule", "classification_metrics"]
+__all__ = ["ClassifierTask", "CNNBaselineModule", "FolderClassifier", "classification_metrics"]
 
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Dataset-level metrics, fed with (probabilities (B, C), labels (B,))."""
@@ -211,3 +211,24 @@ class CNNBaselineModule(ClassifierTask):
                                        {"params": rest, "weight_decay": 0.0}], lr=hp.lr)
         return self._scheduled(optimizer)
 
+
+
+class FolderClassifier(torch.nn.Module):
+    """A classifier from a ``save_pretrained`` folder with ``classifier.json`` (written by
+    :meth:`HNetForSequenceClassification.save_pretrained`, also through transformers' Trainer),
+    with a task's inference interface: ``classifier`` and :meth:`logits` of nucleotide-table ids."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    @classmethod
+    def from_folder(cls, folder, map_location="cpu") -> "FolderClassifier":
+        from ..model.heads import HNetForSequenceClassification
+
+        return cls(HNetForSequenceClassification.from_pretrained(folder, map_location=map_location)).eval()
+
+    def logits(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B, C) of nucleotide-table ids (B, L); ``mask`` (B, L) True on bases."""
+        ids = self.classifier.backbone.tokenizer.from_nucleotide_ids(input_ids)  # a byte-level backbone reads ASCII
+        return self.classifier(ids, mask=mask).logits

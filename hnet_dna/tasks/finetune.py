@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -29,7 +30,7 @@ from ..model.loading import load_model
 from ..model.pooling import Pooling
 from ..optim import layer_depths, param_groups
 from .adapters import add_lora, head_probe_features, init_head_from_probe, merge_lora
-from .classifier import ClassifierTask, CNNBaselineModule, classification_metrics
+from .classifier import ClassifierTask, CNNBaselineModule, FolderClassifier, classification_metrics
 
 __all__ = ["FinetuneModule", "load_backbone", "load_classifier", "ClassifierTask", "CNNBaselineModule", "classification_metrics"]
 
@@ -268,13 +269,20 @@ class FinetuneModule(ClassifierTask):
         return self._scheduled(optimizer)
 
 
-def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask:
+def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask | FolderClassifier:
     """A fine-tuned classifier (:class:`FinetuneModule` or :class:`CNNBaselineModule`) from a
     checkpoint written by ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
-    mode on the CPU, LoRA adapters merged into the weights."""
+    mode on the CPU, LoRA adapters merged into the weights; or, from a classifier's
+    ``save_pretrained`` folder (``classifier.json``: ours, or a transformers Trainer's), a
+    :class:`FolderClassifier`."""
     from ..model.loading import read_lightning_checkpoint
     from ..weights import CheckpointError
 
+    if Path(path).is_dir():
+        if not (Path(path) / "classifier.json").is_file():
+            raise CheckpointError(f"{flag} {path}: a folder without classifier.json, so not a fine-tuned classifier; a "
+                                  "language model's folder goes to --model instead")
+        return FolderClassifier.from_folder(path)
     _, hparams = read_lightning_checkpoint(path, flag)
     if not hparams.get("class_names"):
         raise CheckpointError(f"{flag} {path}: not a fine-tuned classifier of hnet_dna (no class names in its "

@@ -25,6 +25,14 @@ Writes, next to this script:
                    human_enhancers_iEnhancer2L.csv (12 per class), uci_splice_60bp.tsv (8 per
                    class, the rows with ambiguity letters first), ecoli_promoters_v9d3.csv (6 per
                    class, lowercase with one uppercase base).
+  labelled/hf/     the same rows in the layouts Hugging Face users hold (written with `datasets`,
+                   so this script needs it: pip install datasets):
+                   promoter_tss_chr20_300bp.parquet (the TSV's rows and columns, labels as integers);
+                   promoter_tss_nt_layout/ (a DatasetDict.save_to_disk folder, splits train /
+                   validation / test, columns sequence, name, label: the Nucleotide Transformer
+                   tasks' layout, name = the TSV's site column);
+                   enhancers_hub_layout/data/{train,test}-00000-of-00001.parquet (columns seq,
+                   label, the Genomic Benchmarks Hub layout; the CSV's first 16 rows train, the rest test).
 And, inside the package (the demo recipe's genome, with its index):
   hnet_dna/resources/demo_chr20.fa(.fai)
                    record chr20_demo = 20:10,000,001-11,000,000 of GRCh37 (1 Mb, no N).
@@ -82,6 +90,36 @@ def cut_labelled(source: Path, dest: Path) -> None:
         (dest / name).write_text("\n".join([header, *kept]) + "\n")
 
 
+def write_hf_layouts(labelled: Path) -> None:
+    """The labelled fixtures again as Parquet, a save_to_disk folder and a Hub-style Parquet folder."""
+    import csv
+
+    import datasets
+
+    dest = labelled / "hf"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    with (labelled / "promoter_tss_chr20_300bp.tsv").open() as f:
+        promoter = list(csv.DictReader(f, delimiter="\t"))
+    table = {"sequence": [r["sequence"] for r in promoter], "label": [int(r["label"]) for r in promoter],
+             "split": [r["split"] for r in promoter], "site": [r["site"] for r in promoter]}
+    datasets.Dataset.from_dict(table).to_parquet(str(dest / "promoter_tss_chr20_300bp.parquet"))
+    splits = {"train": "train", "validation": "valid", "test": "test"}
+    datasets.DatasetDict({
+        name: datasets.Dataset.from_dict({
+            "sequence": [r["sequence"] for r in promoter if r["split"] == given],
+            "name": [r["site"] for r in promoter if r["split"] == given],
+            "label": [int(r["label"]) for r in promoter if r["split"] == given],
+        }) for name, given in splits.items()
+    }).save_to_disk(str(dest / "promoter_tss_nt_layout"))
+    with (labelled / "human_enhancers_iEnhancer2L.csv").open() as f:
+        enhancers = list(csv.DictReader(f))
+    (dest / "enhancers_hub_layout" / "data").mkdir(parents=True)
+    for split, rows in (("train", enhancers[:16]), ("test", enhancers[16:])):
+        datasets.Dataset.from_dict({"seq": [r["sequence"] for r in rows], "label": [int(float(r["label"])) for r in rows]}) \
+            .to_parquet(str(dest / "enhancers_hub_layout" / "data" / f"{split}-00000-of-00001.parquet"))
+
+
 def write_example_vcf(genome, annotation: Path, dest: Path) -> None:
     tss = [int(line.split()[1]) for line in annotation.read_text().splitlines()[:40:10]]  # 0-based
     rows = []
@@ -135,6 +173,7 @@ def main() -> None:
     write_fasta(demo, [("chr20_demo 20:10,000,001-11,000,000 GRCh37 (hnet_dna demo genome)", seq)])
     Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
     cut_labelled(args.shared / "classification", HERE / "labelled")
+    write_hf_layouts(HERE / "labelled")
     write_example_vcf(genome, args.shared / "annotation" / "hg19_chr20_refseq_tss.txt", HERE / "chr20_example_variants.vcf")
     write_ecoli_slice(args.shared / "genomes" / "Ecoli_K12_MG1655.fasta.gz", HERE / "ecoli_slice.fa")
     manifest = "official_state_dict_shapes.json"

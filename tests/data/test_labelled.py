@@ -169,9 +169,7 @@ def test_folds_partition_every_row_into_stratified_test_sets():
         LabelledDataModule(path, folds=3, fold=3)
 
 
-@pytest.mark.parametrize(
-    "content, kwargs, message",
-    [
+BAD_TABLES = [
         (None, {}, r"missing.tsv: no such file"),
         ("dna\ttarget\nACGT\t1\n", {}, r"no sequence column \(looked for sequence, seq, seqs\); the columns are 'dna', 'target'"),
         ("sequence\ttarget\nACGT\t1\n", {}, r"no label column .*the columns are 'sequence', 'target'"),
@@ -180,11 +178,113 @@ def test_folds_partition_every_row_into_stratified_test_sets():
         ("sequence\tlabel\nACGT\t1\nGGCC\t0\nMKLVQF\t0\n", {}, r"bad.tsv, line 4, position 3: character 'L' is not a DNA letter"),
         ("sequence\tlabel\tsplit\nACGT\t1\ttrain\nGGCC\t0\ttrain\nAAAA\t2\ttest\n", {}, r"bad.tsv, line 4: label '2' never occurs in the training data"),
         ("sequence\tlabel\tsplit\nACGT\t1\ttrain\nGGCC\t0\tholdout\n", {}, r"bad.tsv, line 3: unknown split 'holdout'"),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("content, kwargs, message", BAD_TABLES)
 def test_bad_labelled_input_names_the_file_and_line(tmp_path, content, kwargs, message):
     path = tmp_path / ("missing.tsv" if content is None else "bad.tsv")
     if content is not None:
         path.write_text(content)
     with pytest.raises(DataError, match=message):
         LabelledDataModule(str(path), val_fraction=0.0, **kwargs)
+
+
+# ------------------------------------------------------------- Parquet, Arrow, Hugging Face folders
+HF = LABELLED / "hf"
+
+
+def _fields(rows):
+    return [(r.sequence, r.label, r.split) for r in rows]
+
+
+def test_parquet_and_arrow_read_as_the_csv_reader_does(tmp_path):
+    import pyarrow as pa
+    import pyarrow.feather
+
+    tsv = read_table(LABELLED / "promoter_tss_chr20_300bp.tsv")
+    parquet = read_table(HF / "promoter_tss_chr20_300bp.parquet")  # integer labels, same columns
+    assert _fields(parquet) == _fields(tsv) and len({r.split for r in parquet}) == 3
+    assert parquet[0].id == "1" and parquet[4].where.endswith("promoter_tss_chr20_300bp.parquet, row 5")
+    table = pa.table({"seq": [r.sequence for r in tsv], "y": [float(r.label) for r in tsv],  # 1.0 is class "1"
+                      "set": [{"val": "validation"}.get(r.split, r.split) for r in tsv], "name": [f"s{i}" for i in range(len(tsv))]})
+    pyarrow.feather.write_feather(table, tmp_path / "p.arrow")  # Arrow IPC file format
+    with pa.OSFile(str(tmp_path / "stream.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)  # Arrow IPC stream format, as datasets' shards are
+    for name in ("p.arrow", "stream.arrow"):
+        rows = read_table(tmp_path / name)
+        assert _fields(rows) == _fields(tsv) and rows[3].id == "s3"
+    # the data module builds the same tensors from the Parquet file as from the TSV
+    a, b = (LabelledDataModule(str(path)) for path in (LABELLED / "promoter_tss_chr20_300bp.tsv", HF / "promoter_tss_chr20_300bp.parquet"))
+    for split in ("train", "val", "test"):
+        assert all(torch.equal(x, y) for x, y in zip(a.datasets[split].ids, b.datasets[split].ids))
+        assert a.datasets[split].labels == b.datasets[split].labels
+
+
+def test_hugging_face_folders_give_their_splits():
+    tsv = read_table(LABELLED / "promoter_tss_chr20_300bp.tsv")
+    nt = read_labelled(str(HF / "promoter_tss_nt_layout"))  # DatasetDict.save_to_disk: train/validation/test
+    assert sorted(_fields(nt)) == sorted(_fields(tsv))
+    by_site = read_table(LABELLED / "promoter_tss_chr20_300bp.tsv", id_column="site")
+    assert sorted((r.id, *_fields([r])[0]) for r in nt) == sorted((r.id, *_fields([r])[0]) for r in by_site)  # name -> id
+    assert nt[0].where.endswith("promoter_tss_nt_layout/train, row 1")
+    dm = LabelledDataModule(str(HF / "promoter_tss_nt_layout"))
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [16, 8, 8]
+    hub = read_labelled(str(HF / "enhancers_hub_layout"))  # data/{train,test}-00000-of-00001.parquet, columns seq, label
+    csv_rows = read_table(LABELLED / "human_enhancers_iEnhancer2L.csv")
+    assert sorted((r.sequence, r.label) for r in hub) == sorted((r.sequence, r.label) for r in csv_rows)
+    assert {r.sequence for r in hub if r.split == "train"} == {r.sequence for r in csv_rows[:16]}
+    assert {r.split for r in hub} == {"train", "test"}
+    from hnet_dna.io import read_sequences
+
+    embed_input = read_sequences(HF / "promoter_tss_chr20_300bp.parquet")  # embed / score / ism take Parquet too
+    assert [r.sequence for r in embed_input] == [r.sequence for r in tsv] and embed_input[0].id == "1"
+
+
+def _as_parquet(text: str, path):
+    """A TSV's text as a Parquet file with the same columns (text cells) and rows."""
+    import csv
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    header, body = rows[0], rows[1:]
+    pyarrow.parquet.write_table(pa.table({c: [r[i] for r in body] for i, c in enumerate(header)}), path)
+
+
+@pytest.mark.parametrize("content, kwargs, message", BAD_TABLES)
+def test_bad_parquet_gets_the_errors_csv_gets(tmp_path, content, kwargs, message):
+    """Each bad TSV above, written as Parquet: the same message, with the data row for the line."""
+    path = tmp_path / ("missing.parquet" if content is None else "bad.parquet")
+    if content is not None:
+        _as_parquet(content, path)
+    import re
+
+    message = re.sub(r"line (\d+)", lambda m: f"row {int(m.group(1)) - 1}", message.replace(".tsv", ".parquet"))
+    with pytest.raises(DataError, match=message):
+        LabelledDataModule(str(path), val_fraction=0.0, **kwargs)
+
+
+def test_bad_arrow_data_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    (tmp_path / "junk.parquet").write_bytes(b"not a parquet file at all")
+    with pytest.raises(DataError, match=r"junk.parquet: not readable Parquet file"):
+        read_table(tmp_path / "junk.parquet")
+    pyarrow.parquet.write_table(pa.table({"sequence": ["ACGT", None], "label": [1, 0]}), tmp_path / "null.parquet")
+    with pytest.raises(DataError, match=r"null.parquet, row 2: the sequence is empty"):
+        read_table(tmp_path / "null.parquet")
+    pyarrow.parquet.write_table(pa.table({"sequence": [[0, 1, 2]], "label": [1]}), tmp_path / "ids.parquet")
+    with pytest.raises(DataError, match=r"ids.parquet, row 1: the sequence column 'sequence' holds list values, not text"):
+        read_table(tmp_path / "ids.parquet")
+    odd = tmp_path / "odd_split"
+    odd.mkdir()
+    pyarrow.parquet.write_table(pa.table({"sequence": ["ACGT"], "label": [1]}), odd / "holdout-00000-of-00001.parquet")
+    with pytest.raises(DataError, match=r"holdout-00000-of-00001.parquet: split 'holdout' is not train, validation"):
+        read_labelled(str(odd))
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DataError, match=r"empty_dir: a folder hnet_dna does not recognise; .*save_to_disk"):
+        read_labelled(str(tmp_path / "empty_dir"))

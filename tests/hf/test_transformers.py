@@ -177,3 +177,61 @@ def test_generate_is_our_sampler_and_our_state_dicts_load():
     other = HNetDNAForCausalLM(config)
     other.load_state_dict(model.hnet.state_dict())  # hnet_dna's keys, no "hnet." prefix (a Trainer's checkpoint)
     assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it(tmp_path, capsys):
+    """A classifier fine-tuned with transformers' Trainer and saved with save_pretrained: embed reads its
+    fine-tuned backbone, ism --ckpt_path its logits; score (which needs the LM head fine-tuning left
+    behind) and a peft adapter folder are refused with a line saying what to give instead."""
+    import numpy as np
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hnet_dna.embed import main as embed_main
+    from hnet_dna.ism import main as ism_main
+    from hnet_dna.score import main as score_main
+
+    make_model(dtype=torch.float32, seed=2).save_pretrained(tmp_path / "lm")
+    tok = HNetDNATokenizer.from_pretrained(tmp_path / "lm")
+    rows = [{**tok(s), "label": y} for s, y in zip(["ACGTACGTAC" * 3, "TTTTGGGGCCA" * 2] * 4, [0, 1] * 4)]
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=4,
+                             report_to=[], use_cpu=True, save_strategy="no", learning_rate=1e-2)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=2)
+    Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tok)).train()
+    model.save_pretrained(tmp_path / "ft")
+    model.eval()
+    fasta = tmp_path / "x.fa"
+    seq = "ACGTTGCAGGCTAACGTTAGCCATGGCAT"
+    fasta.write_text(f">x\n{seq}\n")
+
+    for name in ("ft", "lm"):
+        embed_main(["--input", str(fasta), "--output", str(tmp_path / f"{name}.npz"), "--model", str(tmp_path / name)])
+    with torch.no_grad():
+        ids = tok([seq], return_tensors="pt")["input_ids"]
+        hidden = HNetDNAForCausalLM(model.config, model.hnet.backbone)(ids, output_hidden_states=True).hidden_states[-1]
+    ft, lm = (np.load(tmp_path / f"{n}.npz")["embeddings"][0] for n in ("ft", "lm"))
+    np.testing.assert_allclose(ft, hidden[0].mean(0).numpy(), atol=1e-5)  # the fine-tuned backbone's features
+    assert not np.allclose(ft, lm, atol=1e-4)
+
+    ism_main(["--input", str(fasta), "--output", str(tmp_path / "ism.npz"), "--ckpt_path", str(tmp_path / "ft"), "--quiet"])
+    effects = np.load(tmp_path / "ism.npz")["effects_by_class"][0]  # (positions, 4, classes) of sequence 0
+    mutant = seq[:5] + "A" + seq[6:]  # position 5 is G
+    with torch.no_grad():
+        logits = model(**tok([seq, mutant], return_tensors="pt")).logits.double()
+    assert np.abs(logits[1] - logits[0]).max() > 1e-3  # a real change, compared below at 1e-5
+    np.testing.assert_allclose(effects[5, 0], (logits[1] - logits[0]).numpy(), atol=1e-5)
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        score_main(["--input", str(fasta), "--output", str(tmp_path / "s.tsv"), "--model", str(tmp_path / "ft")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "a fine-tuned classifier's folder (classifier.json)" in err and "Traceback" not in err
+    assert not (tmp_path / "s.tsv").exists()
+
+    wrapped = get_peft_model(transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "lm", num_labels=2),
+                             LoraConfig(r=4, target_modules=["in_proj", "out_proj"]))
+    wrapped.save_pretrained(tmp_path / "adapters")
+    with pytest.raises(SystemExit) as exc:
+        embed_main(["--input", str(fasta), "--output", str(tmp_path / "a.npz"), "--model", str(tmp_path / "adapters")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "a peft adapter folder" in err and "merge_and_unload" in err

@@ -34,4 +34,17 @@ MUTANTS = [
     Mutant("hf_config_keys_refused", "a config.json written through transformers is refused by HNetConfig.from_json",
            "hnet_dna/config.py", [('if isinstance(d, dict) and d.get("model_type") == "hnet_dna":', "if False:")],
            T + "test_a_transformers_config_json_reads_as_our_config_and_a_typo_is_still_refused"),
+    # ---- a Trainer-fine-tuned folder in our commands (hnet_dna/model/loading.py, tasks/finetune.py, weights.py)
+    Mutant("hf_classifier_folder_scored", "score reads a fine-tuned classifier's folder with its stale LM head",
+           "hnet_dna/model/loading.py", [('if lm_head and isinstance(spec, str) and (Path(spec) / "classifier.json").is_file():',
+                                          "if False:")],
+           T + "test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it"),
+    Mutant("hf_folder_classifier_ids_unmapped", "a classifier folder's logits skip the backbone's id table",
+           "hnet_dna/tasks/classifier.py", [("        return self.classifier(ids, mask=mask).logits",
+                                             "        return self.classifier(ids.flip(-1), mask=mask).logits")],
+           T + "test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it"),
+    Mutant("hf_peft_folder_unexplained", "a peft adapter folder gets the generic 'no config.json' message",
+           "hnet_dna/weights.py", [('if (directory / "adapter_config.json").is_file() and not (directory / WEIGHTS_NAME).is_file():',
+                                    "if False:")],
+           T + "test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it"),
 ]
