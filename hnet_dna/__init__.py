@@ -1,7 +1,7 @@
 """hnet_dna: tokenizer-free hierarchical DNA language models (H-Net) in PyTorch."""
 
 from .config import AttnConfig, ConfigError, HNetConfig, SSMConfig, presets
-from .model import HNetForCausalLM, HNetOutput, InputError
+from .model import HNetForCausalLM, HNetForMaskedLM, HNetOutput, InputError
 from .model.heads import HNetForSequenceClassification
 from .tokenizer import NucleotideTokenizer, SequenceError
 from .model.loading import load_official_checkpoint
@@ -32,6 +32,7 @@ __all__ = [
     "SSMConfig",
     "AttnConfig",
     "HNetForCausalLM",
+    "HNetForMaskedLM",
     "HNetForSequenceClassification",
     "embed_sequences",
     "ism",

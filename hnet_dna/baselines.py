@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MarkovModel", "markov_bits_per_base", "kmer_logistic_regression", "kmer_predict_proba", "linear_probe"]
+__all__ = ["MarkovModel", "TwoSidedMarkovModel", "markov_bits_per_base", "kmer_logistic_regression", "kmer_predict_proba", "linear_probe"]
 
 
 def _windows(ids: np.ndarray, order: int, base_ids: tuple[int, ...]):
@@ -105,6 +105,84 @@ class MarkovModel:
         """Mean -log2 p(base | up to k previous bases) over the targets of :meth:`score`."""
         total, n = self.score(sequences)
         return total / max(n, 1)
+
+
+class TwoSidedMarkovModel:
+    """p(base | k bases before it, k bases after it): the masked-LM counterpart of
+    :class:`MarkovModel`, for the held-out report of a masked LM.
+
+    Fitted on plain training windows ((2k + 1)-mers of bases); scored on masked windows, where it
+    sees what the masked LM sees: the context is the *masked* input, so a target whose k-neighbourhood
+    holds a ``<mask>``, an N or the window's edge backs off to the largest symmetric j < k whose
+    2j neighbours are all visible bases (j = 0: base frequencies).
+
+    Args:
+        order: bases k on each side (0 = base frequencies).
+        alpha: add-alpha smoothing of the counts.
+        base_ids: the ids of A, C, G, T.
+    """
+
+    def __init__(self, order: int, alpha: float = 1.0, base_ids: tuple[int, ...] = (0, 1, 2, 3)):
+        if order < 0:
+            raise ValueError(f"order must be >= 0, got {order}")
+        self.order, self.alpha, self.base_ids = order, alpha, tuple(base_ids)
+        self.counts = [np.zeros(4 ** (2 * j + 1)) for j in range(order + 1)]  # context codes * 4 + centre
+
+    @staticmethod
+    def _codes(d: np.ndarray, t: np.ndarray, j: int, centre: np.ndarray) -> np.ndarray:
+        code = np.zeros(t.size, dtype=np.int64)
+        for i in [*range(-j, 0), *range(1, j + 1)]:  # left neighbours, oldest first, then right ones
+            code = code * 4 + d[t + i]
+        return code * 4 + centre
+
+    def update(self, sequences) -> "TwoSidedMarkovModel":
+        """Add the (2j + 1)-mers of more plain sequences to the counts."""
+        for ids in _as_list(sequences):
+            d = _digits(ids, self.base_ids)
+            for j, c in enumerate(self.counts):
+                t = np.arange(j, len(d) - j)
+                ok = np.ones(t.size, dtype=bool)
+                for i in range(-j, j + 1):
+                    ok &= d[t + i] >= 0
+                t = t[ok]
+                c += np.bincount(self._codes(d, t, j, d[t]), minlength=c.size)
+        return self
+
+    def fit(self, sequences) -> "TwoSidedMarkovModel":
+        for c in self.counts:
+            c[:] = 0
+        return self.update(sequences)
+
+    def score(self, masked_windows) -> tuple[float, int]:
+        """(total bits, number of targets) over ``(input ids, labels)`` pairs: every position whose
+        label is A/C/G/T, given the visible bases around it in the input."""
+        if not self.counts[0].any():
+            raise RuntimeError("fit the model on some sequence first")
+        tables = []
+        for c in self.counts:
+            smoothed = c.reshape(-1, 4) + self.alpha
+            tables.append(np.log2(smoothed / smoothed.sum(-1, keepdims=True)).reshape(-1))
+        total, n = 0.0, 0
+        for inputs, labels in masked_windows:
+            d = _digits(np.asarray(inputs, dtype=np.int64), self.base_ids)
+            target = _digits(np.asarray(labels, dtype=np.int64).clip(min=0), self.base_ids)
+            target[np.asarray(labels) < 0] = -1
+            t = np.flatnonzero(target >= 0)
+            if not t.size:
+                continue
+            visible = d >= 0
+            # visible bases right before / after each position: runs of True, counted outward
+            pos = np.arange(len(d))
+            last_hidden = np.maximum.accumulate(np.where(~visible, pos, -1))
+            next_hidden = np.minimum.accumulate(np.where(~visible, pos, len(d))[::-1])[::-1]
+            left = np.where(t > 0, t - 1 - last_hidden[np.maximum(t - 1, 0)], 0)
+            right = np.where(t < len(d) - 1, next_hidden[np.minimum(t + 1, len(d) - 1)] - t - 1, 0)
+            order = np.minimum(np.minimum(left, right), self.order)
+            for j in range(self.order + 1):
+                tj = t[order == j]
+                total -= float(tables[j][self._codes(d, tj, j, target[tj])].sum())
+            n += t.size
+        return total, n
 
 
 def markov_bits_per_base(train, test, order: int, alpha: float = 1.0, base_ids=(0, 1, 2, 3)) -> float:

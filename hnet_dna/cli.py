@@ -76,6 +76,9 @@ class HNetCLI(LightningCLI):
         check = getattr(self.datamodule, "check_ready", None)
         if check is not None:
             check(subcommand, world)  # before the trainer writes anything
+        check_data = getattr(self.model, "check_data", None)
+        if check_data is not None and self.datamodule is not None:
+            check_data(self.datamodule)  # a model and data that do not go together, said before any output
         ckpt = kwargs.get("ckpt_path")
         if subcommand == "fit" and ckpt not in (None, "best", "hpc", "registry"):
             state = getattr(self, "_checkpoint", None) or read_checkpoint(ckpt)

@@ -98,7 +98,7 @@ class HNetConfig:
     d_intermediate: list[int] = field(default_factory=lambda: [0, 128])
     """SwiGLU hidden width per stage (rounded up to a multiple of 128); 0 = no MLP blocks."""
     vocab_size: int = 8
-    """8 for the nucleotide tokenizer, 256 for byte-level (official) models."""
+    """8 for the nucleotide tokenizer (9 for a masked LM: <mask> is id 8), 256 for byte-level (official) models."""
     ssm_cfg: SSMConfig = field(default_factory=SSMConfig)
     attn_cfg: AttnConfig = field(default_factory=AttnConfig)
     tie_embeddings: bool = False
@@ -116,6 +116,9 @@ class HNetConfig:
     (base-pair resolution) runs at the task's ``lr``; empty = eq. 11 (see ``hnet_dna.optim``)."""
     initializer_range: float = 0.02
     """Std of the normal init of linear layers (output projections are scaled by depth)."""
+    bidirectional: bool = False
+    """A masked-LM H-Net (:class:`~hnet_dna.model.masked_lm.HNetForMaskedLM`): Mamba-2 layers read
+    both ways, attention attends both ways, dechunking without the causal EMA."""
 
     def __post_init__(self):
         if isinstance(self.ssm_cfg, dict):
@@ -216,11 +219,11 @@ class HNetConfig:
             raise ConfigError(f"lr_multipliers must be positive, got {self.lr_multipliers!r}")
         if self.tokenizer_mode not in ("nucleotide", "byte"):
             raise ConfigError(f"tokenizer_mode must be 'nucleotide' or 'byte', got {self.tokenizer_mode!r}")
-        need = 256 if self.tokenizer_mode == "byte" else 8
+        need = 256 if self.tokenizer_mode == "byte" else 9 if self.bidirectional else 8
         if self.vocab_size < need:
             raise ConfigError(
                 f"vocab_size {self.vocab_size} is too small for the {self.tokenizer_mode} tokenizer "
-                f"(needs {need})"
+                f"(needs {need}{'; a masked LM needs the <mask> id 8' if need == 9 else ''})"
             )
 
     def _check_layout(self, layout: Any, depth: int) -> int:
@@ -243,7 +246,10 @@ class HNetConfig:
 
     # ---------------------------------------------------------------------------- JSON in/out
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["bidirectional"]:  # causal models' config.json and run fingerprints as before the field
+            del d["bidirectional"]
+        return d
 
     def to_official_dict(self) -> dict:
         """Only the seven official fields, as goombalab/hnet's loader reads them (``ssm_cfg`` keeps
@@ -349,6 +355,8 @@ _PRESETS = {
     "tiny-hnet-2stage": lambda: _tiny(["m1", ["m1", ["T2"], "m1"], "m1"], [32, 48, 64], [0, 0, 128]),
     "tiny-transformer": lambda: _tiny(["T4"], [64], [256]),
     "tiny-mamba2": lambda: _tiny(["M4"], [64], [128]),
+    # the bidirectional (masked-LM) tiny H-Net: tiny-hnet's shape, BiMamba-2 and two-way attention
+    "tiny-bihnet": lambda: {**_tiny(["m2t1", ["T2"], "m2"], [64, 96], [0, 256]), "vocab_size": 9, "bidirectional": True},
 }
 
 

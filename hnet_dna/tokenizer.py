@@ -11,11 +11,13 @@ Id table of the nucleotide mode (fixed: checkpoints and reverse complement on id
     5   <pad>  right padding of batches; never a target
     6   <bos>  optional start-of-sequence marker
     7   <eos>  optional end-of-sequence marker
+    8   <mask> a hidden base, for masked-LM models (HNetForMaskedLM; vocab_size 9). Causal
+               models keep vocab_size 8: the first eight ids never moved.
 
 A C G T are 0..3 so that the complement of a base id ``i`` is ``3 - i``.
 
 The byte mode follows the official H-Net byte-level models: vocabulary 256, a letter's id is its
-ASCII code, BOS = 254, EOS = 255; pad is 0 (NUL never occurs in DNA text).
+ASCII code, BOS = 254, EOS = 255, <mask> = 253; pad is 0 (NUL never occurs in DNA text).
 
 Policies that change data, applied in both modes, in this order:
 
@@ -35,9 +37,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["NucleotideTokenizer", "SequenceError", "NUCLEOTIDE_VOCAB"]
+__all__ = ["NucleotideTokenizer", "SequenceError", "NUCLEOTIDE_VOCAB", "SEQUENCE_VOCAB_SIZE"]
 
-NUCLEOTIDE_VOCAB = ("A", "C", "G", "T", "N", "<pad>", "<bos>", "<eos>")
+NUCLEOTIDE_VOCAB = ("A", "C", "G", "T", "N", "<pad>", "<bos>", "<eos>", "<mask>")
+SEQUENCE_VOCAB_SIZE = 8  # ids a sequence can hold (all but <mask>): causal models' vocab_size
 IUPAC_AMBIGUOUS = "RYSWKMBDHV"
 POLICIES = ("lenient", "strict")
 MODES = ("nucleotide", "byte")
@@ -96,12 +99,12 @@ class NucleotideTokenizer:
         self._lookup = _build_lookup(mode, policy)
         if mode == "nucleotide":
             self.vocab_size = len(NUCLEOTIDE_VOCAB)
-            self.pad_id, self.bos_id, self.eos_id = 5, 6, 7
+            self.pad_id, self.bos_id, self.eos_id, self.mask_id = 5, 6, 7, 8
             self.base_ids = (0, 1, 2, 3)
             self.n_id = 4
         else:
             self.vocab_size = 256
-            self.pad_id, self.bos_id, self.eos_id = 0, 254, 255
+            self.pad_id, self.bos_id, self.eos_id, self.mask_id = 0, 254, 255, 253
             self.base_ids = tuple(ord(b) for b in "ACGT")
             self.n_id = ord("N")
         # Complement of every id; ids without a complement (N, specials) map to themselves.
@@ -110,7 +113,7 @@ class NucleotideTokenizer:
             ia, ib = self.token_to_id(a), self.token_to_id(b)
             comp[ia], comp[ib] = ib, ia
         self._complement_ids = comp
-        # The id of every nucleotide-table id (0..7) in this mode: the data modules and the
+        # The id of every nucleotide-table id (0..8) in this mode: the data modules and the
         # benchmark's held-out windows are stored in the nucleotide table.
         self._from_nucleotide = torch.tensor([self.token_to_id(t) for t in NUCLEOTIDE_VOCAB])
 
@@ -129,13 +132,13 @@ class NucleotideTokenizer:
     def token_to_id(self, token: str) -> int:
         if self.mode == "nucleotide":
             return NUCLEOTIDE_VOCAB.index(token)
-        specials = {"<pad>": self.pad_id, "<bos>": self.bos_id, "<eos>": self.eos_id}
+        specials = {"<pad>": self.pad_id, "<bos>": self.bos_id, "<eos>": self.eos_id, "<mask>": self.mask_id}
         return specials[token] if token in specials else ord(token)
 
     def id_to_token(self, idx: int) -> str:
         if self.mode == "nucleotide":
             return NUCLEOTIDE_VOCAB[idx]
-        specials = {self.pad_id: "<pad>", self.bos_id: "<bos>", self.eos_id: "<eos>"}
+        specials = {self.pad_id: "<pad>", self.bos_id: "<bos>", self.eos_id: "<eos>", self.mask_id: "<mask>"}
         return specials.get(idx, chr(idx))
 
     # ----------------------------------------------------------------------------- encoding

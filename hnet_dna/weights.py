@@ -41,7 +41,8 @@ TRANSFORMERS_MODEL_TYPE = "hnet_dna"
 _AUTO_CLASSES = {
     "configuration_hnet_dna": {"AutoConfig": "HNetDNAConfig"},
     "modeling_hnet_dna": {"AutoModel": "HNetDNAModel", "AutoModelForCausalLM": "HNetDNAForCausalLM",
-                          "AutoModelForSequenceClassification": "HNetDNAForSequenceClassification"},
+                          "AutoModelForSequenceClassification": "HNetDNAForSequenceClassification",
+                          "AutoModelForMaskedLM": "HNetDNAForMaskedLM"},
     "tokenization_hnet_dna": {"AutoTokenizer": "HNetDNATokenizer"},
 }
 _AUTO_CODE = """# What transformers runs for {auto} (trust_remote_code=True).

@@ -58,8 +58,10 @@ def small_config(preset: str = "tiny-hnet", **overrides) -> HNetConfig:
 
 
 def make_model(preset: str = "tiny-hnet", dtype=torch.float64, seed: int = 0, **overrides) -> HNetForCausalLM:
+    from hnet_dna.model.loading import model_for
+
     torch.manual_seed(seed)
-    return HNetForCausalLM(small_config(preset, **overrides)).to(dtype)
+    return model_for(small_config(preset, **overrides)).to(dtype)  # a bidirectional preset: HNetForMaskedLM
 
 
 def padded_batch(lengths, vocab: int = 4, pad_id: int = 5, seed: int = 0):

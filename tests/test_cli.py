@@ -1,6 +1,7 @@
 """The command line: recipes parse and run, bad inputs stop cleanly before anything is written."""
 
 import gzip
+import re
 import json
 import shutil
 import subprocess
@@ -303,3 +304,34 @@ def test_the_held_out_report_scores_before_teardown_moves_the_model(tmp_path, mo
     trainer.fit(task, datamodule=dm)
     assert "score" in events and "teardown" in events
     assert events.index("score") < events.index("teardown")
+
+
+def test_mlm_demo_recipe_runs_and_reports_against_two_sided_markov(tmp_path, capsys):
+    main([
+        "fit", "--config", str(RECIPES / "demo_mlm_cpu.yaml"),
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "2",
+        "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "demo"),
+    ])
+    out = capsys.readouterr().out
+    assert "Held-out masked-base bits per base" in out and "two-sided order-2 Markov" in out
+    report = json.loads(next((tmp_path / "demo").rglob("heldout_report.json")).read_text())
+    assert report["objective"] == "masked LM" and set(report["scored_bases"].values()) == {report["bases"]}
+    model_bits = next(v for k, v in report["masked_bits_per_base"].items() if k.endswith("(this run)"))
+    assert 1.5 < model_bits < 2.5
+    metrics = next((tmp_path / "demo").rglob("metrics.csv")).read_text().splitlines()[0]
+    assert "val/masked_accuracy" in metrics
+    folder = next((tmp_path / "demo").rglob("pretrained"))
+    from hnet_dna import HNetForMaskedLM
+    from hnet_dna.model.loading import build_model
+
+    assert isinstance(build_model(str(folder)), HNetForMaskedLM)
+
+
+@pytest.mark.parametrize("model, fraction, message", [
+    ("tiny-bihnet", "0.0", "masked LM .* the data hide no bases: set --data.mlm_fraction 0.15"),
+    ("tiny-hnet", "0.15", "--data.mlm_fraction 0.15 hides bases for a masked LM, and the model is causal"),
+])
+def test_a_model_and_an_objective_that_do_not_match_stop_before_anything_is_written(workdir, model, fraction, message):
+    status, err = run_cli(workdir, "--model.model", model, "--data.mlm_fraction", fraction)
+    assert status == 2 and re.search(message, err) and "Traceback" not in err
+    assert not (workdir / "run").exists()

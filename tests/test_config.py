@@ -20,10 +20,11 @@ def test_presets_lists_paper_and_tiny_models():
         "tiny-hnet-2stage",
         "tiny-transformer",
         "tiny-mamba2",
+        "tiny-bihnet",
     ]
     for name in hnet_dna.presets():
         cfg = HNetConfig.from_preset(name)
-        assert cfg.vocab_size == 8 and cfg.tokenizer_mode == "nucleotide"
+        assert cfg.vocab_size == (9 if cfg.bidirectional else 8) and cfg.tokenizer_mode == "nucleotide"  # 9: <mask>
         assert cfg.ratio_targets == [3.0] * (cfg.num_stages - 1)
 
 

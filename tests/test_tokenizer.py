@@ -8,10 +8,11 @@ from .conftest import DATA, read_fixture_fasta
 
 
 def test_id_table_is_fixed():
-    # Checkpoints and id-level reverse complement depend on this exact table.
-    assert NUCLEOTIDE_VOCAB == ("A", "C", "G", "T", "N", "<pad>", "<bos>", "<eos>")
+    # Checkpoints and id-level reverse complement depend on this exact table; <mask> (masked LMs) came last.
+    assert NUCLEOTIDE_VOCAB == ("A", "C", "G", "T", "N", "<pad>", "<bos>", "<eos>", "<mask>")
     tok = NucleotideTokenizer()
-    assert (tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, tok.n_id) == (8, 5, 6, 7, 4)
+    assert (tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, tok.n_id, tok.mask_id) == (9, 5, 6, 7, 4, 8)
+    assert tok.reverse_complement(torch.tensor([0, 1, 8, 4])).tolist() == [4, 8, 2, 3]  # <mask> is its own complement
     assert tok.encode("ACGTN").tolist() == [0, 1, 2, 3, 4]
 
 

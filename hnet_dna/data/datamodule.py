@@ -23,6 +23,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ..tokenizer import NucleotideTokenizer
 from .genome import DataError, FastaSource, open_fasta
+from .masking import bert_mask
 from .windows import WindowTable, build_windows
 
 __all__ = ["GenomeDataModule", "GenomeWindows", "WindowSampler", "ResumableDataLoader", "check_resume_world_size"]
@@ -34,8 +35,14 @@ class GenomeWindows(Dataset):
 
     Each item holds ``input_ids`` (L,), ``labels`` (= input_ids; the model shifts them and ignores
     N), ``loss_weights`` (L,) (``soft_mask_weight`` on lowercase bases, else 1) and ``coords``
-    (source, record, start, reverse-complemented) for provenance.
+    (source, record, start, reverse-complemented) for provenance. With ``mlm_fraction`` > 0 (masked-LM
+    pretraining), ``input_ids`` are BERT-masked (:mod:`hnet_dna.data.masking`) and ``labels`` hold the
+    hidden bases' ids (-100 elsewhere); the masks are keyed by (seed, epoch, window) with BERT's
+    80/10/10, or, where ``training_masks`` is False (held-out splits), by (seed, window) alone with
+    every chosen base behind ``<mask>``: the same hidden bases every time, none of them visible.
     """
+
+    MASKING_STREAM = 1  # the masks' random stream, apart from the augmentation's
 
     def __init__(
         self,
@@ -47,10 +54,13 @@ class GenomeWindows(Dataset):
         random_shift: int = 0,
         soft_mask_weight: float = 1.0,
         seed: int = 0,
+        mlm_fraction: float = 0.0,
+        training_masks: bool = True,
     ):
         self.sources, self.table, self.tokenizer = sources, table, tokenizer
         self.reverse_complement, self.random_shift = reverse_complement, random_shift
         self.soft_mask_weight, self.seed = soft_mask_weight, seed
+        self.mlm_fraction, self.training_masks = mlm_fraction, training_masks
 
     def __len__(self) -> int:
         return len(self.table)
@@ -73,7 +83,12 @@ class GenomeWindows(Dataset):
             ids, soft = self.tokenizer.reverse_complement(ids), soft.flip(0)
         weights = torch.where(soft, self.soft_mask_weight, 1.0).float()
         coords = torch.tensor([source, t.record[i], start, int(rc)], dtype=torch.long)
-        return {"input_ids": ids, "labels": ids, "loss_weights": weights, "coords": coords}
+        labels = ids
+        if self.mlm_fraction > 0:  # its own stream: the causal draws above do not move
+            key = [self.seed, epoch if self.training_masks else 0, i, self.MASKING_STREAM]
+            ids, labels = bert_mask(ids, np.random.default_rng(key), self.tokenizer, self.mlm_fraction,
+                                    corrupt=self.training_masks)
+        return {"input_ids": ids, "labels": labels, "loss_weights": weights, "coords": coords}
 
 
 class WindowSampler(DistributedSampler):
@@ -171,7 +186,8 @@ class ResumableDataLoader(DataLoader):
 
 
 class GenomeDataModule(pl.LightningDataModule):
-    """Windows of one or more reference genomes for causal-LM pretraining.
+    """Windows of one or more reference genomes for causal-LM (or, with ``mlm_fraction``, masked-LM)
+    pretraining.
 
     Args:
         fasta: one FASTA path or a list (uncompressed or BGZF).
@@ -193,6 +209,10 @@ class GenomeDataModule(pl.LightningDataModule):
         index_dir: where to write FASTA indexes when the FASTA's folder is read-only.
         allow_leakage: accept held-out windows overlapping training spans.
         epoch_windows: windows per training epoch when ``fasta_weights`` is given (default: all).
+        mlm_fraction: masked-LM pretraining (a bidirectional model, ``HNetForMaskedLM``): the fraction
+            of real A/C/G/T bases hidden per window, BERT's 80/10/10 (0.15 is BERT's); 0 (default) =
+            causal-LM windows. Training windows draw new masks every epoch, held-out ones keep theirs
+            and hide every chosen base behind ``<mask>``.
     """
 
     def __init__(
@@ -215,9 +235,12 @@ class GenomeDataModule(pl.LightningDataModule):
         index_dir: str | None = None,
         allow_leakage: bool = False,
         epoch_windows: int | None = None,
+        mlm_fraction: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if not 0 <= mlm_fraction < 1:
+            raise DataError(f"--data.mlm_fraction is the fraction of bases hidden per window, in [0, 1); got {mlm_fraction}")
         paths = [fasta] if isinstance(fasta, (str, Path)) else list(fasta)
         if not paths:
             raise DataError("--data.fasta: give at least one FASTA file")
@@ -242,6 +265,7 @@ class GenomeDataModule(pl.LightningDataModule):
                 reverse_complement=reverse_complement if split == "train" else 0.0,
                 random_shift=random_shift if split == "train" else 0,
                 soft_mask_weight=soft_mask_weight, seed=seed,
+                mlm_fraction=mlm_fraction, training_masks=split == "train",
             )
             for split, table in self.tables.items()
         }
@@ -342,6 +366,16 @@ class GenomeDataModule(pl.LightningDataModule):
         picks = range(n) if max_windows is None or max_windows >= n else np.linspace(0, n - 1, max_windows).astype(int)
         for i in picks:
             yield plain[int(i)]["input_ids"]
+
+    def masked_windows(self, split: str, max_windows: int | None = None):
+        """A held-out split's windows as a masked LM reads them: (masked ids, labels) pairs, the
+        split's fixed masks (every chosen base behind ``<mask>``), ``max_windows`` evenly spaced."""
+        ds = self.datasets[split]
+        n = len(ds)
+        picks = range(n) if max_windows is None or max_windows >= n else np.linspace(0, n - 1, max_windows).astype(int)
+        for i in picks:
+            item = ds[(0, int(i))]
+            yield item["input_ids"], item["labels"]
 
     def summary(self) -> str:
         t = self.tables

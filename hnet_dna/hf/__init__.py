@@ -17,19 +17,21 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
 
 from .configuration import MODEL_TYPE, HNetDNAConfig
-from .modeling import HNetDNAForCausalLM, HNetDNAForSequenceClassification, HNetDNAModel
+from .modeling import HNetDNAForCausalLM, HNetDNAForMaskedLM, HNetDNAForSequenceClassification, HNetDNAModel
 from .tokenization import HNetDNATokenizer
 
 AutoConfig.register(MODEL_TYPE, HNetDNAConfig, exist_ok=True)
 AutoModel.register(HNetDNAConfig, HNetDNAModel, exist_ok=True)
 AutoModelForCausalLM.register(HNetDNAConfig, HNetDNAForCausalLM, exist_ok=True)
 AutoModelForSequenceClassification.register(HNetDNAConfig, HNetDNAForSequenceClassification, exist_ok=True)
+AutoModelForMaskedLM.register(HNetDNAConfig, HNetDNAForMaskedLM, exist_ok=True)
 AutoTokenizer.register(HNetDNAConfig, slow_tokenizer_class=HNetDNATokenizer, exist_ok=True)
 
-__all__ = ["HNetDNAConfig", "HNetDNAModel", "HNetDNAForCausalLM", "HNetDNAForSequenceClassification",
+__all__ = ["HNetDNAConfig", "HNetDNAModel", "HNetDNAForCausalLM", "HNetDNAForMaskedLM", "HNetDNAForSequenceClassification",
            "HNetDNATokenizer"]

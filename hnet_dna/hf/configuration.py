@@ -38,6 +38,7 @@ class HNetDNAConfig(PretrainedConfig):
         super().__init__(**kwargs)
         for key, value in config.to_dict().items():
             setattr(self, key, value)
+        self.bidirectional = config.bidirectional  # to_dict leaves it out of causal configs
         self.tokenizer_policy, self.pooling, self.rc_conjoin = tokenizer_policy, pooling, rc_conjoin
         self.hidden_size = config.d_model[0]  # what transformers utilities read as the model's width
 

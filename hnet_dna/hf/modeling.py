@@ -1,5 +1,6 @@
 """``transformers`` model classes over hnet_dna's models: :class:`HNetDNAModel` (hidden states),
-:class:`HNetDNAForCausalLM` and :class:`HNetDNAForSequenceClassification`.
+:class:`HNetDNAForCausalLM`, :class:`HNetDNAForMaskedLM` (the bidirectional H-Net) and
+:class:`HNetDNAForSequenceClassification`.
 
 Each holds the hnet_dna model as ``self.hnet`` and forwards to it: the logits, losses and weights
 are that model's. ``attention_mask`` is hnet_dna's ``mask`` (1 on real bases, right padding).
@@ -15,15 +16,15 @@ from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, MaskedLMOutput, SequenceClassifierOutput
 
-from ..model import HNetForCausalLM
+from ..model import HNetForCausalLM, HNetForMaskedLM
 from ..model.heads import HEAD_NAME, HNetForSequenceClassification
 from ..tokenizer import NucleotideTokenizer
 from ..weights import CheckpointError
 from .configuration import HNetDNAConfig
 
-__all__ = ["HNetDNAModel", "HNetDNAForCausalLM", "HNetDNAForSequenceClassification"]
+__all__ = ["HNetDNAModel", "HNetDNAForCausalLM", "HNetDNAForMaskedLM", "HNetDNAForSequenceClassification"]
 
 
 class HNetDNAPreTrainedModel(PreTrainedModel):
@@ -99,6 +100,16 @@ def _hnet_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return None if attention_mask is None else attention_mask.to(device=input_ids.device, dtype=torch.bool)
 
 
+def _lm_forward(wrapper, input_ids, attention_mask, labels, output_hidden_states):
+    """hnet_dna's LM output and, if asked, (the embeddings, the last hidden states before the LM
+    head), captured on the way (no second pass)."""
+    want_hidden = output_hidden_states if output_hidden_states is not None else wrapper.config.output_hidden_states
+    lm = wrapper.hnet
+    with _Captured(lm.embeddings, lm.lm_head, active=bool(want_hidden)) as seen:
+        out = lm(input_ids, mask=_hnet_mask(input_ids, attention_mask), labels=labels)
+    return out, ((seen.inputs[0][1], seen.inputs[1][0]) if want_hidden else None)
+
+
 class _Captured:
     """The input of ``modules`` during one forward (hidden states without a second pass)."""
 
@@ -134,16 +145,20 @@ class HNetDNAForCausalLM(HNetDNAPreTrainedModel):
     def _backbone_lm(self) -> HNetForCausalLM:
         return self.hnet
 
+    @classmethod
+    def _from_folder(cls, folder: Path, config: HNetDNAConfig):
+        if config.bidirectional:
+            raise CheckpointError(f"{folder}: a masked LM (bidirectional H-Net), which does not predict the next base; "
+                                  "load it with AutoModelForMaskedLM (or AutoModel for its hidden states)")
+        return super()._from_folder(folder, config)
+
     def get_output_embeddings(self):
         return self.hnet.lm_head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs) -> CausalLMOutput:
-        want_hidden = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        with _Captured(self.hnet.embeddings, self.hnet.lm_head, active=bool(want_hidden)) as seen:
-            out = self.hnet(input_ids, mask=_hnet_mask(input_ids, attention_mask), labels=labels)
-        hidden = (seen.inputs[0][1], seen.inputs[1][0]) if want_hidden else None
+        out, hidden = _lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
         return CausalLMOutput(loss=out.loss, logits=out.logits, hidden_states=hidden)
 
     @torch.no_grad()
@@ -154,6 +169,39 @@ class HNetDNAForCausalLM(HNetDNAPreTrainedModel):
         out = self.hnet.generate(input_ids, mask=_hnet_mask(input_ids, attention_mask), max_new_tokens=max_new_tokens,
                                  temperature=temperature if do_sample else 0.0, top_p=top_p, generator=generator)
         return out.sequences
+
+
+class HNetDNAForMaskedLM(HNetDNAPreTrainedModel):
+    """hnet_dna's :class:`~hnet_dna.model.HNetForMaskedLM` (the bidirectional H-Net) as a
+    transformers masked LM: ``input_ids`` with ``<mask>`` (the tokenizer's ``mask_token``, id 8) at
+    hidden bases; ``labels`` (B, L) the true ids there and -100 elsewhere (transformers'
+    ``DataCollatorForLanguageModeling`` makes both); the loss is hnet_dna's (masked-base
+    cross-entropy plus the routing's ratio loss)."""
+
+    def __init__(self, config: HNetDNAConfig, hnet: HNetForMaskedLM | None = None):
+        super().__init__(config)
+        self.hnet = hnet or HNetForMaskedLM(config.to_hnet_config(), NucleotideTokenizer(
+            mode=config.tokenizer_mode, policy=config.tokenizer_policy))
+        self.post_init()
+
+    def _backbone_lm(self) -> HNetForMaskedLM:
+        return self.hnet
+
+    @classmethod
+    def _from_folder(cls, folder: Path, config: HNetDNAConfig):
+        if not config.bidirectional:
+            raise CheckpointError(f"{folder}: a causal LM; load it with AutoModelForCausalLM (a masked-LM head needs a "
+                                  "model pretrained by masked language modelling)")
+        return super()._from_folder(folder, config)
+
+    def get_output_embeddings(self):
+        return self.hnet.lm_head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> MaskedLMOutput:
+        out, hidden = _lm_forward(self, input_ids, attention_mask, labels, output_hidden_states)
+        return MaskedLMOutput(loss=out.loss, logits=out.logits, hidden_states=hidden)
 
 
 class HNetDNAModel(HNetDNAPreTrainedModel):

@@ -28,7 +28,8 @@ class HNetDNATokenizer(PreTrainedTokenizer):
                              "(the official byte-level checkpoints): use hnet_dna.NucleotideTokenizer(mode='byte')")
         self.dna = NucleotideTokenizer(mode=mode, policy=policy)
         self._vocab = {token: i for i, token in enumerate(NUCLEOTIDE_VOCAB)}
-        for key, token in (("pad_token", "<pad>"), ("bos_token", "<bos>"), ("eos_token", "<eos>"), ("unk_token", "N")):
+        for key, token in (("pad_token", "<pad>"), ("bos_token", "<bos>"), ("eos_token", "<eos>"), ("unk_token", "N"),
+                           ("mask_token", "<mask>")):
             kwargs.setdefault(key, token)
         kwargs.setdefault("padding_side", "right")
         super().__init__(**kwargs)

@@ -176,6 +176,9 @@ def embed_sequences(
         raise ConfigError("embed_sequences got no sequences")
     if not isinstance(model, HNetForCausalLM):
         model = load_model(model)
+    if exact_context and model.config.bidirectional:
+        raise ConfigError("--exact-context reads left to right through a causal model's caches; a masked LM (bidirectional) "
+                          "reads each window whole, both ways: leave --exact-context out")
     pooling = _check_options(model, pooling, boundaries, window, stride, batch_size)
     ids_list = encode_sequences(records, model.tokenizer)  # every letter checked before anything is written
     _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)

@@ -52,6 +52,9 @@ def region_boundaries(model: HNetForCausalLM, genome, record: str, start: int, e
     levels = model.config.num_stages - 1
     probs = [([], []) for _ in range(levels)]
     starts = [[] for _ in range(levels)]
+    if exact_context and model.config.bidirectional:
+        raise ConfigError("--exact-context reads left to right through a causal model's caches; a masked LM (bidirectional) "
+                          "reads each window whole, both ways: leave --exact-context out")
     if exact_context:
         _read_once(model, ids, window, context, offset, device, probs, starts, progress)
         return _collected(start, end, probs, starts)

@@ -7,6 +7,10 @@ Conventions of the official H-Net (flash-attn's ``MHA``):
 * Rotary is non-interleaved ("rotate half"), base 10000, on the first ``rotary_emb_dim`` channels
   of each head of q and k; the rest pass through.
 * Window W: query i attends to keys i - W .. i (flash-attn's ``window_size=(W, -1)``); -1 = global.
+* ``causal=False`` (the masked-LM H-Net): query i attends to every real key, or with a window to
+  keys i - W .. i + W; padding keys are masked out (:func:`two_way_attention`). Its mask is a
+  (B, 1, L, L) boolean tensor, so memory grows with L squared: fine for the windows a masked LM
+  is pretrained on, not for whole chromosomes.
 
 Decoding keeps a key/value cache per layer. A windowed layer keeps a ring buffer of W + 1 slots,
 so its cost per new position does not grow with the prefix.
@@ -25,7 +29,22 @@ from .layers import HI_DTYPE, hi
 from .window_attention import blocked_sliding_window_attention, sliding_window_attention
 
 __all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary", "sliding_window_attention",
-           "blocked_sliding_window_attention", "attend_after_prefix"]
+           "blocked_sliding_window_attention", "attend_after_prefix", "two_way_attention"]
+
+
+def two_way_attention(q, k, v, mask: torch.Tensor | None, window: int) -> torch.Tensor:
+    """Attention without a causal mask: query i sees every real key j (``mask``: (B, L) True on
+    real positions; None = all real), and with ``window`` >= 0 only those with |i - j| <= window.
+    q, k, v: (B, H, L, Dh). Queries at padding see the real keys too (their outputs are unused)."""
+    length = q.shape[2]
+    allowed = None
+    if window >= 0 and window + 1 < length:
+        pos = torch.arange(length, device=q.device)
+        allowed = (pos[:, None] - pos[None, :]).abs() <= window  # (L, L)
+    if mask is not None:
+        keys = mask[:, None, None, :]  # (B, 1, 1, L)
+        allowed = keys if allowed is None else keys & allowed
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
 def apply_rotary(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
@@ -109,8 +128,10 @@ class CausalSelfAttention(nn.Module):
         rotary_emb_dim: int = 0,
         window_size: int = -1,
         rotary_base: float = 10000.0,
+        causal: bool = True,
     ):
         super().__init__()
+        self.causal = causal
         self.num_heads = num_heads
         self.head_dim = d_model // num_heads
         self.window_size = window_size
@@ -148,7 +169,11 @@ class CausalSelfAttention(nn.Module):
         batch, length, _ = x.shape
         positions = torch.arange(length, device=x.device)
         q, k, v = (rearrange(t, "b l h d -> b h l d") for t in self._qkv(x, positions))
-        if self.window_size < 0 or self.window_size + 1 >= length:
+        if not self.causal:
+            if cache is not None:
+                raise NotImplementedError("a two-way attention layer (masked LM) does not decode position by position")
+            out = two_way_attention(q, k, v, mask, self.window_size)
+        elif self.window_size < 0 or self.window_size + 1 >= length:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             out = sliding_window_attention(q, k, v, self.window_size)

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from ..tokenizer import NucleotideTokenizer
+from ..tokenizer import SEQUENCE_VOCAB_SIZE, NucleotideTokenizer
 from .hnet import InputError
 from .heads import SequenceClassifierOutput
 
@@ -58,7 +58,8 @@ class CNNClassifier(nn.Module):
         self.tokenizer = NucleotideTokenizer()
         self.class_names = [str(c) for c in class_names]
         self.max_length, self.rc_conjoin = max_length, rc_conjoin
-        self.embedding = nn.Embedding(self.tokenizer.vocab_size, embed_dim, padding_idx=self.tokenizer.pad_id)
+        # the ids a sequence holds (not <mask>): the CNN's parameters and init as before <mask> was added
+        self.embedding = nn.Embedding(SEQUENCE_VOCAB_SIZE, embed_dim, padding_idx=self.tokenizer.pad_id)
         widths = [embed_dim, *[channels] * layers]
         self.convs = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2) for a, b in zip(widths, widths[1:]))
         self.code = nn.Conv1d(channels, code_dim, 1)

@@ -41,6 +41,7 @@ class HNetOutput:
     loss: torch.Tensor | None = None  # lm_loss + alpha * ratio_loss (when labels are given)
     lm_loss: torch.Tensor | None = None  # mean next-token cross-entropy (nats)
     bits_per_base: torch.Tensor | None = None  # mean cross-entropy in bits over A/C/G/T targets
+    masked_accuracy: torch.Tensor | None = None  # masked LM: fraction of hidden bases predicted right
 
     def compression(self) -> list[float]:
         """Achieved ratio per level: real positions in / chunks out (the paper's L_s / L_{s+1})."""
@@ -58,6 +59,8 @@ class HNetForCausalLM(nn.Module):
         out = model(batch["input_ids"], mask=batch["mask"], labels=batch["input_ids"])
         out.loss.backward()
     """
+
+    masked_lm_class: type | None = None  # HNetForMaskedLM, which registers itself (it imports this module)
 
     def __init__(self, config: HNetConfig, tokenizer: NucleotideTokenizer | None = None):
         super().__init__()
@@ -271,10 +274,13 @@ class HNetForCausalLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "HNetForCausalLM":
-        """Load a model written by :meth:`save_pretrained`."""
+        """Load a model written by :meth:`save_pretrained` (a masked LM's folder: an
+        :class:`~hnet_dna.model.masked_lm.HNetForMaskedLM`)."""
         from ..weights import load_pretrained_weights, read_pretrained
 
         config, tokenizer = read_pretrained(directory)
+        if config.bidirectional and cls is HNetForCausalLM:  # a masked LM's folder gives that model
+            cls = HNetForCausalLM.masked_lm_class  # set by hnet_dna.model.masked_lm
         model = cls(config, tokenizer=tokenizer)
         load_pretrained_weights(model, directory, map_location=map_location)
         return model

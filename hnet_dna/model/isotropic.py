@@ -1,6 +1,7 @@
 """Pre-norm residual blocks and an isotropic stack of them built from a layout string.
 
 Block kinds: ``m`` Mamba-2, ``M`` Mamba-2 + SwiGLU, ``t`` attention, ``T`` attention + SwiGLU.
+``bidirectional``: Mamba-2 layers are :class:`~hnet_dna.model.mamba2.BiMamba2`, attention is two-way.
 The residual stream is kept in fp32; each mixer sees ``norm(residual)`` in the weights' dtype.
 A stack ends with an RMSNorm (eps 1e-5). Parameter names follow the official model:
 ``layers.{i}.norm1 / mixer / norm2 / mlp`` and ``rmsnorm``.
@@ -15,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from ..config import SSMConfig, parse_layout
 from .attention import CausalSelfAttention
 from .layers import RMSNorm, SwiGLU, hi
+from .bimamba import BiMamba2
 from .mamba2 import Mamba2
 
 __all__ = ["Block", "Isotropic", "layout_height"]
@@ -26,12 +28,13 @@ def layout_height(layout: str) -> int:
 
 
 class Block(nn.Module):
-    def __init__(self, kind: str, d_model: int, d_intermediate: int, ssm_cfg: SSMConfig, attn: dict):
+    def __init__(self, kind: str, d_model: int, d_intermediate: int, ssm_cfg: SSMConfig, attn: dict,
+                 bidirectional: bool = False):
         super().__init__()
         self.kind = kind
         self.norm1 = RMSNorm(d_model)
         if kind in "mM":
-            self.mixer = Mamba2(
+            self.mixer = (BiMamba2 if bidirectional else Mamba2)(
                 d_model,
                 d_state=ssm_cfg.d_state,
                 d_conv=ssm_cfg.d_conv,
@@ -41,7 +44,7 @@ class Block(nn.Module):
                 chunk_size=ssm_cfg.chunk_size,
             )
         else:
-            self.mixer = CausalSelfAttention(d_model, **attn)
+            self.mixer = CausalSelfAttention(d_model, **attn, causal=not bidirectional)
         if kind in "MT":
             self.norm2 = RMSNorm(d_model)
             self.mlp = SwiGLU(d_model, d_intermediate)
@@ -77,12 +80,13 @@ class Block(nn.Module):
 class Isotropic(nn.Module):
     """A stack of blocks from a layout string such as ``"m3T1"``, ending with an RMSNorm."""
 
-    def __init__(self, layout: str, d_model: int, d_intermediate: int, ssm_cfg: SSMConfig, attn: dict | None):
+    def __init__(self, layout: str, d_model: int, d_intermediate: int, ssm_cfg: SSMConfig, attn: dict | None,
+                 bidirectional: bool = False):
         super().__init__()
         self.layout = layout
         self.height = layout_height(layout)
         self.layers = nn.ModuleList(
-            Block(kind, d_model, d_intermediate, ssm_cfg, attn) for kind in parse_layout(layout)
+            Block(kind, d_model, d_intermediate, ssm_cfg, attn, bidirectional) for kind in parse_layout(layout)
         )
         self.rmsnorm = RMSNorm(d_model)
         # Activation checkpointing, per block: keep only each block's input for the backward and

@@ -24,6 +24,15 @@ def default_model_path() -> Path:
     return Path(str(files("hnet_dna") / "resources" / "default_model"))
 
 
+def model_for(config: HNetConfig) -> HNetForCausalLM:
+    """A fresh model of ``config``: :class:`HNetForMaskedLM` when it is bidirectional."""
+    if config.bidirectional:
+        from .masked_lm import HNetForMaskedLM
+
+        return HNetForMaskedLM(config)
+    return HNetForCausalLM(config)
+
+
 def build_model(spec: str | dict, flag: str = "--model.model") -> HNetForCausalLM:
     """A model from a preset name, a config JSON, a ``save_pretrained`` folder (weights loaded),
     or inline config fields (a dict; ``{"preset": name, ...}`` overrides a preset's fields)."""
@@ -31,16 +40,16 @@ def build_model(spec: str | dict, flag: str = "--model.model") -> HNetForCausalL
         fields = dict(spec)
         base = fields.pop("preset", None)
         config = HNetConfig.from_preset(base, **fields) if base else HNetConfig.from_dict(fields, source="model")
-        return HNetForCausalLM(config)
+        return model_for(config)
     if spec in presets():
-        return HNetForCausalLM(HNetConfig.from_preset(spec))
+        return model_for(HNetConfig.from_preset(spec))
     if spec == DEFAULT_MODEL:
         return HNetForCausalLM.from_pretrained(default_model_path())
     path = Path(spec)
     if path.is_dir():
         return HNetForCausalLM.from_pretrained(path)
     if path.is_file():
-        return HNetForCausalLM(HNetConfig.from_json(path))
+        return model_for(HNetConfig.from_json(path))
     raise ConfigError(
         f"{flag} {spec!r} is neither a preset ({', '.join(presets())}), '{DEFAULT_MODEL}', a config "
         "JSON, nor a save_pretrained folder"
@@ -75,13 +84,21 @@ def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: b
               "its outputs mean nothing beyond testing; give a save_pretrained folder or a .ckpt, or omit "
               f"{flag} for the default model", file=sys.stderr)
     if isinstance(spec, str) and spec.endswith(".ckpt"):
-        return _from_lightning_checkpoint(Path(spec), flag)
-    if isinstance(spec, str) and Path(spec).is_file() and not spec.endswith(".json"):
+        model = _from_lightning_checkpoint(Path(spec), flag)
+    elif isinstance(spec, str) and Path(spec).is_file() and not spec.endswith(".json"):
         raise CheckpointError(
             f"{flag} {spec}: not a model of hnet_dna; give a preset, a save_pretrained folder, a config "
             "JSON or a .ckpt written by python -m hnet_dna fit"
         )
-    return build_model(spec, flag)
+    else:
+        model = build_model(spec, flag)
+    if lm_head and model.config.bidirectional:
+        raise CheckpointError(
+            f"{flag} {spec}: a masked LM (bidirectional H-Net); this command's scores are a causal LM's "
+            "(each base given the bases before it). Give a causal model; a masked LM's features go to "
+            "python -m hnet_dna.embed and to fine-tuning"
+        )
+    return model
 
 
 def read_lightning_checkpoint(path: Path, flag: str) -> tuple[dict, dict]:

@@ -244,8 +244,13 @@ class Mamba2(nn.Module):
         z, xBC, dt = self._in_proj(u)
         if cache is not None:
             cache.conv_state = self._last_conv_inputs(xBC, mask)
-        xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
+        y = self._mixed(xBC, dt, mask, cache)
+        return self._norm_out(y, z)
 
+    def _mixed(self, xBC, dt, mask, cache: Mamba2Cache | None = None) -> torch.Tensor:
+        """The layer between its projections: convolution, step sizes and scan of in_proj's xBC
+        (B, L, conv_dim) and dt (B, L, H) -> y (B, L, d_inner), before the gated norm."""
+        xBC = self._conv_silu(xBC)  # (B, L, conv_dim)
         dt = F.softplus(hi(dt) + hi(self.dt_bias))  # (B, L, H)
         if mask is not None:
             # dt = 0 at padding: the state passes through unchanged, so the final state is each
@@ -254,7 +259,7 @@ class Mamba2(nn.Module):
         y, final_state = self._scan(xBC, dt, None, want_final=cache is not None)
         if cache is not None:
             cache.ssm_state = hi(final_state)
-        return self._norm_out(y, z)
+        return y
 
     def _scan(self, xBC, dt, initial_state, want_final: bool):
         """The state-space scan of the convolved xBC (B, L, conv_dim) with step sizes dt (B, L, H)
@@ -365,3 +370,4 @@ class Mamba2(nn.Module):
             cache.ssm_state = torch.where(keep[..., None], ssm_state, cache.ssm_state)
         y = self.norm(rearrange(y, "b h p -> b (h p)").to(u.dtype), z)
         return self.out_proj(y)
+

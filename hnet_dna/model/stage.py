@@ -11,6 +11,17 @@ A stage (outermost first) is ``[encoder, inner, decoder]``; the innermost is ``[
 
 Widths grow inward: a stage wider than its parent pads its input with a learned vector
 (``pad_dimension``) and its output is cut back to the parent's width.
+
+A bidirectional stage (``config.bidirectional``, the masked-LM H-Net) routes the same way (cosine
+of adjacent positions, the first base a boundary) but dechunks without the EMA, which is causal
+(chunk j mixes in chunks before it only)::
+
+    y_t = z_{j(t)} * STE(c_t) + residual_proj(xhat)_t,    j(t) = the chunk holding position t
+
+Each chunk's state z_j already reads both sides (the inner network is bidirectional), so plain
+upsampling loses no context; a two-sided EMA would blur chunks into their neighbours on both
+sides, the oscillation the paper's EMA damps is a causal model's. The router learns through the
+confidence ``c`` (straight-through) and the ratio loss.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from .chunking import (
     downsample,
     ema,
     ste,
+    upsample,
 )
 from .isotropic import Isotropic
 from .layers import HI_DTYPE, hi
@@ -59,8 +71,11 @@ class HNetStage(nn.Module):
         blocks = "".join(part for part in layout if isinstance(part, str))
         attn = config.stage_attn(stage) if any(ch in "tT" for ch in blocks) else None
 
+        self.bidirectional = config.bidirectional
+
         def stack(spec: str) -> Isotropic:
-            return Isotropic(spec, d, config.d_intermediate[stage], config.ssm_cfg.for_stage(stage), attn)
+            return Isotropic(spec, d, config.d_intermediate[stage], config.ssm_cfg.for_stage(stage), attn,
+                             bidirectional=config.bidirectional)
 
         if self.is_innermost:
             self.main_network = stack(layout[0])
@@ -115,7 +130,9 @@ class HNetStage(nn.Module):
         P = downsample(p, index).clamp(P_CLAMP, 1 - P_CLAMP)  # (B, M)
         c = confidence(p, b) if route.confidence is None else route.confidence  # (B, L)
         kernels = backends.chunking_kernels(z, residual)
-        if kernels is None:
+        if self.bidirectional:  # no causal EMA: each position takes its chunk's state (module docstring)
+            y = upsample(hi(z), b) * ste(c)[..., None] + residual  # (B, L, D) fp32
+        elif kernels is None:
             y = dechunk(z, P, b, c, residual)  # (B, L, D) fp32
         else:  # CUDA + Triton: one fused pass (kernels/dechunk.py), written in the decoder's dtype
             y = kernels.fused_dechunk(z, P, b, c, residual, out_dtype=h.dtype)

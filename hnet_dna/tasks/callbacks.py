@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from ..baselines import MarkovModel
+from ..baselines import MarkovModel, TwoSidedMarkovModel
 
 __all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves", "score_windows"]
 
@@ -78,6 +78,8 @@ class HeldOutReport(pl.Callback):
             return
         dm = trainer.datamodule
         model = pl_module.model
+        if model.config.bidirectional:
+            return self._masked_report(dm, model, log_dir)
         to_model = model.tokenizer.from_nucleotide_ids  # the data module's ids -> the model's (byte mode)
         held = [to_model(ids) for ids in dm.split_sequences(self.split, self.max_windows)]
         if not held:
@@ -106,6 +108,60 @@ class HeldOutReport(pl.Callback):
                                    "scored_bases": scored}, indent=2))
         if math.isnan(bits):
             raise RuntimeError("held-out bits per base is NaN: the run diverged")
+
+
+    def _masked_report(self, dm, model, log_dir: Path) -> None:
+        """A masked LM's report: masked-base bits over the split's hidden bases (every one behind
+        ``<mask>``) beside two-sided Markov models scored on the same bases, given the same visible
+        context (:class:`~hnet_dna.baselines.TwoSidedMarkovModel`)."""
+        to_model = model.tokenizer.from_nucleotide_ids
+        pairs = [(to_model(ids), torch.where(labels >= 0, to_model(labels.clamp(min=0)), labels))
+                 for ids, labels in dm.masked_windows(self.split, self.max_windows)]
+        if not pairs:
+            return
+        inputs, labels = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        bits, bases = score_masked_windows(model, inputs, labels, dm.hparams.batch_size)
+        markov = [TwoSidedMarkovModel(k, base_ids=model.tokenizer.base_ids) for k in self.markov_orders]
+        for seq in dm.split_sequences("train", self.max_windows):
+            for m in markov:
+                m.update(to_model(seq))
+        layout = json.dumps(model.config.arch_layout)
+        rows = [(f"masked-LM H-Net {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)", bits)]
+        scored = {rows[0][0]: bases}
+        for m in markov:
+            total, n = m.score(pairs)
+            name = f"two-sided order-{m.order} Markov ({m.order} visible bases each side, fitted on the training windows)"
+            rows.append((name, total / max(n, 1)))
+            scored[name] = n
+        width = max(len(name) for name, _ in rows)
+        lines = [f"Held-out masked-base bits per base ({self.split}: {len(pairs)} windows, {bases:,} hidden bases):"]
+        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
+        print("\n" + "\n".join(lines) + "\n", flush=True)
+        path = log_dir / "heldout_report.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"split": self.split, "windows": len(pairs), "objective": "masked LM",
+                                    "bases": bases, "masked_bits_per_base": dict(rows), "scored_bases": scored}, indent=2))
+        if math.isnan(bits):
+            raise RuntimeError("held-out masked-base bits per base is NaN: the run diverged")
+
+
+def score_masked_windows(model, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    """A masked LM's (bits per base over the hidden A/C/G/T bases, their number) on masked windows
+    (N, L) with their labels (-100 where nothing is hidden), ``batch_size`` at a time, in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    base_ids = torch.tensor(model.tokenizer.base_ids, device=device)
+    bits = torch.zeros((), dtype=torch.float64, device=device)
+    bases = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(inputs), batch_size):
+        ids, lab = inputs[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
+        out = model(ids, labels=lab)
+        n = torch.isin(lab, base_ids).sum()
+        bits += out.bits_per_base.double() * n
+        bases += n
+    model.train(was_training)
+    return float(bits) / max(int(bases), 1), int(bases)
 
 
 class TrainingWindowLog(pl.Callback):

@@ -1,9 +1,14 @@
-"""Causal-LM pretraining of an H-Net (or an isotropic baseline) as a LightningModule.
+"""Causal-LM (or masked-LM) pretraining of an H-Net (or an isotropic baseline) as a LightningModule.
 
 Loss: next-base cross-entropy + alpha * sum over chunking levels of the ratio loss (eq. 10).
 Logged (``train/``, ``val/``, ``test/``): loss, lm_loss, bits_per_base (A/C/G/T targets), ratio_loss,
 and per chunking level s: ``F_s`` (boundary fraction), ``G_s`` (mean boundary probability) and
 ``compression_s`` (bases per chunk); in training also ``bases_per_s`` and the learning rate.
+
+A bidirectional model (``bidirectional: true``, e.g. the ``tiny-bihnet`` preset) is a masked LM: the
+data module hides bases (``--data.mlm_fraction 0.15``), the loss is the cross-entropy at the hidden
+bases, ``bits_per_base`` is the masked-base bits per base, and ``masked_accuracy`` is logged too.
+A masked model with causal windows, or the reverse, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ class PretrainModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(model).gradient_checkpointing_enable(gradient_checkpointing)
         self._batch_started = None
-        names = ["loss", "lm_loss", "bits_per_base", "ratio_loss"]
+        self.is_masked_lm = bool(self.model.config.bidirectional)
+        names = ["loss", "lm_loss", "bits_per_base", "ratio_loss"] + (["masked_accuracy"] if self.is_masked_lm else [])
         for s in range(self.model.config.num_stages - 1):
             names += [f"F_{s}", f"G_{s}", f"compression_{s}"]
         self.heldout_metrics = torch.nn.ModuleDict(
@@ -130,7 +136,26 @@ class PretrainModule(pl.LightningModule):
         # The genome data module encodes with the nucleotide table; a byte-level model (the
         # official checkpoints) takes ASCII codes.
         tok = self.model.tokenizer
-        return {**batch, **{k: tok.from_nucleotide_ids(batch[k]) for k in ("input_ids", "labels") if k in batch}}
+        out = {**batch, "input_ids": tok.from_nucleotide_ids(batch["input_ids"])}
+        if "labels" in batch:  # a masked LM's labels hold -100 where nothing is scored
+            labels = batch["labels"]
+            out["labels"] = torch.where(labels >= 0, tok.from_nucleotide_ids(labels.clamp(min=0)), labels)
+        return out
+
+    def check_data(self, datamodule) -> None:
+        """Refuse a masked LM with causal windows (nothing hidden) or a causal LM with masked windows."""
+        fraction = float(getattr(datamodule, "hparams", {}).get("mlm_fraction", 0.0) or 0.0)
+        if self.is_masked_lm and fraction <= 0:
+            raise ConfigError("the model is a masked LM (bidirectional) and the data hide no bases: set "
+                              "--data.mlm_fraction 0.15 (BERT's), or pretrain a causal model")
+        if not self.is_masked_lm and fraction > 0:
+            raise ConfigError(f"--data.mlm_fraction {fraction:g} hides bases for a masked LM, and the model is causal "
+                              "(it would learn to predict <mask>); set it to 0, or pretrain a bidirectional model "
+                              "(e.g. --model.model tiny-bihnet)")
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None and self.trainer.datamodule is not None:
+            self.check_data(self.trainer.datamodule)
 
     def forward(self, batch: dict, weighted: bool = True):
         return self.model(
@@ -140,6 +165,8 @@ class PretrainModule(pl.LightningModule):
 
     def _log_outputs(self, prefix: str, out, batch: dict, on_step: bool) -> None:
         values = {"loss": out.loss, "lm_loss": out.lm_loss, "bits_per_base": out.bits_per_base, "ratio_loss": out.ratio_loss}
+        if self.is_masked_lm:
+            values["masked_accuracy"] = out.masked_accuracy
         for s, (b, m, p) in enumerate(zip(out.boundaries, out.masks, out.boundary_probs)):
             real = m.sum().clamp(min=1)
             frac = (b & m).sum() / real
@@ -153,7 +180,7 @@ class PretrainModule(pl.LightningModule):
         # Held-out means over the whole split, each batch weighted by its A/C/G/T targets. The sums
         # are torchmetrics states (fp64), summed over processes: the result does not depend on the
         # number of devices (Lightning's own DDP mean truncates the summed batch size to an integer).
-        targets = batch["labels"][:, 1:]
+        targets = batch["labels"] if self.is_masked_lm else batch["labels"][:, 1:]  # the hidden bases / next bases
         scored = torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device)).sum()
         for name, value in values.items():
             metric = self.heldout_metrics[f"{prefix}_{name}"]
@@ -180,7 +207,9 @@ class PretrainModule(pl.LightningModule):
         out = self.model(batch["input_ids"], mask=batch.get("mask"))
         logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
         targets = batch["input_ids"][:, 1:]
-        nll = -logp.gather(-1, targets[..., None])[..., 0]
+        if self.is_masked_lm:  # bits of the hidden bases (-100 elsewhere: not a base id)
+            logp, targets = torch.log_softmax(out.logits.float(), -1), batch["labels"]
+        nll = -logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
         is_base = torch.isin(targets, torch.tensor(self.model.tokenizer.base_ids, device=targets.device))
         bits = (nll * is_base).sum(-1) / is_base.sum(-1).clamp(min=1) / math.log(2)
         return {

@@ -235,3 +235,32 @@ def test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it(t
         embed_main(["--input", str(fasta), "--output", str(tmp_path / "a.npz"), "--model", str(tmp_path / "adapters")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "a peft adapter folder" in err and "merge_and_unload" in err
+
+
+def test_a_masked_lm_folder_loads_as_auto_model_for_masked_lm():
+    """The bidirectional H-Net through AutoModelForMaskedLM: our logits and loss, transformers' MLM collator
+    feeds it; the causal and masked heads refuse each other's folders."""
+    import tempfile
+
+    from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+    from hnet_dna import HNetForMaskedLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = make_model("tiny-bihnet", dtype=torch.float32, seed=3)
+        ours.save_pretrained(Path(tmp) / "mlm")
+        model = AutoModelForMaskedLM.from_pretrained(Path(tmp) / "mlm", trust_remote_code=True)
+        tok = transformers.AutoTokenizer.from_pretrained(Path(tmp) / "mlm", trust_remote_code=True)
+        assert isinstance(model.hnet, HNetForMaskedLM) and tok.mask_token == "<mask>" and tok.mask_token_id == 8
+        torch.manual_seed(0)
+        batch = DataCollatorForLanguageModeling(tok, mlm_probability=0.3)([tok(s) for s in SEQS[:2]])
+        out = model(**batch)
+        mine = ours(batch["input_ids"], mask=batch["attention_mask"].bool(), labels=batch["labels"])
+        torch.testing.assert_close(out.logits, mine.logits)
+        torch.testing.assert_close(out.loss, mine.loss)
+        assert (batch["labels"] != -100).any()
+        with pytest.raises(Exception, match="a masked LM .*AutoModelForMaskedLM"):
+            transformers.AutoModelForCausalLM.from_pretrained(Path(tmp) / "mlm", trust_remote_code=True)
+        make_model(dtype=torch.float32).save_pretrained(Path(tmp) / "causal")
+        with pytest.raises(Exception, match="a causal LM; load it with AutoModelForCausalLM"):
+            AutoModelForMaskedLM.from_pretrained(Path(tmp) / "causal", trust_remote_code=True)

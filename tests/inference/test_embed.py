@@ -181,3 +181,24 @@ def test_last_and_flatten_read_the_per_position_outputs_and_none_is_flatten(mode
     last = embed_sequences(seqs, model, pooling="last", window=128)["embeddings"]
     ends = every["position_offsets"][1:] - 1
     np.testing.assert_allclose(last, every["position_embeddings"][ends], rtol=1e-6, atol=1e-6)
+
+
+def test_a_masked_lm_embeds_its_bidirectional_features_and_refuses_exact_context(tmp_path, capsys):
+    from ..conftest import make_model
+
+    model = make_model("tiny-bihnet", dtype=torch.float32, seed=1)
+    model.save_pretrained(tmp_path / "mlm")
+    seqs = ["ACGTTGCAGGCTAACGTTAGCCATGGCAT", "GGCATTACGATCGA"]
+    (tmp_path / "x.fa").write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(seqs)))
+    embed_main(["--input", str(tmp_path / "x.fa"), "--output", str(tmp_path / "e.npz"), "--model", str(tmp_path / "mlm")])
+    got = np.load(tmp_path / "e.npz")["embeddings"]
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            hidden = model.features(model.tokenizer.encode(s)[None]).hidden[0]  # both directions' features
+            np.testing.assert_allclose(got[i], hidden.mean(0).numpy(), atol=1e-5)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        embed_main(["--input", str(tmp_path / "x.fa"), "--output", str(tmp_path / "f.npz"), "--model", str(tmp_path / "mlm"),
+                    "--exact-context"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "a masked LM (bidirectional)" in err and not (tmp_path / "f.npz").exists()

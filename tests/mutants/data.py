@@ -74,4 +74,18 @@ MUTANTS = [
            "hnet_dna/data/windows.py",
            [('they come from {held.origin(i)} and {train.origin(j)}. ', "")],
            "tests/data/test_windows.py::test_leakage_is_detected_including_the_shift"),
+    # ---- hnet_dna/data/masking.py, datamodule.py (masked-LM windows)
+    Mutant("mask_chooses_n", "BERT masking hides N as well as bases", "hnet_dna/data/masking.py",
+           [("    eligible = np.isin(x, bases)", "    eligible = np.ones(x.shape, dtype=bool)")],
+           "tests/data/test_masking.py::test_fifteen_percent_of_bases_eighty_ten_ten_never_n"),
+    Mutant("mask_no_random_bases", "no chosen base is replaced by a random one (all <mask> or kept)", "hnet_dna/data/masking.py",
+           [("    masked[to_random] = random_base[to_random]", "    pass")],
+           "tests/data/test_masking.py::test_fifteen_percent_of_bases_eighty_ten_ten_never_n"),
+    Mutant("heldout_masks_move", "held-out windows draw new masks each epoch", "hnet_dna/data/datamodule.py",
+           [("key = [self.seed, epoch if self.training_masks else 0, i, self.MASKING_STREAM]",
+             "key = [self.seed, epoch, i, self.MASKING_STREAM]")],
+           "tests/data/test_masking.py::test_windows_mask_by_epoch_in_training_and_never_in_held_out_splits"),
+    Mutant("mlm_objective_mismatch_accepted", "a masked LM trains on causal windows", "hnet_dna/tasks/pretrain.py",
+           [("        if self.is_masked_lm and fraction <= 0:", "        if False:")],
+           "tests/test_cli.py::test_a_model_and_an_objective_that_do_not_match_stop_before_anything_is_written"),
 ]

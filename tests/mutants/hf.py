@@ -47,4 +47,7 @@ MUTANTS = [
            "hnet_dna/weights.py", [('if (directory / "adapter_config.json").is_file() and not (directory / WEIGHTS_NAME).is_file():',
                                     "if False:")],
            T + "test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it"),
+    Mutant("hf_causal_head_on_masked_lm", "AutoModelForCausalLM loads a masked LM's folder (and would generate from it)",
+           "hnet_dna/hf/modeling.py", [("        if config.bidirectional:\n            raise CheckpointError", "        if False:\n            raise CheckpointError")],
+           T + "test_a_masked_lm_folder_loads_as_auto_model_for_masked_lm"),
 ]

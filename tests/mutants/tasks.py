@@ -35,7 +35,7 @@ MUTANTS = [
              "    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:")],
            "tests/test_cli.py::test_the_held_out_report_scores_before_teardown_moves_the_model"),
     Mutant("heldout_bits_divided_twice", "the held-out report divides score_windows' per-base bits by the base count again",
-           "hnet_dna/tasks/callbacks.py", [("parameters (this run)\", bits)]", "parameters (this run)\", bits / max(bases, 1))]")],
+           "hnet_dna/tasks/callbacks.py", [("f\"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)\", bits)]", "f\"{kind} {layout}, {model.num_parameters() / 1e6:.2f} M parameters (this run)\", bits / max(bases, 1))]")],
            "tests/test_cli.py::test_demo_recipe_runs_and_reports_against_markov"),
     # ---- hnet_dna/tasks/classifier.py
     Mutant("conjoin_ignores_strand", "RC-conjoined logits are on whatever the strand policy",
@@ -101,7 +101,7 @@ MUTANTS = [
            "tests/test_distributed.py::test_two_process_ddp_reads_different_windows_and_validates_like_one_process"),
     Mutant("pretrain_skips_byte_ids", "the pretraining steps pass the data module's ids to a byte-level model",
            "hnet_dna/tasks/pretrain.py",
-           [("        tok = self.model.tokenizer\n        return {**batch", "        return batch\n        tok = self.model.tokenizer\n        return {**batch")],
+           [("        tok = self.model.tokenizer\n        out = {**batch", "        return batch\n        tok = self.model.tokenizer\n        out = {**batch")],
            "tests/test_cli.py::test_a_byte_level_model_trains_on_its_own_ids"),
     Mutant("checkpointing_flag_dropped", "--model.gradient_checkpointing does not reach the model",
            "hnet_dna/tasks/pretrain.py", [(".gradient_checkpointing_enable(gradient_checkpointing)", "")],
