@@ -280,9 +280,17 @@ def write_chunks_bed(path: Path, chrom: str, start: int, end: int, starts: np.nd
             f.write(f"{chrom}\t{a}\t{b}\tchunk{k}\n")
 
 
-def write_variants_tsv(path: Path, variants, results, both_strands: bool) -> None:
+VARIANT_SCORES = {  # score kind: (TSV column, VCF INFO field, its description)
+    "llr": ("llr_bits", "HNET_LLR", "hnet_dna: log2 P(alt window) - log2 P(ref window), bits (python -m hnet_dna.score)"),
+    "masked_marginal": ("masked_marginal_bits", "HNET_MM",
+                        "hnet_dna masked LM: log2 p(alt) - log2 p(ref) at the masked site(s), bits (python -m hnet_dna.score)"),
+}
+
+
+def write_variants_tsv(path: Path, variants, results, both_strands: bool, score: str = "llr") -> None:
+    column = VARIANT_SCORES[score][0]
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write("chrom\tpos\tid\tref\talt\tllr_bits" + ("\tllr_bits_rc" if both_strands else "") + "\n")
+        f.write(f"chrom\tpos\tid\tref\talt\t{column}" + (f"\t{column}_rc" if both_strands else "") + "\n")
         for v, row in zip(variants, results):
             for a, alt in enumerate(v.alts):
                 value = row[a] if row is not None else None
@@ -293,15 +301,15 @@ def write_variants_tsv(path: Path, variants, results, both_strands: bool) -> Non
                 f.write("\t".join(cells) + "\n")
 
 
-def write_variants_vcf(path: Path, source: Path, variants, results, both_strands: bool) -> None:
+def write_variants_vcf(path: Path, source: Path, variants, results, both_strands: bool, score: str = "llr") -> None:
     import pysam
 
+    _, field, description = VARIANT_SCORES[score]
     vcf = open_vcf(source)
     header = vcf.header.copy()
-    header.info.add("HNET_LLR", "A", "Float",
-                    "hnet_dna: log2 P(alt window) - log2 P(ref window), bits (python -m hnet_dna.score)")
+    header.info.add(field, "A", "Float", description)
     if both_strands:
-        header.info.add("HNET_LLR_RC", "A", "Float", "hnet_dna: HNET_LLR on the reverse-complement strand")
+        header.info.add(f"{field}_RC", "A", "Float", f"hnet_dna: {field} on the reverse-complement strand")
     name = path.name.lower()
     mode = "wb" if name.endswith(".bcf") else "wz" if name.endswith(".gz") else "w"
     with atomic_path(path) as tmp:
@@ -309,9 +317,9 @@ def write_variants_vcf(path: Path, source: Path, variants, results, both_strands
             for rec, row in zip(vcf.fetch(), results):
                 rec.translate(out.header)
                 if row is not None and any(x is not None for x in row):
-                    rec.info["HNET_LLR"] = tuple(None if x is None else round(x[0], 6) for x in row)
+                    rec.info[field] = tuple(None if x is None else round(x[0], 6) for x in row)
                     if both_strands:
-                        rec.info["HNET_LLR_RC"] = tuple(None if x is None else round(x[1], 6) for x in row)
+                        rec.info[f"{field}_RC"] = tuple(None if x is None else round(x[1], 6) for x in row)
                 out.write(rec)
     vcf.close()
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from .config import ConfigError
 from .data.genome import DataError, open_fasta
-from .inference.score import DEFAULT_WINDOW, score_variants, sequence_bits, sequence_bits_exact
+from .inference.masked_score import pseudo_log_likelihood_bits
+from .inference.score import DEFAULT_WINDOW, summarise_bits, score_variants, sequence_bits, sequence_bits_exact
 from .inference.tiling import check_windows, choose_device, window_help
 from .io import (InputSequence, encode_sequences, load_variants, open_vcf, read_sequences, resolve_region,
                  write_variants_tsv, write_variants_vcf)
@@ -52,6 +53,14 @@ that continue from the model's caches, every base scored with all the bases befo
   with ``--skip-ref-mismatch`` is skipped and counted). OUT ``.tsv`` gets ``chrom pos id ref alt
   llr_bits`` (+ ``llr_bits_rc``); OUT ``.vcf`` / ``.vcf.gz`` / ``.bcf`` a copy of the VCF with INFO
   ``HNET_LLR`` (Number=A; + ``HNET_LLR_RC``).
+
+A masked LM (the bidirectional H-Net) has no left-to-right likelihood; with one, ``score`` gives
+(:mod:`hnet_dna.inference.masked_score`): per sequence the **pseudo-log-likelihood**, each A/C/G/T
+base hidden behind ``<mask>`` once in a ``--window`` centred on it (columns ``pseudo_log2_likelihood
+pseudo_bits_per_base``); per base over a region the same, as a bedGraph; per variant the **masked
+marginal** ``log2 p(alt) - log2 p(ref)`` at the masked site(s) of the ref window (TSV column
+``masked_marginal_bits``, VCF INFO ``HNET_MM``), substitutions only (indels are skipped and counted).
+``--exact-context`` is a causal model's and is refused.
 """  # the --help epilog
 
 __all__ = ["main"]
@@ -107,19 +116,20 @@ def run(args: argparse.Namespace) -> None:
         variants = load_variants(Path(args.vcf))
         if not output.name.lower().endswith(".tsv"):
             with open_vcf(Path(args.vcf)) as vcf:
-                taken = [f for f in ("HNET_LLR", "HNET_LLR_RC") if f in vcf.header.info]
+                taken = [f for f in ("HNET_LLR", "HNET_LLR_RC", "HNET_MM", "HNET_MM_RC") if f in vcf.header.info]
             if taken:
                 raise DataError(f"{args.vcf}: the header already has INFO {', '.join(taken)} (written by an earlier "
                                 "run?); annotate the original VCF, or write a .tsv")
-        model = load_model(args.model, warn_untrained=True, lm_head=True)
+        model = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
         choose_device(args.device)
         results, skipped = score_variants(model, genome, variants, flank=args.flank, both_strands=args.both_strands,
                                           skip_ref_mismatch=args.skip_ref_mismatch, batch_size=args.batch_size,
                                           device=args.device, progress=progress)
+        kind = "masked_marginal" if model.config.bidirectional else "llr"
         if output.name.lower().endswith(".tsv"):
-            write_variants_tsv(output, variants, results, args.both_strands)
+            write_variants_tsv(output, variants, results, args.both_strands, score=kind)
         else:
-            write_variants_vcf(output, Path(args.vcf), variants, results, args.both_strands)
+            write_variants_vcf(output, Path(args.vcf), variants, results, args.both_strands, score=kind)
         alleles = sum(len(v.alts) for v in variants)
         skipped_text = "; ".join(f"{n} {why}" for why, n in skipped.items() if n) or "none"
         print(f"hnet_dna.score: {alleles:,} alleles of {len(variants):,} variants -> {output} (skipped: {skipped_text})")
@@ -132,19 +142,32 @@ def run(args: argparse.Namespace) -> None:
         chrom, record, start, end = resolve_region(genome, args.region)
         stride = args.stride or args.window // 2
         context = min(start, args.window - stride)
-        model = load_model(args.model, warn_untrained=True, lm_head=True)
-        letters = genome.fetch(record, start - context, end)
-        ids = encode_sequences([InputSequence(f"{record}:{start - context + 1}-{end}", letters,
+        model = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
+        masked = _masked_lm(model, args)
+        if masked:  # both sides of the region's edges: half a window of context each way
+            context = min(start, args.window // 2)
+            end_read = min(genome.records[record], end + args.window // 2)
+        else:
+            end_read = end
+        letters = genome.fetch(record, start - context, end_read)
+        ids = encode_sequences([InputSequence(f"{record}:{start - context + 1}-{end_read}", letters,
                                          f"{genome.path}, {record}")], model.tokenizer)
-        if args.exact_context:
+        if masked:
+            bits_all = pseudo_log_likelihood_bits(model, ids, window=args.window, batch_size=args.batch_size,
+                                                  device=args.device, progress=progress)[0]
+            bits_all[:context] = np.nan
+            bits_all[len(bits_all) - (end_read - end):] = np.nan
+            score = summarise_bits([bits_all], None, True)[0]
+        elif args.exact_context:
             score = sequence_bits_exact(model, ids, block=args.window, device=args.device, per_position=True,
                                         skip=[context], progress=progress)[0]
         else:
             score = sequence_bits(model, ids, batch_size=args.batch_size, device=args.device, window=args.window,
                                   stride=stride, per_position=True, skip=[context], progress=progress)[0]
-        bits = score.position_bits[context:]
+        bits = score.position_bits[context:context + end - start]
+        what = "-log2 p of each base masked once (masked LM, pseudo-likelihood)" if masked else "-log2 p per base"
         with atomic_path(output) as tmp, open(tmp, "w") as f:
-            f.write(f'track type=bedGraph name="hnet_dna bits" description="-log2 p per base ({args.region})"\n')
+            f.write(f'track type=bedGraph name="hnet_dna bits" description="{what} ({args.region})"\n')
             for k in np.flatnonzero(~np.isnan(bits)):
                 f.write(f"{chrom}\t{start + k}\t{start + k + 1}\t{bits[k]:.4f}\n")
         print(f"hnet_dna.score: {chrom}:{start + 1:,}-{end:,}: {score.scored_bases:,} bases scored, "
@@ -153,9 +176,15 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".tsv",))
     records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                              id_column=args.id_column, index_dir=args.index_dir)
-    model = load_model(args.model, warn_untrained=True, lm_head=True)
+    model = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
     ids = encode_sequences(records, model.tokenizer)
-    if args.exact_context:
+    masked = _masked_lm(model, args)
+    if masked:
+        def score(seqs, progress=False):
+            bits = pseudo_log_likelihood_bits(model, seqs, window=args.window, batch_size=args.batch_size,
+                                              device=args.device, progress=progress)
+            return summarise_bits(bits, None, False)
+    elif args.exact_context:
         def score(seqs, progress=False):
             return sequence_bits_exact(model, seqs, block=args.window, device=args.device, progress=progress)
     else:
@@ -165,8 +194,8 @@ def run(args: argparse.Namespace) -> None:
     scores = score(ids, progress=progress)
     scores_rc = score([model.tokenizer.reverse_complement(x) for x in ids]) if args.both_strands else None
     with atomic_path(output) as tmp, open(tmp, "w") as f:
-        f.write("id\tlength\tscored_bases\tlog2_likelihood\tbits_per_base"
-                + ("\tlog2_likelihood_rc\tbits_per_base_rc" if scores_rc else "") + "\n")
+        ll, bpb = ("pseudo_log2_likelihood", "pseudo_bits_per_base") if masked else ("log2_likelihood", "bits_per_base")
+        f.write(f"id\tlength\tscored_bases\t{ll}\t{bpb}" + (f"\t{ll}_rc\t{bpb}_rc" if scores_rc else "") + "\n")
         for i, (r, s) in enumerate(zip(records, scores)):
             cells = [r.id, str(len(r.sequence)), str(s.scored_bases), f"{s.log2_likelihood:.4f}", f"{s.bits_per_base:.6f}"]
             if scores_rc:
@@ -176,6 +205,16 @@ def run(args: argparse.Namespace) -> None:
     mean = -sum(s.log2_likelihood for s in scores) / max(total, 1)
     print(f"hnet_dna.score: {len(records):,} sequences, {total:,} bases scored, {mean:.4f} bits per base -> {output}",
           file=sys.stdout)
+
+
+def _masked_lm(model, args) -> bool:
+    """Whether the model is a masked LM (its scores: pseudo-likelihoods and masked marginals)."""
+    if not model.config.bidirectional:
+        return False
+    if args.exact_context:
+        raise ConfigError("--exact-context reads left to right through a causal model's caches; a masked LM "
+                          "(bidirectional) scores each base with both sides of it: leave --exact-context out")
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

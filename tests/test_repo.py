@@ -44,3 +44,17 @@ def test_every_mutant_still_applies():
             stale.append(f"{m.name}: no test {name} in {path}")
     assert not stale, "\n".join(stale)
     assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+
+
+def _github_anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation but - and _ dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_headline_page_links_to_records_that_exist():
+    """benchmarks/README.md's every RESULTS.md#anchor names a dated record's heading."""
+    records = ROOT / "benchmarks" / "RESULTS.md"
+    anchors = {_github_anchor(line.lstrip("#")) for line in records.read_text().splitlines() if line.startswith("## ")}
+    links = re.findall(r"\(RESULTS\.md#([^)]+)\)", (ROOT / "benchmarks" / "README.md").read_text())
+    assert len(links) >= 10
+    assert [link for link in links if link not in anchors] == []

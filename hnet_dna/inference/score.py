@@ -23,9 +23,10 @@ from ..data.genome import DataError
 from ..io import Variant
 from ..model.hnet import HNetForCausalLM
 from ..runs import Progress
+from .masked_score import masked_marginal_bits
 from .tiling import choose_device, read_exact, tiles
 
-__all__ = ["sequence_bits", "sequence_bits_exact", "SequenceScore", "score_variants", "DEFAULT_WINDOW"]
+__all__ = ["sequence_bits", "sequence_bits_exact", "SequenceScore", "score_variants", "summarise_bits", "DEFAULT_WINDOW"]
 
 DEFAULT_WINDOW = 1024
 
@@ -82,7 +83,7 @@ def sequence_bits(
                 per_seq[i][t.start + lo:t.start + hi] = b
             bar.update(len(chunk), sum(t.end - t.start for _, t in chunk))
     bar.close()
-    return _summaries(per_seq, skip, per_position)
+    return summarise_bits(per_seq, skip, per_position)
 
 
 def sequence_bits_exact(
@@ -123,10 +124,10 @@ def sequence_bits_exact(
                 last = logits[-1:]
                 bar.update(1, len(piece))
     bar.close()
-    return _summaries(per_seq, skip, per_position)
+    return summarise_bits(per_seq, skip, per_position)
 
 
-def _summaries(per_seq: list[torch.Tensor], skip: list[int] | None, per_position: bool) -> list[SequenceScore]:
+def summarise_bits(per_seq: list[torch.Tensor], skip: list[int] | None, per_position: bool) -> list[SequenceScore]:
     """Per-base bits (NaN where not scored) -> one SequenceScore per sequence, the first
     ``skip[i]`` bases of sequence i left out (context only)."""
     out = []
@@ -148,7 +149,8 @@ def _scorable(allele: str, flank: int) -> bool:
 def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, both_strands: bool = False,
                    skip_ref_mismatch: bool = False, batch_size: int = 32, device=None, progress: bool = False):
     """Per variant, a list (one per ALT) of ``(llr_bits, llr_bits_rc)`` or None where skipped;
-    and counts of what was skipped. See the module docstring."""
+    and counts of what was skipped. See the module docstring. Under a masked LM the values are
+    masked marginals (:mod:`hnet_dna.inference.masked_score`) and indels are skipped."""
     if flank < 1:
         raise ConfigError(f"--flank must be >= 1, got {flank}")
     names = {v.chrom: genome.resolve(v.chrom) for v in variants}
@@ -158,7 +160,10 @@ def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, 
             f"({', '.join(sorted(names)[:8])}) is in {genome.path} ({genome.describe_names()}); "
             "is it the right reference?"
         )
+    masked = bool(model.config.bidirectional)  # a masked LM: masked marginals of substitutions
     skipped = {"other chromosome": 0, "not an SNV or short indel": 0, "REF differs from the FASTA": 0}
+    if masked:
+        skipped["indel (a masked marginal scores substitutions)"] = 0
     windows: list[str] = []
     plan = []  # per variant: None, or per alt (ref window index, alt window index) or None
     rc = model.tokenizer.reverse_complement
@@ -189,6 +194,10 @@ def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, 
                 skipped["not an SNV or short indel"] += 1
                 per_alt.append(None)
                 continue
+            if masked and len(alt) != len(v.ref):
+                skipped["indel (a masked marginal scores substitutions)"] += 1
+                per_alt.append(None)
+                continue
             ref_window, alt_window = left + ref_seq + right, left + alt + right
             pair = [len(windows), len(windows) + 1]
             windows += [ref_window, alt_window]
@@ -198,7 +207,12 @@ def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, 
             per_alt.append(pair)
         plan.append(per_alt)
     ids = [model.tokenizer.encode(w) for w in windows]
-    scores = sequence_bits(model, ids, batch_size=batch_size, device=device, window=None, progress=progress) if ids else []
+    if masked:  # per pair (ref, alt): the masked marginal, kept in the alt slot (ref's is 0)
+        pairs = [(ids[k], ids[k + 1]) for k in range(0, len(ids), 2)]
+        marginals = masked_marginal_bits(model, pairs, batch_size=batch_size, device=device, progress=progress) if pairs else []
+        scores = [SequenceScore(x, 0) for m in marginals for x in (0.0, m)]
+    else:
+        scores = sequence_bits(model, ids, batch_size=batch_size, device=device, window=None, progress=progress) if ids else []
     results = []
     for per_alt in plan:
         if per_alt is None:

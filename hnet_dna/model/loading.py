@@ -64,12 +64,13 @@ def is_untrained(spec: str | dict | None) -> bool:
 
 
 def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: bool = False,
-               lm_head: bool = False) -> HNetForCausalLM:
+               lm_head: bool = False, masked_lm_ok: bool = False) -> HNetForCausalLM:
     """Everything :func:`build_model` takes, plus a pretraining ``.ckpt``; None = the default model.
     ``warn_untrained``: say on stderr when the spec gives random weights (a preset, a config).
     ``lm_head``: the caller reads the language model's head (base probabilities), so a fine-tuned
     classifier's folder is refused: fine-tuning moved its backbone and left its LM head behind (its
-    backbone alone, for features or chunk boundaries, loads as any folder does)."""
+    backbone alone, for features or chunk boundaries, loads as any folder does), and so is a masked
+    LM unless ``masked_lm_ok`` (the caller has masked-LM scores)."""
     if spec is None:
         spec = DEFAULT_MODEL
     if lm_head and isinstance(spec, str) and (Path(spec) / "classifier.json").is_file():
@@ -92,7 +93,7 @@ def load_model(spec: str | dict | None, flag: str = "--model", warn_untrained: b
         )
     else:
         model = build_model(spec, flag)
-    if lm_head and model.config.bidirectional:
+    if lm_head and model.config.bidirectional and not masked_lm_ok:
         raise CheckpointError(
             f"{flag} {spec}: a masked LM (bidirectional H-Net); this command's scores are a causal LM's "
             "(each base given the bases before it). Give a causal model; a masked LM's features go to "

@@ -202,3 +202,82 @@ def test_bad_variant_and_region_input(tmp_path, capsys):
     assert "past the end of 20 (12,000 bp" in err  # the message also names the FASTA (shared with boundaries)
     err = bad_run(tmp_path, capsys, ["--fasta", str(genome), "--vcf", str(tmp_path / "none.vcf"), "--output", out])
     assert "none.vcf: no such VCF/BCF file" in err
+
+
+# ------------------------------------------------------------------------------ masked LM scores
+@pytest.fixture(scope="module")
+def mlm():
+    return make_model("tiny-bihnet", dtype=torch.float32, seed=5).eval()
+
+
+def _hidden_log2p(mlm, ids: torch.Tensor, position: int) -> torch.Tensor:
+    """log2 p(. | ids with ``position`` behind <mask>), (V,), from the model's logits."""
+    x = ids.clone()
+    x[position] = mlm.tokenizer.mask_id
+    with torch.no_grad():
+        return F.log_softmax(mlm(x[None]).logits[0, position].double(), -1) / math.log(2)
+
+
+def test_masked_marginal_of_a_variant_equals_a_hand_computation(tmp_path, mlm, capsys):
+    genome, seq = genome_fixture(tmp_path, name="20")
+    mlm.save_pretrained(tmp_path / "mlm")
+    flank, pos = 30, 1500
+    ref = seq[pos - 1]
+    alt = "A" if ref != "A" else "G"
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr20", pos, "snv", ref, alt), ("chr20", pos + 100, "del", seq[pos + 99:pos + 102], seq[pos + 99])])
+    out = tmp_path / "mm.tsv"
+    score_main(["--fasta", str(genome), "--vcf", str(vcf), "--output", str(out), "--flank", str(flank),
+                "--model", str(tmp_path / "mlm"), "--both-strands", "--quiet"])
+    table = [line.split("\t") for line in out.read_text().splitlines()]
+    assert table[0][5:] == ["masked_marginal_bits", "masked_marginal_bits_rc"]  # the header names the score
+    tok = mlm.tokenizer
+    window = tok.encode(seq[pos - 1 - flank:pos + flank])  # the ref window: flank, REF, flank
+    logp = _hidden_log2p(mlm, window, flank)
+    expected = float(logp[tok.encode(alt)[0]] - logp[tok.encode(ref)[0]])
+    assert float(table[1][5]) == pytest.approx(expected, abs=1e-4)
+    rc_logp = _hidden_log2p(mlm, tok.reverse_complement(window), flank)
+    comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
+    assert float(table[1][6]) == pytest.approx(float(rc_logp[tok.encode(comp[alt])[0]] - rc_logp[tok.encode(comp[ref])[0]]), abs=1e-4)
+    assert table[2][5] == "NA" and "indel (a masked marginal scores substitutions)" in capsys.readouterr().out
+
+
+def test_pseudo_log_likelihood_masks_each_base_once_in_a_centred_window(tmp_path, mlm, capsys):
+    from hnet_dna.inference.masked_score import pseudo_log_likelihood_bits
+
+    tok = mlm.tokenizer
+    ids = tok.encode(SLICE[:40] + "N" + SLICE[41:60])
+    bits = pseudo_log_likelihood_bits(mlm, [ids], window=16, batch_size=7)[0]
+    assert math.isnan(bits[40]) and not np.isnan(np.delete(bits.numpy(), 40)).any()  # N not scored
+    for t in (0, 3, 30, 59):  # a window of 16 bases with t at index 8 (at the ends: the first / last 16)
+        start = min(max(t - 8, 0), len(ids) - 16)
+        expected = -_hidden_log2p(mlm, ids[start:start + 16], t - start)[ids[t]]
+        assert float(bits[t]) == pytest.approx(float(expected), abs=1e-5)
+    mlm.save_pretrained(tmp_path / "mlm")
+    (tmp_path / "x.fa").write_text(f">x\n{SLICE[:60]}\n")
+    out = tmp_path / "pll.tsv"
+    score_main(["--input", str(tmp_path / "x.fa"), "--output", str(out), "--model", str(tmp_path / "mlm"), "--window", "16", "--quiet"])
+    header, row = (line.split("\t") for line in out.read_text().splitlines())
+    assert header == ["id", "length", "scored_bases", "pseudo_log2_likelihood", "pseudo_bits_per_base"]
+    by_hand = pseudo_log_likelihood_bits(mlm, [tok.encode(SLICE[:60])], window=16)[0]
+    assert row[2] == "60" and float(row[3]) == pytest.approx(-float(by_hand.sum()), abs=1e-3)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        score_main(["--input", str(tmp_path / "x.fa"), "--output", str(tmp_path / "e.tsv"), "--model", str(tmp_path / "mlm"),
+                    "--exact-context"])
+    assert exc.value.code == 2 and "a masked LM" in capsys.readouterr().err and not (tmp_path / "e.tsv").exists()
+
+
+def test_a_masked_lm_region_bedgraph_reads_both_sides_of_its_edges(tmp_path, mlm):
+    from hnet_dna.inference.masked_score import pseudo_log_likelihood_bits
+
+    genome, seq = genome_fixture(tmp_path, name="20")
+    mlm.save_pretrained(tmp_path / "mlm")
+    out = tmp_path / "bits.bedgraph"
+    score_main(["--fasta", str(genome), "--region", "chr20:5,001-5,100", "--output", str(out), "--window", "32",
+                "--model", str(tmp_path / "mlm"), "--quiet"])
+    header, *lines = out.read_text().splitlines()
+    assert "masked once" in header and len(lines) == 100
+    read = seq[5000 - 16:5100 + 16]  # half a window of context on each side
+    by_hand = pseudo_log_likelihood_bits(mlm, [mlm.tokenizer.encode(read)], window=32)[0]
+    for line, k in ((lines[0], 0), (lines[-1], 99)):
+        assert float(line.split("\t")[3]) == pytest.approx(float(by_hand[16 + k]), abs=1e-3)

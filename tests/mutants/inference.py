@@ -58,4 +58,14 @@ MUTANTS = [
            "hnet_dna/inference/tiling.py",
            [("base_of = base_of[p > 0.5]  # the next level's inputs", "base_of = base_of[:int((p > 0.5).sum())]  # the next level's inputs")],
            "tests/interpret/test_boundaries.py::test_exact_context_decides_as_one_read_of_the_whole_region"),
+    # ---- hnet_dna/inference/masked_score.py (a masked LM's scores)
+    Mutant("masked_marginal_site_visible", "the variant's site is not masked: the model sees the reference base",
+           "hnet_dna/inference/masked_score.py", [("                h[where] = model.tokenizer.mask_id", "                pass")],
+           "tests/inference/test_score.py::test_masked_marginal_of_a_variant_equals_a_hand_computation"),
+    Mutant("pll_base_visible", "the pseudo-likelihood scores each base with the base itself visible",
+           "hnet_dna/inference/masked_score.py", [("                rows[torch.arange(len(t)), at] = tok.mask_id", "                pass")],
+           "tests/inference/test_score.py::test_pseudo_log_likelihood_masks_each_base_once_in_a_centred_window"),
+    Mutant("pll_window_left_aligned", "each base's window starts at the base: no left context, where it should be centred",
+           "hnet_dna/inference/masked_score.py", [("starts = (targets - width // 2).clamp(", "starts = (targets - 0).clamp(")],
+           "tests/inference/test_score.py::test_pseudo_log_likelihood_masks_each_base_once_in_a_centred_window"),
 ]
