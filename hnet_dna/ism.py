@@ -42,6 +42,10 @@ Scorers:
   and importance has no period of the stride. Also ``site_effects[i, p, b] = log2 p(b | bases
   before p) - log2 p(ref | bases before p)``, the zero-shot single-site score GPN-style models use
   (one forward pass per window; NaN at a window's first base, which has no context).
+* **masked language model** (``--model``, a bidirectional H-Net): each base hidden once behind
+  ``<mask>`` in a window of ``--window`` bases centred on it, and ``effects[i, p, b] = log2 p(b) -
+  log2 p(ref)`` there, the masked marginal (Meier et al. 2021; ``site_effects`` the same); one forward
+  pass per base, ``--downstream`` does not apply; ``scorer`` is ``"masked_lm"``.
 * **classifier** (``--ckpt_path``, a checkpoint written by fine-tuning, or a classifier folder): the change in each
   class's logit, ``effects_by_class[i, p, b, c]``; ``effects`` is the ``--target`` class's
   (default: the last class, the positive one of a binary set). A classifier reads a sequence whole.
@@ -144,7 +148,7 @@ def run(args: argparse.Namespace) -> None:
         net = scorer = load_classifier(args.ckpt_path)
         model = None
     else:
-        model = net = load_model(args.model, warn_untrained=True, lm_head=True)
+        model = net = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
         scorer = "lm"
     device = choose_device(args.device)
     options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,
@@ -171,7 +175,10 @@ def run(args: argparse.Namespace) -> None:
     ResumableParts.discard(output)
     mutants = sum(3 * int(np.isfinite(e[:, 0]).sum()) for e in result.effects)
     print(f"hnet_dna.ism: {len(records):,} sequences, {mutants:,} substitutions scored by the "
-          f"{'language model' if result.scorer == 'lm' else 'classifier'} -> {', '.join(map(str, written))}")
+          f"{SCORERS[result.scorer]} -> {', '.join(map(str, written))}")
+
+
+SCORERS = {"lm": "language model", "masked_lm": "masked language model (masked marginals)", "classifier": "classifier"}
 
 
 def main(argv: list[str] | None = None) -> None:

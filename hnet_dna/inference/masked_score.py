@@ -23,13 +23,15 @@ from ..config import ConfigError
 from ..runs import Progress
 from .tiling import choose_device
 
-__all__ = ["pseudo_log_likelihood_bits", "masked_marginal_bits"]
+__all__ = ["masked_base_log2_probs", "pseudo_log_likelihood_bits", "masked_marginal_bits"]
 
 
-def pseudo_log_likelihood_bits(model, ids_list: list[torch.Tensor], *, window: int | None = 1024, batch_size: int = 32,
-                               device=None, progress: bool = False) -> list[torch.Tensor]:
-    """Per sequence, (L,) float64 bits ``-log2 p(x_t | the rest of its window)`` with ``x_t`` hidden;
-    NaN where not scored (N, padding ids)."""
+def masked_base_log2_probs(model, ids_list: list[torch.Tensor], *, window: int | None = 1024, batch_size: int = 32,
+                           device=None, progress: bool = False) -> list[torch.Tensor]:
+    """Per sequence, (L, 4) float64 ``log2 p(b | the rest of its window)`` for b = A, C, G, T at each
+    A/C/G/T position hidden behind ``<mask>`` (one forward pass each, in a window of ``window``
+    bases centred on it; at a sequence's ends its first or last ``window`` bases); NaN rows where
+    the sequence holds no base (N)."""
     _check_masked(model)
     device = device if isinstance(device, torch.device) else choose_device(device)
     model = model.to(device).eval()
@@ -37,9 +39,9 @@ def pseudo_log_likelihood_bits(model, ids_list: list[torch.Tensor], *, window: i
     base_ids = torch.tensor(tok.base_ids)
     total = sum(int(torch.isin(ids, base_ids).sum()) for ids in ids_list)
     bar = Progress(total, total, "score (each base masked)", enabled=progress, unit="base")
-    out = [torch.full((len(ids),), math.nan, dtype=torch.float64) for ids in ids_list]  # ordinary tensors
+    out = [torch.full((len(ids), 4), math.nan, dtype=torch.float64) for ids in ids_list]  # ordinary tensors
     with torch.inference_mode():
-        for ids, bits in zip(ids_list, out):
+        for ids, probs in zip(ids_list, out):
             length = len(ids)
             width = length if window is None else min(window, length)
             targets = torch.nonzero(torch.isin(ids, base_ids)).flatten()  # (T,)
@@ -51,9 +53,24 @@ def pseudo_log_likelihood_bits(model, ids_list: list[torch.Tensor], *, window: i
                 rows[torch.arange(len(t)), at] = tok.mask_id
                 logits = model(rows.to(device)).logits.float()  # (b, W, V)
                 logp = F.log_softmax(logits[torch.arange(len(t)), at.to(device)], dim=-1).cpu()  # (b, V)
-                bits[t] = -logp.gather(-1, ids[t][:, None])[:, 0].double() / math.log(2)
+                probs[t] = logp[:, base_ids].double() / math.log(2)
                 bar.update(len(t), len(t))
     bar.close()
+    return out
+
+
+def pseudo_log_likelihood_bits(model, ids_list: list[torch.Tensor], *, window: int | None = 1024, batch_size: int = 32,
+                               device=None, progress: bool = False) -> list[torch.Tensor]:
+    """Per sequence, (L,) float64 bits ``-log2 p(x_t | the rest of its window)`` with ``x_t`` hidden
+    (:func:`masked_base_log2_probs`); NaN where not scored (N)."""
+    probs = masked_base_log2_probs(model, ids_list, window=window, batch_size=batch_size, device=device,
+                                   progress=progress)
+    digits = {b: i for i, b in enumerate(model.tokenizer.base_ids)}
+    out = []
+    for ids, p in zip(ids_list, probs):
+        column = torch.tensor([digits.get(int(x), 0) for x in ids])
+        bits = -p[torch.arange(len(ids)), column]
+        out.append(bits)  # NaN rows stay NaN
     return out
 
 

@@ -1,5 +1,5 @@
 """In-silico mutagenesis (ISM): every single-base substitution of each sequence, scored by a
-causal language model or by a fine-tuned classifier (see :mod:`hnet_dna.ism` for the command, the
+causal language model, a masked LM (masked marginals) or by a fine-tuned classifier (see :mod:`hnet_dna.ism` for the command, the
 scores' definitions and the ``.npz`` layout).
 
 All substitutions of a window go through the model in batches of ``batch_size`` rows, each batch
@@ -40,7 +40,7 @@ class ISMResult:
     ids: list[str]
     sequences: list[str]
     effects: list[np.ndarray]  # per sequence (L, 4): the reference's entry 0, NaN at a non-ACGT reference
-    scorer: str  # "lm" or "classifier"
+    scorer: str  # "lm", "masked_lm" or "classifier"
     site_effects: list[np.ndarray] | None = None  # language model: (L, 4)
     effects_by_class: list[np.ndarray] | None = None  # classifier: (L, 4, C)
     class_names: list[str] | None = None
@@ -226,6 +226,7 @@ def ism(
     if len(ids) != len(sequences):
         raise ConfigError(f"{len(ids)} ids for {len(sequences)} sequences")
     check_windows(window, stride, batch_size)
+    downstream_given = downstream is not None
     downstream = lm_downstream(window, stride, downstream)
     wheres = _wheres or [f"sequence {i!r}" for i in ids]  # the command passes "FILE, record 'x'"
     records = [InputSequence(i, s, w) for i, s, w in zip(ids, sequences, wheres)]
@@ -234,6 +235,11 @@ def ism(
         lm.eval()
         encoded = encode_sequences(records, lm.tokenizer)
         net, kind = lm, "lm"
+        if lm.config.bidirectional:
+            if downstream_given:
+                raise ConfigError("--downstream sets a causal model's span; a masked LM scores each substitution "
+                                  "at its own masked site")
+            return _masked_lm_ism(lm, ids, records, encoded, window, batch_size, device, progress, context, trailing)
     else:
         from ..tasks.classifier import ClassifierTask, FolderClassifier
         from ..tasks.finetune import load_classifier
@@ -293,3 +299,25 @@ def ism(
         result.effects_by_class, result.class_names, result.target = by_class, names, target
     return result
 
+
+
+def _masked_lm_ism(lm, ids, records, encoded, window, batch_size, device, progress, context, trailing) -> ISMResult:
+    """ISM under a masked LM: each base hidden once behind ``<mask>`` (in a window centred on it), and
+    every substitution's effect its masked marginal ``log2 p(alt) - log2 p(ref)`` there (Meier et al.
+    2021); ``effects`` and ``site_effects`` are the same array. One forward pass per base."""
+    from ..inference.masked_score import masked_base_log2_probs
+
+    device = next(lm.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
+    probs = masked_base_log2_probs(lm, encoded, window=window, batch_size=batch_size, device=device, progress=progress)
+    digits = {b: k for k, b in enumerate(lm.tokenizer.base_ids)}
+    effects = []
+    for x, p in zip(encoded, probs):
+        ref = torch.tensor([digits.get(int(b), 0) for b in x])
+        e = p - p[torch.arange(len(x)), ref][:, None]  # NaN rows (N) stay NaN
+        effects.append(e.float().numpy())
+    context = context or [0] * len(encoded)
+    trailing = trailing or [0] * len(encoded)
+    keep = [slice(context[i], len(x) - trailing[i]) for i, x in enumerate(encoded)]
+    kept = [e[k] for e, k in zip(effects, keep)]
+    return ISMResult(ids, [r.sequence[k] for r, k in zip(records, keep)], kept, "masked_lm",
+                     site_effects=[e.copy() for e in kept])

@@ -233,3 +233,34 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
         a_effects = a["effects"].copy()
         a_effects[0, 0, 1] = b["effects"][0, 0, 1]
         np.testing.assert_array_equal(a_effects, b["effects"])  # same process setup: one thread each
+
+
+def test_a_masked_lm_maps_masked_marginals(tmp_path):
+    """Under a masked LM every substitution's effect is log2 p(alt) - log2 p(ref) with its base masked,
+    in a window centred on it."""
+    from hnet_dna.config import ConfigError
+
+    mlm = make_model("tiny-bihnet", dtype=torch.float32, seed=3).eval()
+    seq = SLICE[100:150]
+    result = hnet_dna.ism([seq], mlm, window=20, batch_size=16)
+    assert result.scorer == "masked_lm"
+    tok = mlm.tokenizer
+    ids = tok.encode(seq)
+    for pos in (0, 25, 49):
+        start = min(max(pos - 10, 0), len(seq) - 20)
+        x = ids[start:start + 20].clone()
+        x[pos - start] = tok.mask_id
+        with torch.no_grad():
+            logp = F.log_softmax(mlm(x[None]).logits[0, pos - start].double(), -1) / math.log(2)
+        expected = (logp[list(tok.base_ids)] - logp[ids[pos]]).numpy()
+        np.testing.assert_allclose(result.effects[0][pos], expected, atol=1e-4)
+    with pytest.raises(ConfigError, match="--downstream sets a causal model's span"):
+        hnet_dna.ism([seq], mlm, window=20, downstream=5)
+    mlm.save_pretrained(tmp_path / "mlm")
+    fa = tmp_path / "x.fa"
+    fa.write_text(f">x\n{seq}\n")
+    ism_main(["--input", str(fa), "--output", str(tmp_path / "m.npz"), "--model", str(tmp_path / "mlm"), "--window", "20",
+              "--quiet"])
+    saved = np.load(tmp_path / "m.npz")
+    assert str(saved["scorer"]) == "masked_lm"
+    np.testing.assert_allclose(saved["effects"][0], result.effects[0], atol=1e-5)

@@ -79,4 +79,8 @@ MUTANTS = [
     Mutant("ism_windows_own_their_ends", "each ISM window owns its last bases again (no right context after them)",
            "hnet_dna/interpret/ism.py", [("trail=downstream if kind == \"lm\" and window else 0", "trail=0")],
            "tests/interpret/test_ism.py::test_importance_has_no_period_of_the_stride_on_a_long_region"),
+    Mutant("masked_ism_not_relative_to_ref", "a masked LM's ISM effects are log2 p(b), not relative to the reference base",
+           "hnet_dna/interpret/ism.py", [("        e = p - p[torch.arange(len(x)), ref][:, None]  # NaN rows (N) stay NaN",
+                                          "        e = p  # NaN rows (N) stay NaN")],
+           "tests/interpret/test_ism.py::test_a_masked_lm_maps_masked_marginals"),
 ]

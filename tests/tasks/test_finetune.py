@@ -313,3 +313,19 @@ def test_a_head_that_reads_positions_is_sized_on_training_data_and_refuses_longe
     test.write_text("\n".join([header, *body[1::2], longer]) + "\n")  # one test row of 67 bases
     with pytest.raises(ConfigError, match="the test split has sequences of up to 67 bases, longer than the 60"):
         build(test)
+
+
+def test_a_masked_lm_is_a_backbone_for_every_pooling(tmp_path):
+    """The bidirectional H-Net's folder fine-tunes like a causal one: its features, the protocol's heads."""
+    from hnet_dna import HNetForMaskedLM
+    from hnet_dna.tasks.finetune import FinetuneModule
+
+    make_model("tiny-bihnet", dtype=torch.float32, seed=1).save_pretrained(tmp_path / "mlm")
+    for pooling in ("mean", "chunks", "attention", "flatten"):
+        module = FinetuneModule(backbone=str(tmp_path / "mlm"), pooling=pooling)
+        dm = setup_labelled_module(tmp_path, module)
+        assert isinstance(module.classifier.backbone, HNetForMaskedLM)
+        batch = next(iter(dm.train_dataloader()))
+        loss = module(batch).loss
+        loss.backward()
+        assert torch.isfinite(loss) and module.classifier.backbone.embeddings.weight.grad is not None
