@@ -105,8 +105,7 @@ def diagnose(model, datamodule, rows: int | None) -> dict:
 def main() -> None:
     from hnet_dna.backends import cpu_name
     from hnet_dna.cli import build_cli
-    from hnet_dna.model import HNetForCausalLM
-    from hnet_dna.model.loading import load_model
+    from hnet_dna.model.loading import load_model, model_for
 
     parser = argparse.ArgumentParser(description=__doc__, epilog=DETAILS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +117,7 @@ def main() -> None:
     datamodule = build_cli(["--config", args.config, "--trainer.logger", "false"]).datamodule
     given = load_model(args.backbone)
     torch.manual_seed(0)
-    fresh = HNetForCausalLM(given.config)
+    fresh = model_for(given.config)  # a masked LM's config gives a masked LM
     rows = {args.backbone: diagnose(given, datamodule, args.rows), "random init (seed 0)": diagnose(fresh, datamodule, args.rows)}
     import datetime
 

@@ -122,9 +122,14 @@ class TwoSidedMarkovModel:
         base_ids: the ids of A, C, G, T.
     """
 
+    MAX_ORDER = 5
+
     def __init__(self, order: int, alpha: float = 1.0, base_ids: tuple[int, ...] = (0, 1, 2, 3)):
         if order < 0:
             raise ValueError(f"order must be >= 0, got {order}")
+        if order > self.MAX_ORDER:
+            raise ValueError(f"order {order}: a two-sided model keeps 4^(2k+1) counts; at most {self.MAX_ORDER} bases "
+                             "each side (4^11 counts)")
         self.order, self.alpha, self.base_ids = order, alpha, tuple(base_ids)
         self.counts = [np.zeros(4 ** (2 * j + 1)) for j in range(order + 1)]  # context codes * 4 + centre
 

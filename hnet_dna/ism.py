@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> None:
     if args.downstream is not None and args.ckpt_path is not None:
         raise ConfigError("--downstream sets a language model's span; a classifier reads its sequence whole")
     downstream = lm_downstream(args.window, args.stride, args.downstream) if args.ckpt_path is None else 0
+    model = None
+    if args.ckpt_path is None:
+        model = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
+    masked = model is not None and model.config.bidirectional
     region, after = None, 0
     if args.region is not None:
         if args.fasta is None:
@@ -134,6 +138,8 @@ def run(args: argparse.Namespace) -> None:
         stride = args.stride or args.window // 2
         skip = min(start, args.window - stride) if args.ckpt_path is None else 0
         after = min(downstream, genome.records[record] - end)
+        if masked:  # each base read with both sides: half a window beyond each edge of the region
+            skip, after = min(start, args.window // 2), min(args.window // 2, genome.records[record] - end)
         records = [InputSequence(f"{chrom}:{start + 1}-{end}", genome.fetch(record, start - skip, end + after),
                                  f"{genome.path}, {record}")]
     else:
@@ -148,8 +154,7 @@ def run(args: argparse.Namespace) -> None:
         net = scorer = load_classifier(args.ckpt_path)
         model = None
     else:
-        model = net = load_model(args.model, warn_untrained=True, lm_head=True, masked_lm_ok=True)
-        scorer = "lm"
+        net, scorer = model, "lm"
     device = choose_device(args.device)
     options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,
                "stride": args.stride, "downstream": args.downstream, "batch_size": args.batch_size}

@@ -78,7 +78,8 @@ class NucleotideTokenizer:
     """DNA string <-> id tensor, with padding, soft-mask tracking and reverse complement.
 
     Args:
-        mode: ``"nucleotide"`` (vocabulary of 8, table above) or ``"byte"`` (vocabulary 256, ASCII).
+        mode: ``"nucleotide"`` (the table above: 8 ids a sequence holds, and ``<mask>``) or ``"byte"``
+            (vocabulary 256, ASCII).
         policy: ``"lenient"`` turns IUPAC ambiguity letters into N; ``"strict"`` rejects them.
 
     Example::

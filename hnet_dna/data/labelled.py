@@ -181,8 +181,9 @@ def _text_rows(path: Path):
 
 
 def _records(path: Path, header: list[str], rows, columns: dict, label_required: bool, flag_prefix: str,
-             id_default: str, split_default: str | None = None) -> list[LabelledSequence]:
-    """Table rows as records: the columns found by name or flag, each cell checked."""
+             id_default: str, split_default: str | None = None, rows_before: int = 0) -> list[LabelledSequence]:
+    """Table rows as records: the columns found by name or flag, each cell checked. Without an id
+    column, ``row`` ids count on from ``rows_before`` (the rows of a data set's earlier parts)."""
     seq_col = _pick(header, columns.get("sequence_column"), SEQUENCE_NAMES, "sequence", path, f"{flag_prefix}sequence_column")
     label_col = _pick(header, columns.get("label_column"), LABEL_NAMES, "label", path, f"{flag_prefix}label_column",
                       required=label_required)
@@ -214,7 +215,7 @@ def _records(path: Path, header: list[str], rows, columns: dict, label_required:
         if id_col is not None:
             ident = text(row, id_col, where, "id")
         else:
-            ident = where.rsplit(" ", 1)[1] if id_default == "line" else str(len(out) + 1)
+            ident = where.rsplit(" ", 1)[1] if id_default == "line" else str(rows_before + len(out) + 1)
         out.append(LabelledSequence(ident, seq, label, split, where))
     if not out:
         raise DataError(f"{path}: no sequences after the header")
@@ -291,7 +292,8 @@ def read_arrow_folder(root, **columns) -> list[LabelledSequence]:
                 raise DataError(f"{path}: split {split_name!r} is not train, validation (valid, val, dev) or test; "
                                 "rename it, or give its files with --data.train / --data.valid / --data.test")
         header, rows = arrow_rows(path)
-        out += _records(path, header, rows, columns, label_required, flag_prefix, "row", split_default=split)
+        out += _records(path, header, rows, columns, label_required, flag_prefix, "row", split_default=split,
+                        rows_before=len(out))  # ids unique over the parts
     return out
 
 

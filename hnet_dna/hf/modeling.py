@@ -100,6 +100,13 @@ def _hnet_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return None if attention_mask is None else attention_mask.to(device=input_ids.device, dtype=torch.bool)
 
 
+def _lm_for(config: HNetDNAConfig) -> HNetForCausalLM:
+    """A fresh hnet_dna model of ``config``: the masked LM when it is bidirectional."""
+    tokenizer = NucleotideTokenizer(mode=config.tokenizer_mode, policy=config.tokenizer_policy)
+    hnet_config = config.to_hnet_config()
+    return (HNetForMaskedLM if hnet_config.bidirectional else HNetForCausalLM)(hnet_config, tokenizer)
+
+
 def _lm_forward(wrapper, input_ids, attention_mask, labels, output_hidden_states):
     """hnet_dna's LM output and, if asked, (the embeddings, the last hidden states before the LM
     head), captured on the way (no second pass)."""
@@ -138,6 +145,9 @@ class HNetDNAForCausalLM(HNetDNAPreTrainedModel):
 
     def __init__(self, config: HNetDNAConfig, hnet: HNetForCausalLM | None = None):
         super().__init__(config)
+        if config.bidirectional:
+            raise CheckpointError("a bidirectional config is a masked LM, which does not predict the next base; "
+                                  "use AutoModelForMaskedLM (or AutoModel for its hidden states)")
         self.hnet = hnet or HNetForCausalLM(config.to_hnet_config(), NucleotideTokenizer(
             mode=config.tokenizer_mode, policy=config.tokenizer_policy))
         self.post_init()
@@ -210,8 +220,7 @@ class HNetDNAModel(HNetDNAPreTrainedModel):
 
     def __init__(self, config: HNetDNAConfig, hnet: HNetForCausalLM | None = None):
         super().__init__(config)
-        self.hnet = hnet or HNetForCausalLM(config.to_hnet_config(), NucleotideTokenizer(
-            mode=config.tokenizer_mode, policy=config.tokenizer_policy))
+        self.hnet = hnet or _lm_for(config)
         self.post_init()
 
     def _backbone_lm(self) -> HNetForCausalLM:
@@ -236,8 +245,7 @@ class HNetDNAForSequenceClassification(HNetDNAPreTrainedModel):
     def __init__(self, config: HNetDNAConfig, hnet: HNetForCausalLM | HNetForSequenceClassification | None = None):
         super().__init__(config)
         if not isinstance(hnet, HNetForSequenceClassification):
-            backbone = hnet or HNetForCausalLM(config.to_hnet_config(), NucleotideTokenizer(
-                mode=config.tokenizer_mode, policy=config.tokenizer_policy))
+            backbone = hnet or _lm_for(config)
             names = [str(config.id2label[i]) for i in range(config.num_labels)]
             hnet = HNetForSequenceClassification(backbone, names, pooling=config.pooling, rc_conjoin=config.rc_conjoin)
         self.hnet = hnet

@@ -79,6 +79,10 @@ def masked_marginal_bits(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], 
     """Per (reference window ids, alternative window ids) of equal length: the sites where they
     differ hidden in the reference window, ``sum log2 p(alt) - log2 p(ref)`` over those sites."""
     _check_masked(model)
+    for ref, alt in pairs:
+        if len(ref) != len(alt):
+            raise ConfigError(f"a masked marginal compares windows of one length (a substitution); got {len(ref)} and "
+                              f"{len(alt)} bases (an indel: score_variants skips those)")
     device = device if isinstance(device, torch.device) else choose_device(device)
     model = model.to(device).eval()
     bar = Progress(len(pairs), sum(len(r) for r, _ in pairs), "score (masked marginal)", enabled=progress, unit="variant")

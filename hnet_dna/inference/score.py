@@ -57,6 +57,7 @@ def sequence_bits(
 ) -> list[SequenceScore]:
     """Score each id sequence (module docstring). ``skip[i]`` bases at the start of sequence i are
     context only (read, not scored)."""
+    _require_causal(model)
     device = device if isinstance(device, torch.device) else choose_device(device)
     model = model.to(device).eval()
     base_ids = torch.tensor(model.tokenizer.base_ids)
@@ -103,6 +104,7 @@ def sequence_bits_exact(
     keys and values)."""
     if not isinstance(block, int) or block < 1:
         raise ConfigError(f"block must be a number of bases >= 1, got {block!r}")
+    _require_causal(model)
     device = device if isinstance(device, torch.device) else choose_device(device)
     model = model.to(device).eval()
     base_ids = torch.tensor(model.tokenizer.base_ids)
@@ -125,6 +127,12 @@ def sequence_bits_exact(
                 bar.update(1, len(piece))
     bar.close()
     return summarise_bits(per_seq, skip, per_position)
+
+
+def _require_causal(model) -> None:
+    if model.config.bidirectional:
+        raise ConfigError("a masked LM (bidirectional) has no left-to-right likelihood; its scores are "
+                          "hnet_dna.inference.masked_score's (pseudo-likelihoods, masked marginals)")
 
 
 def summarise_bits(per_seq: list[torch.Tensor], skip: list[int] | None, per_position: bool) -> list[SequenceScore]:
@@ -164,6 +172,7 @@ def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, 
     skipped = {"other chromosome": 0, "not an SNV or short indel": 0, "REF differs from the FASTA": 0}
     if masked:
         skipped["indel (a masked marginal scores substitutions)"] = 0
+        skipped["N in the allele (a masked marginal scores A/C/G/T)"] = 0
     windows: list[str] = []
     plan = []  # per variant: None, or per alt (ref window index, alt window index) or None
     rc = model.tokenizer.reverse_complement
@@ -196,6 +205,10 @@ def score_variants(model, genome, variants: list[Variant], *, flank: int = 128, 
                 continue
             if masked and len(alt) != len(v.ref):
                 skipped["indel (a masked marginal scores substitutions)"] += 1
+                per_alt.append(None)
+                continue
+            if masked and set((v.ref + alt).upper()) - set("ACGT"):
+                skipped["N in the allele (a masked marginal scores A/C/G/T)"] += 1
                 per_alt.append(None)
                 continue
             ref_window, alt_window = left + ref_seq + right, left + alt + right

@@ -35,7 +35,8 @@ __all__ = ["CausalSelfAttention", "AttentionCache", "apply_rotary", "sliding_win
 def two_way_attention(q, k, v, mask: torch.Tensor | None, window: int) -> torch.Tensor:
     """Attention without a causal mask: query i sees every real key j (``mask``: (B, L) True on
     real positions; None = all real), and with ``window`` >= 0 only those with |i - j| <= window.
-    q, k, v: (B, H, L, Dh). Queries at padding see the real keys too (their outputs are unused)."""
+    q, k, v: (B, H, L, Dh). Queries at padding see every key (their outputs are unused; no row is
+    left without a key)."""
     length = q.shape[2]
     allowed = None
     if window >= 0 and window + 1 < length:
@@ -44,6 +45,9 @@ def two_way_attention(q, k, v, mask: torch.Tensor | None, window: int) -> torch.
     if mask is not None:
         keys = mask[:, None, None, :]  # (B, 1, 1, L)
         allowed = keys if allowed is None else keys & allowed
+        # a padding query may see every key: with a window, one far past the last real base would
+        # otherwise have none, and a row of -inf scores is NaN on some backends (its output is unused)
+        allowed = allowed | ~mask[:, None, :, None]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 

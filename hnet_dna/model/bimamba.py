@@ -52,3 +52,8 @@ class BiMamba2(nn.Module):
         z_r, xBC_r, dt_r = (reverse_real(t, mask) for t in (z, xBC, dt))
         backward = reverse_real(self.rev.norm(self.rev._mixed(xBC_r, dt_r, mask), z_r), mask)
         return self.fwd.out_proj(forward + backward)
+
+    def _no_decoding(self, *args, **kwargs):
+        raise NotImplementedError("a bidirectional Mamba-2 layer (masked LM) does not decode position by position")
+
+    allocate_cache = step = extend = _no_decoding

@@ -64,6 +64,9 @@ class HNetForCausalLM(nn.Module):
 
     def __init__(self, config: HNetConfig, tokenizer: NucleotideTokenizer | None = None):
         super().__init__()
+        if config.bidirectional and type(self) is HNetForCausalLM:
+            raise InputError("a bidirectional config builds a masked LM: use HNetForMaskedLM (or "
+                             "hnet_dna.model.loading.model_for(config)); a causal LM must not read the base it predicts")
         self.config = config
         self.tokenizer = tokenizer or NucleotideTokenizer(mode=config.tokenizer_mode)
         if self.tokenizer.mode != config.tokenizer_mode:

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..baselines import MarkovModel, TwoSidedMarkovModel
+from ..config import ConfigError
 
 __all__ = ["HeldOutReport", "TrainingWindowLog", "PredictionWriter", "TrainingCurves", "score_windows"]
 
@@ -27,6 +28,9 @@ def score_windows(model, windows: torch.Tensor, batch_size: int, forward_context
     time on the model's device: (bits per base over every A/C/G/T target, the number of those
     targets, outer-level bases per chunk or None for an isotropic model). Sums stay on the device
     until the end (one host sync). ``forward_context``: e.g. the trainer's autocast."""
+    if model.config.bidirectional:
+        raise ConfigError("score_windows gives next-base bits of a causal model; a masked LM's held-out bits come "
+                          "from score_masked_windows on masked windows")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -121,7 +125,8 @@ class HeldOutReport(pl.Callback):
             return
         inputs, labels = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
         bits, bases = score_masked_windows(model, inputs, labels, dm.hparams.batch_size)
-        markov = [TwoSidedMarkovModel(k, base_ids=model.tokenizer.base_ids) for k in self.markov_orders]
+        orders = sorted({min(k, TwoSidedMarkovModel.MAX_ORDER) for k in self.markov_orders})  # 4^(2k+1) counts
+        markov = [TwoSidedMarkovModel(k, base_ids=model.tokenizer.base_ids) for k in orders]
         for seq in dm.split_sequences("train", self.max_windows):
             for m in markov:
                 m.update(to_model(seq))
@@ -145,6 +150,7 @@ class HeldOutReport(pl.Callback):
             raise RuntimeError("held-out masked-base bits per base is NaN: the run diverged")
 
 
+@torch.no_grad()
 def score_masked_windows(model, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int):
     """A masked LM's (bits per base over the hidden A/C/G/T bases, their number) on masked windows
     (N, L) with their labels (-100 where nothing is hidden), ``batch_size`` at a time, in eval mode."""

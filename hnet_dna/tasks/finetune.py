@@ -26,7 +26,7 @@ import torch
 from ..config import ConfigError, HNetConfig
 from ..model import HNetForCausalLM
 from ..model.heads import HNetForSequenceClassification
-from ..model.loading import load_model
+from ..model.loading import load_model, model_for
 from ..model.pooling import Pooling
 from ..optim import layer_depths, param_groups
 from .adapters import add_lora, head_probe_features, init_head_from_probe, merge_lora
@@ -138,7 +138,7 @@ class FinetuneModule(ClassifierTask):
         # Held outside the module tree until the head exists, so its weights are registered once
         # (as classifier.backbone.*), whether the classes come from the config or from the data.
         if backbone_config is not None:  # from a checkpoint: random weights, the checkpoint's replace them
-            self._backbone = [HNetForCausalLM(HNetConfig.from_dict(backbone_config, source="the checkpoint's backbone_config"))]
+            self._backbone = [model_for(HNetConfig.from_dict(backbone_config, source="the checkpoint's backbone_config"))]
         else:
             self._backbone = [load_backbone(backbone)]
             self.hparams.backbone_config = self.backbone.config.to_dict()

@@ -288,3 +288,8 @@ def test_bad_arrow_data_is_named(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(DataError, match=r"empty_dir: a folder hnet_dna does not recognise; .*save_to_disk"):
         read_labelled(str(tmp_path / "empty_dir"))
+
+
+def test_row_ids_are_unique_over_a_data_sets_parts():
+    hub = read_labelled(str(HF / "enhancers_hub_layout"))  # two Parquet files, no id column
+    assert len({r.id for r in hub}) == len(hub) == 24

@@ -224,7 +224,8 @@ def test_masked_marginal_of_a_variant_equals_a_hand_computation(tmp_path, mlm, c
     flank, pos = 30, 1500
     ref = seq[pos - 1]
     alt = "A" if ref != "A" else "G"
-    vcf = write_vcf(tmp_path / "v.vcf", [("chr20", pos, "snv", ref, alt), ("chr20", pos + 100, "del", seq[pos + 99:pos + 102], seq[pos + 99])])
+    vcf = write_vcf(tmp_path / "v.vcf", [("chr20", pos, "snv", ref, alt), ("chr20", pos + 100, "del", seq[pos + 99:pos + 102], seq[pos + 99]),
+                                         ("chr20", pos + 200, "n", seq[pos + 199], "N")])
     out = tmp_path / "mm.tsv"
     score_main(["--fasta", str(genome), "--vcf", str(vcf), "--output", str(out), "--flank", str(flank),
                 "--model", str(tmp_path / "mlm"), "--both-strands", "--quiet"])
@@ -238,7 +239,9 @@ def test_masked_marginal_of_a_variant_equals_a_hand_computation(tmp_path, mlm, c
     rc_logp = _hidden_log2p(mlm, tok.reverse_complement(window), flank)
     comp = {"A": "T", "C": "G", "G": "C", "T": "A"}
     assert float(table[1][6]) == pytest.approx(float(rc_logp[tok.encode(comp[alt])[0]] - rc_logp[tok.encode(comp[ref])[0]]), abs=1e-4)
-    assert table[2][5] == "NA" and "indel (a masked marginal scores substitutions)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert table[2][5] == "NA" and "1 indel (a masked marginal scores substitutions)" in printed
+    assert table[3][5] == "NA" and "1 N in the allele" in printed  # log2 p(N) is no base's probability
 
 
 def test_pseudo_log_likelihood_masks_each_base_once_in_a_centred_window(tmp_path, mlm, capsys):

@@ -178,6 +178,20 @@ def test_a_regions_last_bases_sum_as_many_bases_after_them_as_the_others(tmp_pat
     assert not np.allclose(cut[-1], expected[-1], atol=1e-3)  # without the bases after it, the span is cut
 
 
+def test_a_masked_lm_region_reads_half_a_window_beyond_both_edges(tmp_path):
+    genome, seq = genome_fixture(tmp_path, name="20")
+    mlm = make_model("tiny-bihnet", dtype=torch.float32, seed=4).eval()
+    mlm.save_pretrained(tmp_path / "mlm")
+    out = tmp_path / "region.npz"
+    ism_main(["--fasta", str(genome), "--region", "20:5,001-5,040", "--output", str(out), "--model", str(tmp_path / "mlm"),
+              "--window", "32", "--quiet", "--plot", "0"])
+    # 16 bases (half a window) of context read on each side, so the last bases see their right side too
+    expected = hnet_dna.ism([seq[4984:5056]], mlm, window=32, context=[16], trailing=[16]).effects[0]
+    with np.load(out, allow_pickle=False) as z:
+        assert z["effects"].shape[1] == 40
+        np.testing.assert_allclose(z["effects"][0], expected, atol=1e-4)
+
+
 def bad_run(tmp_path, capsys, argv) -> str:
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as exc:

@@ -154,3 +154,39 @@ def test_causal_models_and_the_id_table_are_unchanged(tmp_path):
     assert type(loaded) is HNetForCausalLM
     ids, mask = padded_batch([15], seed=13)
     torch.testing.assert_close(loaded(ids, mask=mask).logits, causal(ids, mask=mask).logits)
+
+
+def test_padding_queries_beyond_a_window_leave_no_nan():
+    """A padding query more than W past the last real key still has keys to attend to (no NaN rows
+    that could reach real positions through later sums)."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 12, 4, generator=g) for _ in range(3))
+    mask = torch.arange(12)[None] < 3
+    out = two_way_attention(q, k, v, mask, window=2)
+    assert torch.isfinite(out).all()
+    every_key = torch.softmax(torch.einsum("hd,hkd->hk", q[0, :, 11], k[0]) / 2.0, -1)  # (H, L): the documented rule
+    torch.testing.assert_close(out[0, :, 11], torch.einsum("hk,hkd->hd", every_key, v[0]))
+    model = make_model("tiny-bihnet", seed=3, attn_cfg={"num_heads": [2, 2], "rotary_emb_dim": [16, 24], "window_size": [3, -1]})
+    ids, mask = padded_batch([30, 4], seed=4)
+    out = model(ids, mask=mask)
+    assert torch.isfinite(out.logits[mask]).all()
+    torch.testing.assert_close(out.logits[1, :4], model(ids[1:, :4]).logits[0], rtol=1e-9, atol=1e-9)
+
+
+def test_causal_only_paths_refuse_a_masked_lm(tmp_path):
+    from hnet_dna.hf import HNetDNAConfig, HNetDNAForCausalLM
+    from hnet_dna.inference.score import sequence_bits
+    from hnet_dna.model import InputError
+    from hnet_dna.tasks.callbacks import score_windows
+
+    config = HNetConfig.from_preset("tiny-bihnet")
+    with pytest.raises(InputError, match="use HNetForMaskedLM"):
+        HNetForCausalLM(config)
+    mlm = HNetForMaskedLM(config)
+    ids = torch.randint(0, 4, (2, 16))
+    with pytest.raises(ConfigError, match="next-base bits of a causal model"):
+        score_windows(mlm, ids, 2)
+    with pytest.raises(ConfigError, match="no left-to-right likelihood"):
+        sequence_bits(mlm, [ids[0]])
+    with pytest.raises(CheckpointError, match="AutoModelForMaskedLM"):
+        HNetDNAForCausalLM(HNetDNAConfig(**config.to_dict()))

@@ -68,4 +68,7 @@ MUTANTS = [
     Mutant("pll_window_left_aligned", "each base's window starts at the base: no left context, where it should be centred",
            "hnet_dna/inference/masked_score.py", [("starts = (targets - width // 2).clamp(", "starts = (targets - 0).clamp(")],
            "tests/inference/test_score.py::test_pseudo_log_likelihood_masks_each_base_once_in_a_centred_window"),
+    Mutant("masked_marginal_scores_n", "a masked marginal is taken for an N allele (log2 p(N))",
+           "hnet_dna/inference/score.py", [('            if masked and set((v.ref + alt).upper()) - set("ACGT"):', "            if False:")],
+           "tests/inference/test_score.py::test_masked_marginal_of_a_variant_equals_a_hand_computation"),
 ]

@@ -83,4 +83,8 @@ MUTANTS = [
            "hnet_dna/interpret/ism.py", [("        e = p - p[torch.arange(len(x)), ref][:, None]  # NaN rows (N) stay NaN",
                                           "        e = p  # NaN rows (N) stay NaN")],
            "tests/interpret/test_ism.py::test_a_masked_lm_maps_masked_marginals"),
+    Mutant("masked_ism_region_short_right_context", "a masked LM's ISM region reads only a causal span after its end",
+           "hnet_dna/ism.py", [("            skip, after = min(start, args.window // 2), min(args.window // 2, genome.records[record] - end)",
+                                "            skip = min(start, args.window // 2)")],
+           "tests/interpret/test_ism.py::test_a_masked_lm_region_reads_half_a_window_beyond_both_edges"),
 ]

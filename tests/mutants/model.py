@@ -268,4 +268,7 @@ MUTANTS = [
     Mutant("causal_config_json_changed", "causal models' config.json gain a bidirectional field", "hnet_dna/config.py",
            [("        if not d[\"bidirectional\"]:", "        if False:")],
            "tests/model/test_masked_lm.py::test_causal_models_and_the_id_table_are_unchanged"),
+    Mutant("two_way_attention_empty_padding_rows", "a padding query beyond the window has no key (a NaN row on some backends)",
+           "hnet_dna/model/attention.py", [("        allowed = allowed | ~mask[:, None, :, None]\n", "")],
+           "tests/model/test_masked_lm.py::test_padding_queries_beyond_a_window_leave_no_nan"),
 ]

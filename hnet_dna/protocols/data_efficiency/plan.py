@@ -70,6 +70,9 @@ def make_plan(config: BenchmarkConfig) -> Plan:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             model = build_model(spec["model"], flag=f"models.{name}.model")
+        if model.config.bidirectional:
+            raise ConfigError(f"models.{name}.model is a masked LM (bidirectional): the data-efficiency curves are "
+                              "next-base bits of causal models; compare masked LMs downstream (the fine-tuning table)")
         kinds[name] = "H-Net" if model.config.num_stages > 1 else "isotropic"
         params[name] = model.num_parameters()
         identities[name] = {"config": model.config.to_dict(), "weights_sha256": _weights_sha256(spec["model"])}

@@ -28,6 +28,10 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(SMOKE, [("data.windw", "10")])
     with pytest.raises(ConfigError, match="heldout.ecoli: give either split"):
         load_config(SMOKE, [("heldout.ecoli.split", "val")])
+    from hnet_dna.protocols.data_efficiency import make_plan
+
+    with pytest.raises(ConfigError, match="models.hnet.model is a masked LM"):  # next-base curves are causal
+        make_plan(load_config(SMOKE, [("models.hnet", "tiny-bihnet")]))
 
 
 def test_bad_input_exits_2_before_writing(tmp_path):
