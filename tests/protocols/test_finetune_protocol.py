@@ -197,3 +197,26 @@ def test_a_rerun_redoes_controls_fitted_before_they_followed_the_recipe(tmp_path
     assert "kmer_lr fits from before they followed" in capsys.readouterr().err
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [0, 1] and all(r["strand_symmetric"] is False for r in runs)
+
+
+def test_the_protocol_takes_a_masked_lm_backbone_and_its_scratch_control_is_bidirectional(tmp_path):
+    """Issue #31's table: every H-Net system on a masked LM's folder; scratch is the same (bidirectional)
+    architecture from other weights."""
+    from hnet_dna import HNetForMaskedLM
+    from hnet_dna.finetune import main as protocol
+    from hnet_dna.protocols.finetune.systems import _control_module
+
+    small = {"d_model": [32, 48], "attn_cfg": {"num_heads": [2, 2], "rotary_emb_dim": [8, 12], "window_size": [63, -1]}}
+    make_model("tiny-bihnet", dtype=torch.float32, seed=1, **small).save_pretrained(tmp_path / "mlm")
+    out = tmp_path / "out"
+    protocol(["--config", finetune_recipe(tmp_path), "--seeds", "0", "--out", str(out), "--trainer.max_epochs", "1",
+              "--model.backbone", str(tmp_path / "mlm"), "--systems", "model", "scratch", "lpft", "lora", "probe"])
+    runs = {r["system"]: r for r in json.loads((out / "results.json").read_text())["runs"]}
+    assert set(runs) == {"model", "scratch", "lpft", "lora", "probe"}
+    assert all(r["test"]["test/mcc"] is not None for r in runs.values())
+    assert runs["lora"]["trainable_parameters"] < runs["model"]["trainable_parameters"]
+    from hnet_dna.cli import build_cli
+
+    cli = build_cli(["--config", finetune_recipe(tmp_path), "--model.backbone", str(tmp_path / "mlm")])
+    scratch = _control_module("scratch", cli.model, seed=0)
+    assert isinstance(scratch.backbone, HNetForMaskedLM) and scratch.backbone.config.bidirectional
