@@ -48,6 +48,9 @@ MUTANTS = [
                                     "if False:")],
            T + "test_a_trainer_fine_tuned_folder_serves_embed_and_ism_and_score_refuses_it"),
     Mutant("hf_causal_head_on_masked_lm", "AutoModelForCausalLM loads a masked LM's folder (and would generate from it)",
-           "hnet_dna/hf/modeling.py", [("        if config.bidirectional:\n            raise CheckpointError", "        if False:\n            raise CheckpointError")],
+           "hnet_dna/hf/modeling.py", [("        if config.bidirectional:\n            raise CheckpointError(f\"{folder}: a masked LM",
+                                        "        if False:\n            raise CheckpointError(f\"{folder}: a masked LM"),
+                                       ("        if config.bidirectional:\n            raise CheckpointError(\"a bidirectional config",
+                                        "        if False:\n            raise CheckpointError(\"a bidirectional config")],
            T + "test_a_masked_lm_folder_loads_as_auto_model_for_masked_lm"),
 ]

@@ -263,7 +263,7 @@ MUTANTS = [
            [("        if config.bidirectional and cls is HNetForCausalLM:", "        if False:")],
            "tests/model/test_masked_lm.py::test_save_load_round_trip_and_what_loads_it"),
     Mutant("mlm_scored_left_to_right", "score / ism accept a masked LM as if it were causal", "hnet_dna/model/loading.py",
-           [("    if lm_head and model.config.bidirectional:", "    if False:")],
+           [("    if lm_head and model.config.bidirectional and not masked_lm_ok:", "    if False:")],
            "tests/model/test_masked_lm.py::test_save_load_round_trip_and_what_loads_it"),
     Mutant("causal_config_json_changed", "causal models' config.json gain a bidirectional field", "hnet_dna/config.py",
            [("        if not d[\"bidirectional\"]:", "        if False:")],
