@@ -23,7 +23,7 @@ from ..config import ConfigError
 from ..runs import Progress
 from .tiling import choose_device
 
-__all__ = ["masked_base_log2_probs", "pseudo_log_likelihood_bits", "masked_marginal_bits"]
+__all__ = ["masked_base_log2_probs", "pseudo_log_likelihood_bits", "masked_marginal_bits", "base_columns"]
 
 
 def masked_base_log2_probs(model, ids_list: list[torch.Tensor], *, window: int | None = 1024, batch_size: int = 32,
@@ -65,13 +65,14 @@ def pseudo_log_likelihood_bits(model, ids_list: list[torch.Tensor], *, window: i
     (:func:`masked_base_log2_probs`); NaN where not scored (N)."""
     probs = masked_base_log2_probs(model, ids_list, window=window, batch_size=batch_size, device=device,
                                    progress=progress)
-    digits = {b: i for i, b in enumerate(model.tokenizer.base_ids)}
-    out = []
-    for ids, p in zip(ids_list, probs):
-        column = torch.tensor([digits.get(int(x), 0) for x in ids])
-        bits = -p[torch.arange(len(ids)), column]
-        out.append(bits)  # NaN rows stay NaN
-    return out
+    return [-p.gather(1, base_columns(model.tokenizer, ids)[:, None])[:, 0] for ids, p in zip(ids_list, probs)]  # NaN rows stay NaN
+
+
+def base_columns(tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    """(L,) each id's column among A, C, G, T (0-3; 0 for anything else, whose rows are NaN)."""
+    lookup = torch.zeros(max(tokenizer.vocab_size, int(ids.max()) + 1), dtype=torch.long)
+    lookup[list(tokenizer.base_ids)] = torch.arange(4)
+    return lookup[ids.long()]
 
 
 def masked_marginal_bits(model, pairs: list[tuple[torch.Tensor, torch.Tensor]], *, batch_size: int = 32, device=None,

@@ -305,15 +305,13 @@ def _masked_lm_ism(lm, ids, records, encoded, window, batch_size, device, progre
     """ISM under a masked LM: each base hidden once behind ``<mask>`` (in a window centred on it), and
     every substitution's effect its masked marginal ``log2 p(alt) - log2 p(ref)`` there (Meier et al.
     2021); ``effects`` and ``site_effects`` are the same array. One forward pass per base."""
-    from ..inference.masked_score import masked_base_log2_probs
+    from ..inference.masked_score import base_columns, masked_base_log2_probs
 
     device = next(lm.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
     probs = masked_base_log2_probs(lm, encoded, window=window, batch_size=batch_size, device=device, progress=progress)
-    digits = {b: k for k, b in enumerate(lm.tokenizer.base_ids)}
     effects = []
     for x, p in zip(encoded, probs):
-        ref = torch.tensor([digits.get(int(b), 0) for b in x])
-        e = p - p[torch.arange(len(x)), ref][:, None]  # NaN rows (N) stay NaN
+        e = p - p.gather(1, base_columns(lm.tokenizer, x)[:, None])  # NaN rows (N) stay NaN
         effects.append(e.float().numpy())
     context = context or [0] * len(encoded)
     trailing = trailing or [0] * len(encoded)

@@ -135,9 +135,13 @@ class HNetForCausalLM(nn.Module):
             out.ratio_losses.append(loss_s)
         out.ratio_loss = torch.stack(out.ratio_losses).sum() if routes else logits.new_zeros(())
         if labels is not None:
-            out.lm_loss, out.bits_per_base = self._lm_loss(logits, labels, mask, loss_weights)
+            self._fill_lm_loss(out, labels, mask, loss_weights)
             out.loss = out.lm_loss + self.config.ratio_loss_weight * out.ratio_loss
         return out
+
+    def _fill_lm_loss(self, out: HNetOutput, labels, mask, loss_weights) -> None:
+        """``out.lm_loss`` and ``out.bits_per_base`` (next-base targets; a masked LM overrides this)."""
+        out.lm_loss, out.bits_per_base = self._lm_loss(out.logits, labels, mask, loss_weights)
 
     def _lm_loss(self, logits, labels, mask, loss_weights):
         tok = self.tokenizer

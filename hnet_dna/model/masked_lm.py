@@ -46,6 +46,9 @@ class HNetForMaskedLM(HNetForCausalLM):
         masked = ids.clone(); masked[0, 3] = tok.mask_id
         labels = torch.full_like(ids, -100); labels[0, 3] = ids[0, 3]
         out = model(masked, labels=labels)   # out.bits_per_base: the masked base's bits
+
+    ``forward`` is the causal LM's, except that ``labels`` (B, L) are NOT shifted (the true id at
+    each hidden position, -100 elsewhere) and the output also holds ``masked_accuracy``.
     """
 
     def __init__(self, config: HNetConfig, tokenizer: NucleotideTokenizer | None = None):
@@ -54,19 +57,10 @@ class HNetForMaskedLM(HNetForCausalLM):
                               "tiny-bihnet preset); a causal config builds an HNetForCausalLM")
         super().__init__(config, tokenizer)
 
-    def _lm_loss(self, logits, labels, mask, loss_weights):
-        loss, bits, _ = masked_lm_loss(logits, labels, mask, self.tokenizer, loss_weights)
-        return loss, bits
-
-    def forward(self, input_ids, mask=None, labels=None, loss_weights=None) -> HNetOutput:
-        """As :meth:`HNetForCausalLM.forward`, except that ``labels`` (B, L) are NOT shifted: the
-        true id at each hidden position, -100 elsewhere (A/C/G/T only are scored). Adds
-        ``masked_accuracy`` to the output."""
-        out = super().forward(input_ids, mask=mask, labels=labels, loss_weights=loss_weights)
-        if labels is not None:
-            mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-            out.masked_accuracy = masked_lm_loss(out.logits, labels, mask, self.tokenizer)[2]
-        return out
+    def _fill_lm_loss(self, out: HNetOutput, labels, mask, loss_weights) -> None:
+        # labels are NOT shifted: the true id at each hidden position, -100 elsewhere (A/C/G/T only scored)
+        out.lm_loss, out.bits_per_base, out.masked_accuracy = masked_lm_loss(out.logits, labels, mask, self.tokenizer,
+                                                                            loss_weights)
 
     # masked LMs do not decode
     def _no_decoding(self, *args, **kwargs):

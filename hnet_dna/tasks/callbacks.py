@@ -102,17 +102,20 @@ class HeldOutReport(pl.Callback):
             name = f"order-{m.order} Markov (fitted on the training windows)"
             rows.append((name, total / max(n, 1)))
             scored[name] = n
+        self._write(log_dir, f"Held-out bits per base ({self.split}: {len(held)} windows, {bases:,} scored bases)",
+                    rows, scored, {"windows": len(held), "bases": bases}, "bits_per_base")
+
+    def _write(self, log_dir: Path, title: str, rows: list, scored: dict, facts: dict, key: str) -> None:
+        """Print the rows (this run first) under ``title`` and write them to heldout_report.json; a
+        NaN for this run means it diverged."""
         width = max(len(name) for name, _ in rows)
-        lines = [f"Held-out bits per base ({self.split}: {len(held)} windows, {bases:,} scored bases):"]
-        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
+        lines = [f"{title}:"] + [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
         print("\n" + "\n".join(lines) + "\n", flush=True)
         path = log_dir / "heldout_report.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"split": self.split, "windows": len(held), "bases": bases, "bits_per_base": dict(rows),
-                                   "scored_bases": scored}, indent=2))
-        if math.isnan(bits):
-            raise RuntimeError("held-out bits per base is NaN: the run diverged")
-
+        path.write_text(json.dumps({"split": self.split, **facts, key: dict(rows), "scored_bases": scored}, indent=2))
+        if math.isnan(rows[0][1]):
+            raise RuntimeError(f"held-out {key.replace('_', ' ')} is NaN: the run diverged")
 
     def _masked_report(self, dm, model, log_dir: Path) -> None:
         """A masked LM's report: masked-base bits over the split's hidden bases (every one behind
@@ -138,16 +141,8 @@ class HeldOutReport(pl.Callback):
             name = f"two-sided order-{m.order} Markov ({m.order} visible bases each side, fitted on the training windows)"
             rows.append((name, total / max(n, 1)))
             scored[name] = n
-        width = max(len(name) for name, _ in rows)
-        lines = [f"Held-out masked-base bits per base ({self.split}: {len(pairs)} windows, {bases:,} hidden bases):"]
-        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in rows]
-        print("\n" + "\n".join(lines) + "\n", flush=True)
-        path = log_dir / "heldout_report.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"split": self.split, "windows": len(pairs), "objective": "masked LM",
-                                    "bases": bases, "masked_bits_per_base": dict(rows), "scored_bases": scored}, indent=2))
-        if math.isnan(bits):
-            raise RuntimeError("held-out masked-base bits per base is NaN: the run diverged")
+        self._write(log_dir, f"Held-out masked-base bits per base ({self.split}: {len(pairs)} windows, {bases:,} hidden bases)",
+                    rows, scored, {"windows": len(pairs), "objective": "masked LM", "bases": bases}, "masked_bits_per_base")
 
 
 @torch.no_grad()

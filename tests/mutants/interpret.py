@@ -80,7 +80,7 @@ MUTANTS = [
            "hnet_dna/interpret/ism.py", [("trail=downstream if kind == \"lm\" and window else 0", "trail=0")],
            "tests/interpret/test_ism.py::test_importance_has_no_period_of_the_stride_on_a_long_region"),
     Mutant("masked_ism_not_relative_to_ref", "a masked LM's ISM effects are log2 p(b), not relative to the reference base",
-           "hnet_dna/interpret/ism.py", [("        e = p - p[torch.arange(len(x)), ref][:, None]  # NaN rows (N) stay NaN",
+           "hnet_dna/interpret/ism.py", [("        e = p - p.gather(1, base_columns(lm.tokenizer, x)[:, None])  # NaN rows (N) stay NaN",
                                           "        e = p  # NaN rows (N) stay NaN")],
            "tests/interpret/test_ism.py::test_a_masked_lm_maps_masked_marginals"),
     Mutant("masked_ism_region_short_right_context", "a masked LM's ISM region reads only a causal span after its end",
