@@ -11,7 +11,8 @@
 # protocol call runs all of its systems in its stream; a rerun skips finished runs):
 #   THREADS=1 SETS="splice_sites_chr20 uci_splice_60bp ecoli_promoters" taskset -c 0 bash benchmarks/finetune_benchmark.sh &
 #   THREADS=1 SETS="promoter_tss_chr20 enhancers_iEnhancer2L core_promoters_70bp" taskset -c 1 bash benchmarks/finetune_benchmark.sh &
-# SYSTEMS="model probe" runs only those (default: all). With a new default model, rerunning into
+# SYSTEMS="model probe" runs only those (default: all). EXTRA="--model.pooling mean" passes options
+# to every protocol call (e.g. an earlier recipe's pooling, to compare with a table made with it). With a new default model, rerunning into
 # a copy of an earlier OUT redoes only the runs that rest on the backbone (the protocol compares the
 # backbone's weights and architecture with those results.json records) and keeps cnn and kmer_lr.
 set -euo pipefail
@@ -21,6 +22,7 @@ BUDGET=${BUDGET:-time:4}
 SEEDS=${SEEDS:-0 1 2}
 BACKBONE=${BACKBONE:-default}
 SYSTEMS=${SYSTEMS:-}
+EXTRA=${EXTRA:-}
 SETS=${SETS:-promoter_tss_chr20 enhancers_iEnhancer2L uci_splice_60bp splice_sites_chr20 core_promoters_70bp ecoli_promoters}
 if [ -n "${THREADS:-}" ]; then  # torch's intra-op threads (default: one per core)
   export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
@@ -31,6 +33,6 @@ for set in $SETS; do
   echo "== $set ($(date -u +%H:%M:%S))"
   # shellcheck disable=SC2086
   python -m hnet_dna.finetune --config "pipelines/finetune/$set.yaml" --model.backbone "$BACKBONE" --seeds $SEEDS \
-    --out "$OUT/$set" --budget "$BUDGET" ${SYSTEMS:+--systems $SYSTEMS} "${quiet[@]}"
+    --out "$OUT/$set" --budget "$BUDGET" ${SYSTEMS:+--systems $SYSTEMS} "${quiet[@]}" $EXTRA
 done
 echo "== done ($(date -u +%H:%M:%S))"
