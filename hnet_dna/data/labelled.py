@@ -18,6 +18,18 @@ Every reader yields :class:`LabelledSequence` records ``(id, sequence, label, sp
 * **Genomic Benchmarks folders**: ``ROOT/train/<class>/*.txt`` and ``ROOT/test/<class>/*.txt``,
   one sequence per file; ids are the file names.
 
+Beyond one class per sequence (``task``; by default chosen by the columns):
+
+* **multilabel**: several 0/1 columns ``label_<name>`` (or named with ``label_columns``), or one
+  label column of names separated by ``;`` (``label_separator``; an empty cell: no label);
+* **regression**: numeric target columns ``target`` / ``targets`` / ``y`` or ``target_<name>``
+  (or named with ``target_columns``), one or more per row.
+
+Without a plain label column, a table with ``label_*`` columns is multilabel and one with
+``target_*`` columns is regression; anything else is multiclass (as before these tasks existed).
+``task`` overrides: a plain ``target`` or ``y`` column is a regression target with ``task:
+regression`` only, since a class column may carry either name.
+
 Labels are strings. Integral numbers are normalised (``1``, ``1.0`` and ``01`` are the class
 ``"1"``). Classes are sorted (numerically when every label is a number); for a binary task the
 second class is the positive one (AUROC, F1). Letters go through the tokenizer's policies:
@@ -57,6 +69,9 @@ SEQUENCE_NAMES = ("sequence", "seq", "seqs")
 LABEL_NAMES = ("label", "labels", "class", "y")
 SPLIT_NAMES = ("split", "set")
 ID_NAMES = ("id", "name")
+TARGET_NAMES = ("target", "targets", "y")
+TASKS = ("multiclass", "multilabel", "regression")
+TRUE_VALUES, FALSE_VALUES = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no")
 SPLIT_VALUES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -64,9 +79,12 @@ SPLIT_VALUES = {"train": "train", "valid": "val", "val": "val", "validation": "v
 class LabelledSequence:
     id: str
     sequence: str  # upper-case letters as read (IUPAC letters kept; the tokenizer maps them)
-    label: str
+    label: str  # multiclass: the class; multilabel: the positive labels joined by ";" ("" for none)
     split: str | None  # "train", "val", "test", or None when the file does not say
     where: str  # file and line (or record), for messages
+    task: str = "multiclass"  # or "multilabel", "regression" (see hnet_dna.tasks.objectives)
+    values: tuple[float, ...] | None = None  # regression targets, or 0/1 per label column (multilabel)
+    value_names: tuple[str, ...] | None = None  # the names of ``values``, the same for every row of a file
 
 
 def normalise_label(value: str) -> str:
@@ -117,9 +135,12 @@ def _pick(columns: list[str], given: str | None, names: tuple[str, ...], what: s
         if name in lower:
             return lower[name]
     if required:
+        hint = ""
+        if what == "label" and any(c.strip().lower() in TARGET_NAMES for c in columns):
+            hint = " For a regression on numeric targets, give --data.task regression."
         raise DataError(
             f"{path}: no {what} column (looked for {', '.join(names)}); the columns are "
-            f"{', '.join(map(repr, columns))}. Name it with {flag} COLUMN."
+            f"{', '.join(map(repr, columns))}. Name it with {flag} COLUMN.{hint}"
         )
     return None
 
@@ -134,6 +155,10 @@ def read_table(
     label_required: bool = True,
     flag_prefix: str = "--data.",
     id_default: str = "line",
+    task: str | None = None,
+    label_columns: list[str] | None = None,
+    target_columns: list[str] | None = None,
+    label_separator: str = ";",
 ) -> list[LabelledSequence]:
     """Read a table of labelled sequences: CSV or TSV (plain or gzip), or Parquet / Arrow by
     suffix (see the module docstring). ``label_required=False`` reads sequences to classify (label
@@ -147,7 +172,8 @@ def read_table(
     else:
         header, rows = _text_rows(path)
     columns = dict(sequence_column=sequence_column, label_column=label_column, id_column=id_column,
-                   split_column=split_column)
+                   split_column=split_column, task=task, label_columns=label_columns,
+                   target_columns=target_columns, label_separator=label_separator)
     return _records(path, header, rows, columns, label_required, flag_prefix, id_default)
 
 
@@ -185,8 +211,12 @@ def _records(path: Path, header: list[str], rows, columns: dict, label_required:
     """Table rows as records: the columns found by name or flag, each cell checked. Without an id
     column, ``row`` ids count on from ``rows_before`` (the rows of a data set's earlier parts)."""
     seq_col = _pick(header, columns.get("sequence_column"), SEQUENCE_NAMES, "sequence", path, f"{flag_prefix}sequence_column")
-    label_col = _pick(header, columns.get("label_column"), LABEL_NAMES, "label", path, f"{flag_prefix}label_column",
-                      required=label_required)
+    task, value_cols, value_names = _task_columns(header, columns, label_required, path, flag_prefix)
+    label_col = None
+    if task == "multiclass" or (task == "multilabel" and not value_cols):
+        label_col = _pick(header, columns.get("label_column"), LABEL_NAMES, "label", path, f"{flag_prefix}label_column",
+                          required=label_required)
+    separator = columns.get("label_separator") or ";"
     id_col = _pick(header, columns.get("id_column"), ID_NAMES, "id", path, f"{flag_prefix}id_column", required=False)
     split_col = _pick(header, columns.get("split_column"), SPLIT_NAMES, "split", path, f"{flag_prefix}split_column",
                       required=False)
@@ -203,9 +233,19 @@ def _records(path: Path, header: list[str], rows, columns: dict, label_required:
         seq = text(row, seq_col, where, "sequence")
         if not seq:
             raise DataError(f"{where}: the sequence is empty")
-        label = normalise_label(text(row, label_col, where, "label")) if label_col is not None else ""
-        if not label and label_required:
-            raise DataError(f"{where}: the label is empty")
+        label, values = "", None
+        if task == "multiclass":
+            label = normalise_label(text(row, label_col, where, "label")) if label_col is not None else ""
+            if not label and label_required:
+                raise DataError(f"{where}: the label is empty")
+        elif value_cols and task == "multilabel":
+            values = tuple(_flag(row[index[c]], where, c) for c in value_cols)
+            label = ";".join(n for n, v in zip(value_names, values) if v)
+        elif value_cols:
+            values = tuple(_number(row[index[c]], where, c) for c in value_cols)
+        elif label_col is not None:  # multilabel: one column of names
+            names = {part.strip() for part in text(row, label_col, where, "label").split(separator)} - {""}
+            label = ";".join(sorted(names))
         split = split_default
         if split_col is not None:
             value = text(row, split_col, where, "split")
@@ -216,10 +256,85 @@ def _records(path: Path, header: list[str], rows, columns: dict, label_required:
             ident = text(row, id_col, where, "id")
         else:
             ident = where.rsplit(" ", 1)[1] if id_default == "line" else str(rows_before + len(out) + 1)
-        out.append(LabelledSequence(ident, seq, label, split, where))
+        out.append(LabelledSequence(ident, seq, label, split, where, task, values, value_names))
     if not out:
         raise DataError(f"{path}: no sequences after the header")
     return out
+
+
+def _task_columns(header: list[str], columns: dict, label_required: bool, path: Path, flag_prefix: str):
+    """(task, the value columns, their names) of a table: multilabel 0/1 columns or regression
+    targets, found by name (``label_*``; ``target`` / ``targets`` / ``y`` / ``target_*``) or given."""
+    task = columns.get("task")
+    if task is not None and task not in TASKS:
+        raise DataError(f"{flag_prefix}task must be one of {', '.join(TASKS)}, got {task!r}")
+    lower = {c.strip().lower(): c for c in header}
+    given_labels, given_targets = columns.get("label_columns"), columns.get("target_columns")
+    for given, flag in ((given_labels, "label_columns"), (given_targets, "target_columns")):
+        for c in given or []:
+            if c not in header:
+                raise DataError(f"{path}: no column {c!r} ({flag_prefix}{flag}); the columns are {', '.join(map(repr, header))}")
+    prefixed_labels = [c for c in header if c.strip().lower().startswith("label_")]
+    prefixed_targets = [c for c in header if c.strip().lower().startswith("target_")]
+    if task is None:
+        if given_labels or (prefixed_labels and not any(n in lower for n in LABEL_NAMES)):
+            task = "multilabel"
+        elif given_targets or (prefixed_targets and not any(n in lower for n in LABEL_NAMES)):
+            task = "regression"
+        else:
+            task = "multiclass"
+    if task == "multilabel":
+        cols = list(given_labels or ([] if columns.get("label_column") else prefixed_labels))
+        if cols and len(set(cols)) != len(cols):
+            raise DataError(f"{path}: a label column is named twice in {flag_prefix}label_columns")
+        return task, cols, tuple(_unprefixed(c, "label_") for c in cols) if cols else None
+    if task == "regression":
+        if not label_required:  # sequences to predict: targets not needed
+            return task, [], None
+        cols = list(given_targets or prefixed_targets)
+        if not cols:
+            found = next((lower[n] for n in TARGET_NAMES if n in lower), None)
+            if found is None:
+                raise DataError(f"{path}: no target column for a regression task (looked for {', '.join(TARGET_NAMES)} "
+                                f"and target_*); the columns are {', '.join(map(repr, header))}. Name them with "
+                                f"{flag_prefix}target_columns")
+            cols = [found]
+        names = tuple(_unprefixed(c, "target_") for c in cols)
+        return task, cols, names
+    if given_labels or given_targets:
+        raise DataError(f"{path}: {flag_prefix}label_columns / target_columns are for multilabel and regression tasks; "
+                        f"{flag_prefix}task is {task}")
+    return task, [], None
+
+
+def _unprefixed(column: str, prefix: str) -> str:
+    """``label_exon`` -> ``exon`` (any case); other names as they are."""
+    name = column.strip()
+    return name[len(prefix):] if name.lower().startswith(prefix) and len(name) > len(prefix) else name
+
+
+def _flag(value, where: str, column: str) -> float:
+    """A multilabel cell as 0.0 or 1.0."""
+    text = str(value if value is not None else "").strip().lower()
+    if text in TRUE_VALUES or value is True:
+        return 1.0
+    if text in FALSE_VALUES or value is False:
+        return 0.0
+    raise DataError(f"{where}: the label column {column!r} holds {value!r}; a multilabel column holds 0 or 1 "
+                    "(or true / false) for every sequence")
+
+
+def _number(value, where: str, column: str) -> float:
+    """A regression target cell as a finite float."""
+    try:
+        number = float(value if not isinstance(value, str) else value.strip())
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != number or number in (float("inf"), float("-inf")):
+        raise DataError(f"{where}: the target column {column!r} holds {value!r}, not a finite number; a regression "
+                        "target is numeric in every row (drop or impute the row), or choose the columns with "
+                        "--data.target_columns")
+    return number
 
 
 def read_fasta_records(path, label: str = "") -> list[LabelledSequence]:

@@ -20,10 +20,16 @@ Reverse-complement augmentation (and, in :class:`~hnet_dna.tasks.FinetuneModule`
 logits) is only allowed where it is true: on strand-specific labels it would teach the model a
 false symmetry.
 
+Tasks (``task``; by default what the columns say, see :mod:`hnet_dna.data.labelled`):
+``multiclass`` (one class per sequence), ``multilabel`` (several independent 0/1 labels) and
+``regression`` (one or more numeric targets). :attr:`LabelledDataModule.class_names` names the
+model's outputs: the classes, the labels or the targets. Multilabel and regression splits are drawn
+at random (seeded), not stratified.
+
 Everything is read, checked and encoded when the data module is constructed, so a bad file stops
 a run before anything is written. Batches are right-padded: ``input_ids`` (B, L), ``mask`` (B, L),
-``labels`` (B,) class indices into :attr:`LabelledDataModule.class_names`, ``index`` (B,) the row in
-its split. Training sequences are reverse-complemented with probability ``reverse_complement``, a
+``labels`` (B,) class indices into :attr:`LabelledDataModule.class_names` (multiclass) or (B, K)
+float 0/1 labels or targets in their own units, ``index`` (B,) the row in its split. Training sequences are reverse-complemented with probability ``reverse_complement``, a
 draw keyed by (sample_seed, epoch, row) so that it does not depend on workers or devices. Under DDP,
 validation and test give every sequence to exactly one process (no padding, no duplicates).
 """
@@ -51,7 +57,7 @@ SPLITS = ("train", "val", "test")
 class LabelledDataset(Dataset):
     """Encoded sequences of one split. Items are keyed by ``(epoch, index)`` (or an index)."""
 
-    def __init__(self, records: list[LabelledSequence], ids: list[torch.Tensor], labels: list[int],
+    def __init__(self, records: list[LabelledSequence], ids: list[torch.Tensor], labels: list,
                  tokenizer: NucleotideTokenizer, reverse_complement: float = 0.0, seed: int = 0):
         self.records, self.ids, self.labels = records, ids, labels
         self.tokenizer, self.reverse_complement, self.seed = tokenizer, reverse_complement, seed
@@ -68,7 +74,8 @@ class LabelledDataset(Dataset):
 
 
 def pad_batch(items: list[dict], pad_id: int) -> dict:
-    """Right-pad a list of items into ``input_ids`` / ``mask`` (B, L), ``labels`` and ``index`` (B,)."""
+    """Right-pad a list of items into ``input_ids`` / ``mask`` (B, L), ``labels`` ((B,) class
+    indices, or (B, K) floats) and ``index`` (B,)."""
     length = max(len(item["input_ids"]) for item in items)
     input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), length), dtype=torch.bool)
@@ -79,7 +86,8 @@ def pad_batch(items: list[dict], pad_id: int) -> dict:
     return {
         "input_ids": input_ids,
         "mask": mask,
-        "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "labels": torch.tensor([item["label"] for item in items],
+                               dtype=torch.float32 if isinstance(items[0]["label"], (list, tuple)) else torch.long),
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
     }
 
@@ -102,6 +110,11 @@ class LabelledDataModule(pl.LightningDataModule):
         predict: sequences to classify with ``predict``: a CSV/TSV (labels optional) or a FASTA.
         sequence_column, label_column, id_column, split_column: column names, when the common
             ones (sequence/seq/seqs, label/labels/class/y, id/name, split/set) are not used.
+        task: ``multiclass``, ``multilabel`` or ``regression``; None: what the columns say.
+        label_columns: multilabel 0/1 columns (default: every ``label_*`` column); without
+            them, the label column holds names separated by ``label_separator``.
+        target_columns: regression targets (default: ``target``/``targets``/``y`` or every
+            ``target_*`` column).
         val_fraction: the stratified share of training rows held out for validation when no
             validation rows are given.
         test_fraction: the stratified share of all rows held out for testing when no test rows
@@ -142,9 +155,15 @@ class LabelledDataModule(pl.LightningDataModule):
         strand_symmetric: bool = False,
         reverse_complement: float | None = None,
         iupac_policy: str = "lenient",
+        task: str | None = None,
+        label_columns: list[str] | None = None,
+        target_columns: list[str] | None = None,
+        label_separator: str = ";",
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # not "task": the module's hyperparameter of that name says the task it was built for, and
+        # Lightning refuses a key the two hold with different values (None here: from the columns)
+        self.save_hyperparameters(ignore=["task"])
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
             raise DataError(f"--data.val_fraction and --data.test_fraction must be within [0, 1), got {val_fraction}, {test_fraction}")
         if folds == 1 or folds < 0 or (folds and not 0 <= fold < folds):
@@ -169,28 +188,19 @@ class LabelledDataModule(pl.LightningDataModule):
         self.tokenizer = NucleotideTokenizer(policy=iupac_policy)
         columns = dict(sequence_column=sequence_column, label_column=label_column, id_column=id_column,
                        split_column=split_column)
-        self.records = self._split(read_labelled(train, **columns), valid, test, columns)
-        labels = [r.label for r in self.records["train"]]
-        self.class_names = class_names(labels)
-        if len(self.class_names) < 2:
-            raise DataError(
-                f"{_describe(train)}: the training labels hold one class ({self.class_names[0]!r}); a classifier "
-                "needs at least two. Check --data.label_column."
-            )
-        index = {name: i for i, name in enumerate(self.class_names)}
-        for split in ("val", "test"):
-            for r in self.records[split]:
-                if r.label not in index:
-                    raise DataError(
-                        f"{r.where}: label {r.label!r} never occurs in the training data "
-                        f"(classes: {', '.join(self.class_names)})"
-                    )
+        if task is not None or label_columns or target_columns:
+            columns |= dict(task=task, label_columns=label_columns, target_columns=target_columns,
+                            label_separator=label_separator)
+        rows = read_labelled(train, **columns)
+        self.task = _task_of(rows, task, train)
+        self.records = self._split(rows, valid, test, columns)
+        targets = self._targets()
         self.datasets = {}
         for split in SPLITS:
             recs = self.records[split]
             ids = [encode_checked(self.tokenizer, r) for r in recs]
             self.datasets[split] = LabelledDataset(
-                recs, ids, [index[r.label] for r in recs], self.tokenizer,
+                recs, ids, targets[split], self.tokenizer,
                 reverse_complement=reverse_complement if split == "train" else 0.0, seed=self.sample_seed,
             )
         self.predict_records = None
@@ -198,6 +208,77 @@ class LabelledDataModule(pl.LightningDataModule):
             self.predict_records = read_unlabelled(predict, sequence_column=sequence_column, id_column=id_column)
             ids = [encode_checked(self.tokenizer, r) for r in self.predict_records]
             self.datasets["predict"] = LabelledDataset(self.predict_records, ids, [-1] * len(ids), self.tokenizer)
+
+    def _targets(self) -> dict[str, list]:
+        """Each split's labels as the model reads them; sets :attr:`class_names` (the outputs)."""
+        train, task = self.records["train"], self.task
+        for split in ("val", "test"):
+            for r in self.records[split]:
+                if r.task != task or (r.value_names is not None and r.value_names != train[0].value_names):
+                    what = r.task if r.value_names is None else f"{r.task} with columns {', '.join(r.value_names)}"
+                    raise DataError(f"{r.where}: a {what} row, where the training rows are {task}"
+                                    + (f" with columns {', '.join(train[0].value_names)}" if train[0].value_names else ""))
+        if task == "multiclass":
+            self.class_names = class_names([r.label for r in train])
+            if len(self.class_names) < 2:
+                raise DataError(
+                    f"{_describe(self.hparams.train)}: the training labels hold one class ({self.class_names[0]!r}); a "
+                    "classifier needs at least two. Check --data.label_column."
+                )
+            index = {name: i for i, name in enumerate(self.class_names)}
+            for split in ("val", "test"):
+                for r in self.records[split]:
+                    if r.label not in index:
+                        raise DataError(
+                            f"{r.where}: label {r.label!r} never occurs in the training data "
+                            f"(classes: {', '.join(self.class_names)})"
+                        )
+            return {split: [index[r.label] for r in self.records[split]] for split in SPLITS}
+        if train[0].value_names is not None:  # label or target columns
+            self.class_names = list(train[0].value_names)
+            out = {split: [list(r.values) for r in self.records[split]] for split in SPLITS}
+        else:  # multilabel from one column of ";"-separated names: the training split's names
+            self.class_names = sorted({n for r in train for n in r.label.split(";") if n})
+            index = {name: i for i, name in enumerate(self.class_names)}
+            out = {}
+            for split in SPLITS:
+                out[split] = []
+                for r in self.records[split]:
+                    hot = [0.0] * len(index)
+                    for name in filter(None, r.label.split(";")):
+                        if name not in index:
+                            raise DataError(f"{r.where}: label {name!r} never occurs in the training data "
+                                            f"(labels: {', '.join(self.class_names)})")
+                        hot[index[name]] = 1.0
+                    out[split].append(hot)
+        if not self.class_names:
+            raise DataError(f"{_describe(self.hparams.train)}: no labels in the training rows (multilabel)")
+        if task == "multilabel":
+            positives = np.asarray(out["train"]).sum(0)
+            for name, n in zip(self.class_names, positives):
+                if n == 0 or n == len(train):
+                    raise DataError(f"{_describe(self.hparams.train)}: label {name!r} is {'never' if n == 0 else 'always'} "
+                                    "set in the training rows, so there is nothing to learn for it; drop the column "
+                                    "(or --data.label_columns without it)")
+        else:
+            spread = np.asarray(out["train"]).std(0)
+            for name, sd in zip(self.class_names, spread):
+                if not sd > 0:
+                    raise DataError(f"{_describe(self.hparams.train)}: target {name!r} is constant in the training rows; "
+                                    "a regression needs targets that vary")
+        return out
+
+    def target_stats(self) -> tuple[list[float], list[float]]:
+        """Regression: each target's mean and standard deviation on the training split (the
+        model learns the standardised targets; predictions come back in the target's units)."""
+        values = np.asarray(self.datasets["train"].labels, dtype=np.float64)  # (N, K)
+        return values.mean(0).tolist(), values.std(0).tolist()
+
+    def pos_weight(self) -> list[float]:
+        """Multilabel: each label's negatives / positives on the training split (BCE pos_weight)."""
+        values = np.asarray(self.datasets["train"].labels, dtype=np.float64)  # (N, K)
+        positives = values.sum(0)
+        return ((len(values) - positives) / positives).tolist()
 
     # ------------------------------------------------------------------------------ splits
     def _split(self, rows: list[LabelledSequence], valid, test, columns) -> dict[str, list[LabelledSequence]]:
@@ -280,7 +361,8 @@ class LabelledDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         sizes = ", ".join(f"{s}: {len(self.datasets[s]):,}" for s in SPLITS)
-        return f"{sizes} sequences; classes {', '.join(self.class_names)}"
+        what = {"multiclass": "classes", "multilabel": "labels", "regression": "targets"}[self.task]
+        return f"{sizes} sequences; {what} {', '.join(self.class_names)}"
 
 
 def read_unlabelled(source, *, sequence_column=None, id_column=None) -> list[LabelledSequence]:
@@ -297,12 +379,27 @@ def read_unlabelled(source, *, sequence_column=None, id_column=None) -> list[Lab
     return read_table(path, sequence_column=sequence_column, id_column=id_column, label_required=False)
 
 
+def _task_of(rows: list[LabelledSequence], task: str | None, source) -> str:
+    """The task the training input holds (one for every row), or the one asked for."""
+    found = {r.task for r in rows}
+    if len(found) > 1:
+        raise DataError(f"{_describe(source)}: its parts hold different tasks ({', '.join(sorted(found))}); give every "
+                        "part the same columns")
+    held = found.pop()
+    if task is not None and task != held:
+        raise DataError(f"{_describe(source)}: --data.task {task}, but this input is read as {held} (FASTA per class and "
+                        "Genomic Benchmarks folders hold one class per sequence); give a table with label_* or target "
+                        "columns")
+    return held
+
+
 def _stratified_split(rows, fraction: float, seed: int):
+    """Hold out ``fraction`` of ``rows``: stratified by class (multiclass), at random otherwise."""
     from sklearn.model_selection import train_test_split
 
     labels = [r.label for r in rows]
     counts = {label: labels.count(label) for label in set(labels)}
-    stratify = labels if min(counts.values()) >= 2 else None
+    stratify = labels if rows[0].task == "multiclass" and min(counts.values()) >= 2 else None
     keep, held = train_test_split(list(range(len(rows))), test_size=fraction, random_state=seed, stratify=stratify)
     return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
 
@@ -311,6 +408,11 @@ def _stratified_fold(rows, folds: int, fold: int, seed: int):
     """(the other folds, fold ``fold``) of a stratified, seeded K-fold partition of ``rows``."""
     from sklearn.model_selection import StratifiedKFold
 
+    if rows[0].task != "multiclass":
+        from sklearn.model_selection import KFold
+
+        keep, held = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(rows))[fold]
+        return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
     labels = [r.label for r in rows]
     smallest = min(labels.count(label) for label in set(labels))
     if smallest < folds:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..config import ConfigError
 from ..tokenizer import SEQUENCE_VOCAB_SIZE, NucleotideTokenizer
 from .hnet import InputError
-from .heads import SequenceClassifierOutput
+from .heads import SequenceClassifierOutput, check_outputs
 
 __all__ = ["CNNClassifier"]
 
@@ -43,18 +43,18 @@ class CNNClassifier(nn.Module):
         kernel_size: odd width. embed_dim: width of the base embedding. code_dim: channels per
             position handed to the dense layer. hidden: width of the dense layer.
         dropout: before the output layer. rc_conjoin: average the logits of each sequence and its
-            reverse complement.
+            reverse complement. task: as :class:`~hnet_dna.model.heads.HNetForSequenceClassification`'s.
     """
 
     def __init__(self, class_names: list[str], max_length: int, channels: int = 96, layers: int = 3,
                  kernel_size: int = 9, embed_dim: int = 64, code_dim: int = 16, hidden: int = 128,
-                 dropout: float = 0.2, rc_conjoin: bool = False):
+                 dropout: float = 0.2, rc_conjoin: bool = False, task: str = "multiclass"):
         super().__init__()
         if kernel_size % 2 != 1 or layers < 1 or channels < 1 or not max_length > 0:
             raise ConfigError(f"the CNN needs an odd kernel_size, layers and channels >= 1 and max_length > 0; "
                               f"got {kernel_size}, {layers}, {channels}, {max_length}")
-        if len(class_names) < 2:
-            raise ConfigError(f"a classifier needs at least two classes, got {class_names!r}")
+        check_outputs(class_names, task)
+        self.task = task
         self.tokenizer = NucleotideTokenizer()
         self.class_names = [str(c) for c in class_names]
         self.max_length, self.rc_conjoin = max_length, rc_conjoin
@@ -92,6 +92,9 @@ class CNNClassifier(nn.Module):
             logits = (logits + self._logits(self.tokenizer.reverse_complement(input_ids, mask=mask), mask)) / 2
         out = SequenceClassifierOutput(logits=logits)
         if labels is not None:
+            if self.task != "multiclass":
+                raise InputError(f"a {self.task} CNN's loss is its task's (hnet_dna.tasks.objectives.Objective): call it "
+                                 "without labels")
             out.loss = F.cross_entropy(logits.float(), labels.long())
         return out
 

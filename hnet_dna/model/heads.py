@@ -34,9 +34,19 @@ from ..config import ConfigError, HNetConfig
 from .hnet import HNetForCausalLM, InputError
 from .pooling import AttentionPooling, Pooling, check_pooling, pool_features, pooled_width
 
-__all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput"]
+__all__ = ["HNetForSequenceClassification", "SequenceClassifierOutput", "check_outputs"]
 
 HEAD_NAME = "classifier.json"
+
+
+def check_outputs(names: list[str], task: str) -> None:
+    """A multiclass head needs two classes or more; a multilabel or regression head one output or more."""
+    if task not in ("multiclass", "multilabel", "regression"):
+        raise ConfigError(f"task must be multiclass, multilabel or regression, got {task!r}")
+    if task == "multiclass" and len(names) < 2:
+        raise ConfigError(f"a classifier needs at least two classes, got {names!r}")
+    if not names:
+        raise ConfigError(f"a {task} head needs at least one output name")
 
 
 @dataclass
@@ -57,14 +67,18 @@ class HNetForSequenceClassification(nn.Module):
         head_norm: LayerNorm on the pooled features (with ``flatten``: on each position) before the
             linear head.
         max_length: with ``flatten``, the longest sequence the head takes (shorter ones are padded).
+        task: ``multiclass`` (one logit per class, at least two; ``labels`` give the cross-entropy
+            loss), or ``multilabel`` / ``regression``: one output per label or target (at least
+            one), their loss and predictions in :mod:`hnet_dna.tasks.objectives`.
     """
 
     def __init__(self, backbone: HNetForCausalLM, class_names: list[str], pooling: Pooling = "mean",
-                 rc_conjoin: bool = False, dropout: float = 0.0, head_norm: bool = True, max_length: int | None = None):
+                 rc_conjoin: bool = False, dropout: float = 0.0, head_norm: bool = True, max_length: int | None = None,
+                 task: str = "multiclass"):
         super().__init__()
         check_pooling(pooling, backbone.config.num_stages)
-        if len(class_names) < 2:
-            raise ConfigError(f"a classifier needs at least two classes, got {class_names!r}")
+        check_outputs(class_names, task)
+        self.task = task
         self.backbone = backbone
         self.class_names = [str(c) for c in class_names]
         if pooling == "flatten" and not (max_length or 0) > 0:
@@ -107,6 +121,9 @@ class HNetForSequenceClassification(nn.Module):
             logits = (logits + self._logits(rc, mask)) / 2
         out = SequenceClassifierOutput(logits=logits)
         if labels is not None:
+            if self.task != "multiclass":
+                raise InputError(f"a {self.task} head's loss is its task's (hnet_dna.tasks.objectives.Objective), not "
+                                 "cross-entropy: call it without labels")
             if labels.shape != logits.shape[:1] or labels.dtype not in (torch.int64, torch.int32):
                 raise InputError(f"labels must be (batch,) class indices; got shape {tuple(labels.shape)}, dtype {labels.dtype}")
             out.loss = F.cross_entropy(logits.float(), labels.long())
@@ -136,7 +153,8 @@ class HNetForSequenceClassification(nn.Module):
         save_file(head, str(directory / "classifier.safetensors"))
         (directory / HEAD_NAME).write_text(json.dumps(
             {"class_names": self.class_names, "pooling": self.pooling, "rc_conjoin": self.rc_conjoin,
-             "head_norm": isinstance(self.head_norm, nn.LayerNorm), "max_length": self.max_length}, indent=2) + "\n")
+             "head_norm": isinstance(self.head_norm, nn.LayerNorm), "max_length": self.max_length,
+             **({"task": self.task} if self.task != "multiclass" else {})}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location="cpu") -> "HNetForSequenceClassification":
@@ -151,7 +169,7 @@ class HNetForSequenceClassification(nn.Module):
         meta = json.loads((directory / HEAD_NAME).read_text())
         model = cls(HNetForCausalLM.from_pretrained(directory, map_location=map_location), meta["class_names"],
                     pooling=meta["pooling"], rc_conjoin=meta["rc_conjoin"], head_norm=meta.get("head_norm", False),
-                    max_length=meta.get("max_length"))
+                    max_length=meta.get("max_length"), task=meta.get("task", "multiclass"))
         head = load_file(str(directory / "classifier.safetensors"), device=str(map_location))
         parts = [("classifier.", model.classifier), ("head_norm.", model.head_norm)]
         parts += [] if model.attention is None else [("attention.", model.attention)]

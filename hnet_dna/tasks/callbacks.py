@@ -291,18 +291,30 @@ class TrainingCurves(pl.Callback):
 class ClassPredictionWriter(_TsvPredictionWriter):
     """Write what ``python -m hnet_dna predict`` classifies to ``<folder>/predictions.rank<r>.tsv``:
     one row per sequence, ``id``, ``predicted`` (the class name), then one probability column per
-    class (``p_<class>``).
+    class (``p_<class>``). A multilabel model: ``id``, ``predicted`` (the labels with probability
+    at least 0.5, joined by ``;``), then ``p_<label>`` per label; a regression model: ``id``, then
+    one column per target, in the target's units.
 
     Args:
         folder: where to write (default: the run's log folder).
     """
 
     def header(self, pl_module) -> list[str]:
-        return ["id", "predicted", *[f"p_{c}" for c in pl_module.classifier.class_names]]
+        names = pl_module.classifier.class_names
+        if getattr(pl_module, "task", "multiclass") == "regression":
+            return ["id", *names]
+        return ["id", "predicted", *[f"p_{c}" for c in names]]
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         records = trainer.datamodule.predict_records
         names = pl_module.classifier.class_names
+        if "values" in prediction:  # multilabel probabilities or regression targets
+            multilabel = pl_module.task == "multilabel"
+            with self.path.open("a") as f:
+                for i, v in zip(prediction["index"].tolist(), prediction["values"].tolist()):
+                    called = [";".join(n for n, x in zip(names, v) if x >= 0.5)] if multilabel else []
+                    f.write("\t".join([records[i].id, *called, *[f"{x:.6g}" for x in v]]) + "\n")
+            return
         probs = prediction["probs"].tolist()
         with self.path.open("a") as f:
             for i, p in zip(prediction["index"].tolist(), probs):

@@ -81,6 +81,14 @@ class FinetuneModule(ClassifierTask):
             lora_dropout: the adapters' rank r, scale alpha (updates scaled by alpha / r) and dropout.
         gradient_checkpointing: recompute each backbone block in the backward pass instead of
             keeping its activations: less memory for long sequences, more time, same results.
+        task: ``multiclass``, ``multilabel`` or ``regression``; None: the data module's
+            (:mod:`hnet_dna.tasks.objectives`: losses, predictions, metrics).
+        pos_weight: multilabel: ``none``, or ``balanced`` (each label's positives weighted by its
+            negatives / positives on the training split).
+        regression_loss: ``mse`` on targets standardised on the training split, or ``poisson`` (the
+            outputs are log rates of counts).
+        target_mean, target_std, pos_weight_values: written by the module from the training split
+            (leave them unset), so checkpoints predict in the targets' units without the data.
         backbone_config: written by the module into its checkpoints (leave it unset): the
             backbone's full config, so that a checkpoint rebuilds its architecture from itself even
             when ``backbone`` now names something else (``default`` after a new default model, a
@@ -116,6 +124,12 @@ class FinetuneModule(ClassifierTask):
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
+        task: str | None = None,
+        pos_weight: str = "none",
+        regression_loss: str = "mse",
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+        pos_weight_values: list[float] | None = None,
     ):
         super().__init__()
         if not lr > 0 or (head_lr is not None and not head_lr > 0):
@@ -134,6 +148,7 @@ class FinetuneModule(ClassifierTask):
             raise ConfigError(f"--model.lora_rank must be >= 1, lora_alpha > 0 and lora_dropout within [0, 1); "
                               f"got {lora_rank}, {lora_alpha}, {lora_dropout}")
         self.save_hyperparameters()
+        self._check_task_options()
         self.head_probe: dict | None = None  # head_init probe: the probe's C and validation MCC, once fitted
         # Held outside the module tree until the head exists, so its weights are registered once
         # (as classifier.backbone.*), whether the classes come from the config or from the data.
@@ -161,7 +176,7 @@ class FinetuneModule(ClassifierTask):
             hp.max_length = self._longest("pooling 'flatten'")
         self.classifier = HNetForSequenceClassification(self.backbone, class_names, pooling=hp.pooling,
                                                         rc_conjoin=rc_conjoin, dropout=hp.dropout, head_norm=hp.head_norm,
-                                                        max_length=hp.max_length)
+                                                        max_length=hp.max_length, task=self.task)
         if hp.adapter == "lora":
             self.adapted = add_lora(self.classifier.backbone, hp.lora_rank, hp.lora_alpha, hp.lora_dropout)
         if hp.freeze_backbone:
@@ -185,6 +200,9 @@ class FinetuneModule(ClassifierTask):
         where the model already is on its device. The probe's features, fit and seconds come before
         the trainer's clock starts: a ``time`` budget does not include them (``head_probe["seconds"]``
         says what they took)."""
+        if self.task != "multiclass":
+            raise ConfigError(f"--model.head_init probe fits a logistic-regression probe of one class per sequence; a "
+                              f"{self.task} task has no probe initialisation yet: use head_init random")
         start = time.perf_counter()
         dm = self._data  # what setup attached
         splits = {}
@@ -261,7 +279,8 @@ class FinetuneModule(ClassifierTask):
             frozen = " (backbone frozen)" if hp.freeze_backbone else (f", first {hp.freeze_layers} blocks frozen" if hp.freeze_layers else "")
             if hp.adapter == "lora":
                 frozen = f" (LoRA r {hp.lora_rank}, alpha {hp.lora_alpha:g} on {len(self.adapted)} projections; backbone frozen)"
-            print(f"hnet_dna: fine-tuning {len(self.classifier.class_names)} classes "
+            outputs = {"multiclass": "classes", "multilabel": "labels", "regression": "targets"}[self.task]
+            print(f"hnet_dna: fine-tuning {len(self.classifier.class_names)} {outputs} "
                   f"({', '.join(self.classifier.class_names)}), pooling {hp.pooling}, rc_conjoin "
                   f"{self.classifier.rc_conjoin}, head_norm {hp.head_norm}; backbone lr {hp.lr:.3g}{frozen}, layer decay "
                   f"{hp.lr_layer_decay:g}, weight decay {hp.weight_decay:g} toward {hp.decay_toward}; head lr {head_lr:.3g}",

@@ -293,3 +293,79 @@ def test_bad_arrow_data_is_named(tmp_path):
 def test_row_ids_are_unique_over_a_data_sets_parts():
     hub = read_labelled(str(HF / "enhancers_hub_layout"))  # two Parquet files, no id column
     assert len({r.id for r in hub}) == len(hub) == 24
+
+
+# ------------------------------------------------------------------- multilabel and regression (#33)
+def _promoter_rows(n=40):
+    """Real sequences of the promoter fixture: (sequence, label, split)."""
+    lines = (LABELLED / "promoter_tss_chr20_300bp.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    cells = [line.split("\t") for line in lines[1 : n + 1]]
+    return [(c[header.index("sequence")], c[header.index("label")], c[header.index("split")]) for c in cells]
+
+
+def test_the_task_is_read_from_the_columns_or_asked_for(tmp_path):
+    rows = _promoter_rows()
+    columns = tmp_path / "columns.tsv"
+    columns.write_text("sequence\tlabel_promoter\tlabel_gc_rich\n" + "".join(
+        f"{s}\t{y}\t{int(s.count('G') + s.count('C') > 150)}\n" for s, y, _ in rows))
+    names = tmp_path / "names.tsv"
+    names.write_text("sequence\tlabel\n" + "".join(
+        f"{s}\t{';'.join(n for n, on in (('promoter', y == '1'), ('gc_rich', s.count('G') + s.count('C') > 150)) if on)}\n"
+        for s, y, _ in rows))
+    by_columns = LabelledDataModule(str(columns), val_fraction=0.25)
+    by_names = LabelledDataModule(str(names), val_fraction=0.25, task="multilabel")
+    assert by_columns.task == by_names.task == "multilabel"
+    assert by_columns.class_names == ["promoter", "gc_rich"] and by_names.class_names == ["gc_rich", "promoter"]
+    for split in ("train", "val"):  # the same rows, the same multi-hot labels (columns in each one's order)
+        a = torch.tensor(by_columns.datasets[split].labels)
+        b = torch.tensor(by_names.datasets[split].labels)[:, [1, 0]]
+        assert torch.equal(a, b) and a.shape[1] == 2
+    with pytest.raises(DataError, match="the label is empty"):  # a plain label column is a class, as before
+        LabelledDataModule(str(names), val_fraction=0.25)
+
+    targets = tmp_path / "targets.csv"
+    targets.write_text("seq,target_gc,target_cpg,split\n" + "".join(
+        f"{s},{(s.count('G') + s.count('C')) / len(s):.4f},{s.count('CG')},{'train' if sp == 'train' else 'test'}\n"
+        for s, _, sp in rows))
+    dm = LabelledDataModule(str(targets), val_fraction=0.2)
+    assert dm.task == "regression" and dm.class_names == ["gc", "cpg"]
+    y = torch.tensor(dm.datasets["train"].labels)
+    assert y.dtype == torch.float32 and y.shape[1] == 2 and y[:, 1].max() > 5
+    mean, std = dm.target_stats()
+    assert mean == pytest.approx(y.double().mean(0).tolist()) and std == pytest.approx(y.double().std(0, unbiased=False).tolist())
+    plain = tmp_path / "plain.csv"
+    plain.write_text("sequence,y\n" + "".join(f"{s},{s.count('CG')}\n" for s, _, _ in rows))
+    assert LabelledDataModule(str(plain), val_fraction=0.2, task="regression").class_names == ["y"]
+    with pytest.raises(DataError, match="never occurs in the training data"):  # "y" is a class column unless asked
+        LabelledDataModule(str(plain), val_fraction=0.2)
+
+
+BAD_TASK_TABLES = [
+    ("sequence\ttarget_a\nACGT\t1.5\nGGCC\tn/a\n", {}, r"bad.tsv, line 3: the target column 'target_a' holds 'n/a', not a finite number"),
+    ("sequence\ttarget_a\nACGT\t1.5\nGGCC\tNaN\n", {}, r"bad.tsv, line 3: the target column 'target_a' holds 'NaN', not a finite number"),
+    ("sequence\ttarget_a\nACGT\t1.5\nGGCC\t\n", {}, r"bad.tsv, line 3: the target column 'target_a' holds '', not a finite number"),
+    ("sequence\ttarget\nACGT\t1.5\nGGCC\t2\n", {}, r"no label column .*give --data.task regression"),
+    ("sequence\tscore\nACGT\t1.5\nGGCC\t2\n", {"task": "regression", "target_columns": ["signal"]}, r"bad.tsv: no column 'signal' \(--data.target_columns\)"),
+    ("sequence\tlabel_a\tlabel_b\nACGT\t1\t0\nGGCC\t0\t1\n", {"label_columns": ["label_a", "label_c"]}, r"bad.tsv: no column 'label_c' \(--data.label_columns\)"),
+    ("sequence\tlabel_a\tlabel_b\nACGT\t1\t0\nGGCC\t2\t1\n", {}, r"bad.tsv, line 3: the label column 'label_a' holds '2'; a multilabel column holds 0 or 1"),
+    ("sequence\tlabel_a\tlabel_b\nACGT\t1\t0\nGGCC\t0\t0\n", {}, r"label 'b' is never set in the training rows"),
+    ("sequence\ttarget_a\nACGT\t1\nGGCC\t1\n", {}, r"target 'a' is constant in the training rows"),
+    ("sequence\tlabel\tsplit\nACGT\ta\ttrain\nGGCC\tb\ttrain\nTTTT\ta;c\ttest\n", {"task": "multilabel"}, r"bad.tsv, line 4: label 'c' never occurs in the training data"),
+    ("sequence\tlabel\nACGT\t1\nGGCC\t0\n", {"task": "ranking"}, r"--data.task must be one of multiclass, multilabel, regression"),
+]
+
+
+@pytest.mark.parametrize("content, kwargs, message", BAD_TASK_TABLES)
+def test_bad_multilabel_and_regression_input_names_the_file_line_and_column(tmp_path, content, kwargs, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        LabelledDataModule(str(path), val_fraction=0.0, **kwargs)
+
+
+def test_a_fasta_per_class_input_is_not_a_regression(tmp_path):
+    fasta = tmp_path / "a.fa"
+    fasta.write_text(">x\nACGT\n")
+    with pytest.raises(DataError, match="--data.task regression, but this input is read as multiclass"):
+        LabelledDataModule({"a": str(fasta), "b": str(fasta)}, task="regression", val_fraction=0.0)

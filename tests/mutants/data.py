@@ -3,6 +3,21 @@
 from . import Mutant
 
 MUTANTS = [
+    # ---- hnet_dna/data/labelled.py, multilabel and regression (issue #33)
+    Mutant("target_nan_accepted", "a regression target 'nan' is read as a number",
+           "hnet_dna/data/labelled.py", [('if number is None or number != number or number in (float("inf"), float("-inf")):', "if number is None:")],
+           "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
+    Mutant("multilabel_cell_any_number", "a multilabel cell of 2 counts as set",
+           "hnet_dna/data/labelled.py", [('    if text in TRUE_VALUES or value is True:', '    if text in TRUE_VALUES or text == "2" or value is True:')],
+           "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
+    Mutant("target_column_auto_regression", "a plain 'target' column makes a regression without being asked",
+           "hnet_dna/data/labelled.py", [("        elif given_targets or (prefixed_targets and not any(n in lower for n in LABEL_NAMES)):",
+                                          "        elif given_targets or prefixed_targets or \"target\" in lower:")],
+           "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
+    Mutant("multilabel_names_unsorted", "labels from a ';' column are one-hot in the order first seen, not by name",
+           "hnet_dna/data/labelled_datamodule.py", [('self.class_names = sorted({n for r in train for n in r.label.split(";") if n})',
+                                                     'self.class_names = list(dict.fromkeys(n for r in train for n in r.label.split(";") if n))')],
+           "tests/data/test_labelled.py::test_the_task_is_read_from_the_columns_or_asked_for"),
     # ---- hnet_dna/data/datamodule.py
     Mutant("rc_soft_mask_not_flipped", "soft-mask loss weights are not flipped with a reverse-complemented window",
            "hnet_dna/data/datamodule.py",
@@ -47,7 +62,7 @@ MUTANTS = [
     # ---- hnet_dna/data/labelled_datamodule.py
     Mutant("val_split_not_stratified", "the carved validation/test split ignores the classes",
            "hnet_dna/data/labelled_datamodule.py",
-           [("    stratify = labels if min(counts.values()) >= 2 else None", "    stratify = None")],
+           [('    stratify = labels if rows[0].task == "multiclass" and min(counts.values()) >= 2 else None', "    stratify = None")],
            "tests/data/test_labelled.py::test_data_module_splits_case_iupac_and_padding"),
     Mutant("batch_order_on_split_seed", "training batches are ordered by the split's seed, the same for every model seed",
            "hnet_dna/data/labelled_datamodule.py",

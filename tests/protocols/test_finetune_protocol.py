@@ -220,3 +220,18 @@ def test_the_protocol_takes_a_masked_lm_backbone_and_its_scratch_control_is_bidi
     cli = build_cli(["--config", finetune_recipe(tmp_path), "--model.backbone", str(tmp_path / "mlm")])
     scratch = _control_module("scratch", cli.model, seed=0)
     assert isinstance(scratch.backbone, HNetForMaskedLM) and scratch.backbone.config.bidirectional
+
+
+def test_a_multilabel_set_is_refused_by_the_protocol_before_any_run(tmp_path, capsys):
+    from hnet_dna.finetune import main as protocol
+
+    lines = (LABELLED / "promoter_tss_chr20_300bp.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    table = tmp_path / "multilabel.tsv"
+    table.write_text("sequence\tlabel_promoter\tlabel_gc_rich\n" + "".join(
+        f"{c[header.index('sequence')]}\t{c[header.index('label')]}\t{int(c[header.index('sequence')].count('G') > 75)}\n"
+        for c in (line.split("\t") for line in lines[1:60])))
+    with pytest.raises(SystemExit) as stop:
+        protocol(["--config", finetune_recipe(tmp_path, train=str(table)), "--seeds", "0", "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "the data is a multilabel task" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -61,6 +61,12 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
     if not hasattr(check.model, "backbone"):
         raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
+    if getattr(dm, "task", "multiclass") != "multiclass":
+        from ...data.genome import DataError
+
+        raise DataError(f"hnet_dna.finetune: the data is a {dm.task} task; the protocol's controls (probe, kmer_lr) and "
+                        "its selection on val/mcc are for one class per sequence so far. Fit and test it with "
+                        "python -m hnet_dna fit / test (selection on val/auprc or val/pearson)")
     check_selection(check, f"--config {config}")  # before any run
     pretrained = not is_untrained(_backbone_spec(check))
     if systems is None:  # the controls of a pretrained backbone only where there is one
