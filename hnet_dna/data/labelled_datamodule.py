@@ -48,6 +48,7 @@ from ..tokenizer import NucleotideTokenizer
 from .datamodule import WindowSampler
 from .genome import DataError
 from .labelled import LabelledSequence, class_names, encode_checked, read_labelled
+from .splits import describe, stratified_fold, stratified_split, task_of
 
 __all__ = ["LabelledDataModule", "LabelledDataset", "pad_batch"]
 
@@ -192,7 +193,7 @@ class LabelledDataModule(pl.LightningDataModule):
             columns |= dict(task=task, label_columns=label_columns, target_columns=target_columns,
                             label_separator=label_separator)
         rows = read_labelled(train, **columns)
-        self.task = _task_of(rows, task, train)
+        self.task = task_of(rows, task, train)
         self.records = self._split(rows, valid, test, columns)
         targets = self._targets()
         self.datasets = {}
@@ -222,7 +223,7 @@ class LabelledDataModule(pl.LightningDataModule):
             self.class_names = class_names([r.label for r in train])
             if len(self.class_names) < 2:
                 raise DataError(
-                    f"{_describe(self.hparams.train)}: the training labels hold one class ({self.class_names[0]!r}); a "
+                    f"{describe(self.hparams.train)}: the training labels hold one class ({self.class_names[0]!r}); a "
                     "classifier needs at least two. Check --data.label_column."
                 )
             index = {name: i for i, name in enumerate(self.class_names)}
@@ -252,19 +253,19 @@ class LabelledDataModule(pl.LightningDataModule):
                         hot[index[name]] = 1.0
                     out[split].append(hot)
         if not self.class_names:
-            raise DataError(f"{_describe(self.hparams.train)}: no labels in the training rows (multilabel)")
+            raise DataError(f"{describe(self.hparams.train)}: no labels in the training rows (multilabel)")
         if task == "multilabel":
             positives = np.asarray(out["train"]).sum(0)
             for name, n in zip(self.class_names, positives):
                 if n == 0 or n == len(train):
-                    raise DataError(f"{_describe(self.hparams.train)}: label {name!r} is {'never' if n == 0 else 'always'} "
+                    raise DataError(f"{describe(self.hparams.train)}: label {name!r} is {'never' if n == 0 else 'always'} "
                                     "set in the training rows, so there is nothing to learn for it; drop the column "
                                     "(or --data.label_columns without it)")
         else:
             spread = np.asarray(out["train"]).std(0)
             for name, sd in zip(self.class_names, spread):
                 if not sd > 0:
-                    raise DataError(f"{_describe(self.hparams.train)}: target {name!r} is constant in the training rows; "
+                    raise DataError(f"{describe(self.hparams.train)}: target {name!r} is constant in the training rows; "
                                     "a regression needs targets that vary")
         return out
 
@@ -290,23 +291,23 @@ class LabelledDataModule(pl.LightningDataModule):
                 continue
             if out[split]:
                 raise DataError(
-                    f"{_describe(self.hparams.train)} already holds {split} rows (its split column) and "
+                    f"{describe(self.hparams.train)} already holds {split} rows (its split column) and "
                     f"--data.{flag} was given too: use one or the other"
                 )
             out[split] = [r for r in read_labelled(given, **columns)]
         if not out["train"]:
-            raise DataError(f"{_describe(self.hparams.train)}: no training rows (split column: every row is val or test)")
+            raise DataError(f"{describe(self.hparams.train)}: no training rows (split column: every row is val or test)")
         if self.hparams.folds:
             if out["test"]:
                 raise DataError(
-                    f"{_describe(self.hparams.train)} comes with test rows: cross-validation (--data.folds / "
+                    f"{describe(self.hparams.train)} comes with test rows: cross-validation (--data.folds / "
                     "--folds) is for sets without a given test split; drop it and use the given split"
                 )
-            out["train"], out["test"] = _stratified_fold(out["train"], self.hparams.folds, self.hparams.fold, self.hparams.seed)
+            out["train"], out["test"] = stratified_fold(out["train"], self.hparams.folds, self.hparams.fold, self.hparams.seed)
         elif not out["test"] and self.hparams.test_fraction > 0:
-            out["train"], out["test"] = _stratified_split(out["train"], self.hparams.test_fraction, self.hparams.seed)
+            out["train"], out["test"] = stratified_split(out["train"], self.hparams.test_fraction, self.hparams.seed)
         if not out["val"] and self.hparams.val_fraction > 0:
-            out["train"], out["val"] = _stratified_split(out["train"], self.hparams.val_fraction, self.hparams.seed)
+            out["train"], out["val"] = stratified_split(out["train"], self.hparams.val_fraction, self.hparams.seed)
         return out
 
     # ----------------------------------------------------------------------------- checks
@@ -377,49 +378,3 @@ def read_unlabelled(source, *, sequence_column=None, id_column=None) -> list[Lab
     if name.endswith((".fa", ".fasta", ".fna", ".fas")):
         return read_fasta_records(path)
     return read_table(path, sequence_column=sequence_column, id_column=id_column, label_required=False)
-
-
-def _task_of(rows: list[LabelledSequence], task: str | None, source) -> str:
-    """The task the training input holds (one for every row), or the one asked for."""
-    found = {r.task for r in rows}
-    if len(found) > 1:
-        raise DataError(f"{_describe(source)}: its parts hold different tasks ({', '.join(sorted(found))}); give every "
-                        "part the same columns")
-    held = found.pop()
-    if task is not None and task != held:
-        raise DataError(f"{_describe(source)}: --data.task {task}, but this input is read as {held} (FASTA per class and "
-                        "Genomic Benchmarks folders hold one class per sequence); give a table with label_* or target "
-                        "columns")
-    return held
-
-
-def _stratified_split(rows, fraction: float, seed: int):
-    """Hold out ``fraction`` of ``rows``: stratified by class (multiclass), at random otherwise."""
-    from sklearn.model_selection import train_test_split
-
-    labels = [r.label for r in rows]
-    counts = {label: labels.count(label) for label in set(labels)}
-    stratify = labels if rows[0].task == "multiclass" and min(counts.values()) >= 2 else None
-    keep, held = train_test_split(list(range(len(rows))), test_size=fraction, random_state=seed, stratify=stratify)
-    return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
-
-
-def _stratified_fold(rows, folds: int, fold: int, seed: int):
-    """(the other folds, fold ``fold``) of a stratified, seeded K-fold partition of ``rows``."""
-    from sklearn.model_selection import StratifiedKFold
-
-    if rows[0].task != "multiclass":
-        from sklearn.model_selection import KFold
-
-        keep, held = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(rows))[fold]
-        return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
-    labels = [r.label for r in rows]
-    smallest = min(labels.count(label) for label in set(labels))
-    if smallest < folds:
-        raise DataError(f"--data.folds {folds}: the rarest class has {smallest} rows; every fold needs one of each class")
-    keep, held = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(rows, labels))[fold]
-    return [rows[i] for i in sorted(keep)], [rows[i] for i in sorted(held)]
-
-
-def _describe(source) -> str:
-    return str(source) if not isinstance(source, dict) else "{" + ", ".join(f"{k}: {v}" for k, v in source.items()) + "}"

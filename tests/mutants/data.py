@@ -5,13 +5,13 @@ from . import Mutant
 MUTANTS = [
     # ---- hnet_dna/data/labelled.py, multilabel and regression (issue #33)
     Mutant("target_nan_accepted", "a regression target 'nan' is read as a number",
-           "hnet_dna/data/labelled.py", [('if number is None or number != number or number in (float("inf"), float("-inf")):', "if number is None:")],
+           "hnet_dna/data/label_columns.py", [('if number is None or number != number or number in (float("inf"), float("-inf")):', "if number is None:")],
            "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
     Mutant("multilabel_cell_any_number", "a multilabel cell of 2 counts as set",
-           "hnet_dna/data/labelled.py", [('    if text in TRUE_VALUES or value is True:', '    if text in TRUE_VALUES or text == "2" or value is True:')],
+           "hnet_dna/data/label_columns.py", [('    if text in TRUE_VALUES or value is True:', '    if text in TRUE_VALUES or text == "2" or value is True:')],
            "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
     Mutant("target_column_auto_regression", "a plain 'target' column makes a regression without being asked",
-           "hnet_dna/data/labelled.py", [("        elif given_targets or (prefixed_targets and not any(n in lower for n in LABEL_NAMES)):",
+           "hnet_dna/data/label_columns.py", [("        elif given_targets or (prefixed_targets and not any(n in lower for n in label_names)):",
                                           "        elif given_targets or prefixed_targets or \"target\" in lower:")],
            "tests/data/test_labelled.py::test_bad_multilabel_and_regression_input_names_the_file_line_and_column"),
     Mutant("multilabel_names_unsorted", "labels from a ';' column are one-hot in the order first seen, not by name",
@@ -61,7 +61,7 @@ MUTANTS = [
            "tests/data/test_labelled.py::test_parquet_and_arrow_read_as_the_csv_reader_does"),
     # ---- hnet_dna/data/labelled_datamodule.py
     Mutant("val_split_not_stratified", "the carved validation/test split ignores the classes",
-           "hnet_dna/data/labelled_datamodule.py",
+           "hnet_dna/data/splits.py",
            [('    stratify = labels if rows[0].task == "multiclass" and min(counts.values()) >= 2 else None', "    stratify = None")],
            "tests/data/test_labelled.py::test_data_module_splits_case_iupac_and_padding"),
     Mutant("batch_order_on_split_seed", "training batches are ordered by the split's seed, the same for every model seed",
@@ -77,7 +77,7 @@ MUTANTS = [
            [("        if reverse_complement > 0 and not strand_symmetric:", "        if False:")],
            "tests/data/test_labelled.py::test_strand_specific_labels_are_never_reverse_complemented"),
     Mutant("folds_overlap", "every fold tests the same rows",
-           "hnet_dna/data/labelled_datamodule.py",
+           "hnet_dna/data/splits.py",
            [("random_state=seed).split(rows, labels))[fold]", "random_state=seed).split(rows, labels))[0]")],
            "tests/data/test_labelled.py::test_folds_partition_every_row_into_stratified_test_sets"),
     # ---- hnet_dna/data/windows.py
