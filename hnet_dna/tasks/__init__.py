@@ -10,6 +10,7 @@ from .callbacks import (
 from .classifier import CNNBaselineModule
 from .finetune import FinetuneModule
 from .pretrain import PretrainModule, build_model
+from .segmentation import SegmentationModule
 
-__all__ = ["PretrainModule", "FinetuneModule", "CNNBaselineModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",
+__all__ = ["PretrainModule", "FinetuneModule", "CNNBaselineModule", "SegmentationModule", "build_model", "HeldOutReport", "TrainingWindowLog", "PredictionWriter",
            "ClassPredictionWriter", "TrainingCurves"]

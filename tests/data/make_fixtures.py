@@ -19,6 +19,10 @@ Writes, next to this script:
                    deletion, one 3-base insertion. For the README's score example.
   ecoli_slice.fa   E. coli K-12 MG1655 1,000,001-1,016,384 (16,384 bp, no N): the cross-species
                    held-out set of the data-efficiency smoke benchmark (pipelines/benchmarks/cpu_smoke.yaml).
+  annotation/      the chr20 annotation of pipelines/finetune/chr20_annotation (exon, intron, cpg,
+                   tss; cut by its make_chr20_annotation.elements) clipped to the two slices, in
+                   the slices' coordinates and names: exon.saf (SAF, 1-based inclusive, with its
+                   header and a strand column), intron.bed, cpg.bed, tss.bed (BED, 0-based).
   labelled/        a few rows of four shared labelled sets, in their own formats (column names
                    and order, CSV vs TSV, case, IUPAC letters, split column kept), for the readers:
                    promoter_tss_chr20_300bp.tsv (16 train, 8 valid, 8 test rows, both classes),
@@ -120,6 +124,28 @@ def write_hf_layouts(labelled: Path) -> None:
             .to_parquet(str(dest / "enhancers_hub_layout" / "data" / f"{split}-00000-of-00001.parquet"))
 
 
+def write_annotation(shared: Path, dest: Path) -> None:
+    """The chr20 elements clipped to SLICES, in slice coordinates (see the module docstring)."""
+    import importlib.util
+
+    script = HERE.parents[1] / "pipelines" / "finetune" / "chr20_annotation" / "make_chr20_annotation.py"
+    spec = importlib.util.spec_from_file_location("make_chr20_annotation", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    spans = module.elements(shared / "annotation")
+    dest.mkdir(exist_ok=True)
+    for element, values in spans.items():
+        rows = []
+        for name, _, start, end in SLICES:
+            lo, hi = start - 1, end
+            for s, e in values:
+                if s < hi and e > lo:
+                    a, b = max(s, lo) - lo, min(e, hi) - lo
+                    rows.append(f"{element}{len(rows)}\t{name}\t{a + 1}\t{b}\t+" if element == "exon" else f"{name}\t{a}\t{b}")
+        header = "GeneID\tChr\tStart\tEnd\tStrand\n" if element == "exon" else ""
+        (dest / (f"{element}.saf" if element == "exon" else f"{element}.bed")).write_text(header + "\n".join(rows) + "\n")
+
+
 def write_example_vcf(genome, annotation: Path, dest: Path) -> None:
     tss = [int(line.split()[1]) for line in annotation.read_text().splitlines()[:40:10]]  # 0-based
     rows = []
@@ -172,6 +198,7 @@ def main() -> None:
     seq = str(genome["20"][10_000_000:11_000_000])
     write_fasta(demo, [("chr20_demo 20:10,000,001-11,000,000 GRCh37 (hnet_dna demo genome)", seq)])
     Fasta(str(demo), rebuild=True).close()  # writes demo_chr20.fa.fai
+    write_annotation(args.shared, HERE / "annotation")
     cut_labelled(args.shared / "classification", HERE / "labelled")
     write_hf_layouts(HERE / "labelled")
     write_example_vcf(genome, args.shared / "annotation" / "hg19_chr20_refseq_tss.txt", HERE / "chr20_example_variants.vcf")

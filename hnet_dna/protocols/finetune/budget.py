@@ -111,13 +111,21 @@ def step_flops(task, datamodule) -> float:
     a batch of the batch-size longest training sequences (the caller multiplies by gradient
     accumulation). The random state and the gradients are left as they were."""
     from ...data.labelled_datamodule import pad_batch
-    from ..data_efficiency.flops import count_step_flops
 
     train = datamodule.datasets["train"]
     size = min(int(datamodule.hparams.batch_size), len(train))
+    if getattr(datamodule, "task", None) == "segmentation":  # windows of one length: the first batch
+        batch = torch.utils.data.default_collate([train[(0, i)] for i in range(size)])
+        return _counted(task, batch)
     longest = sorted(range(len(train)), key=lambda i: (-len(train.ids[i]), i))[:size]
     batch = pad_batch([{"input_ids": train.ids[i], "label": train.labels[i], "index": i} for i in longest],
                       datamodule.tokenizer.pad_id)
+    return _counted(task, batch)
+
+
+def _counted(task, batch: dict) -> float:
+    from ..data_efficiency.flops import count_step_flops
+
     device = next(task.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     was_training = task.training

@@ -17,13 +17,17 @@ from ...model.loading import is_untrained
 from ...runs import atomic_write_text, file_sha256, json_text
 from ...runs import fingerprint as weights_fingerprint
 from .budget import parse_budget
-from .results import SYSTEMS, results_table, summarise, winner_lines, winners
+from .results import METRICS, SYSTEMS, results_table, segmentation_metrics, summarise, winner_lines, winners
 from .systems import TRAINED, check_selection, kmer_run, probe_features, probe_run, system_args, trained_run
 
 __all__ = ["run_protocol"]
 
 def _data_files(hparams) -> list[str]:
     files = []
+    fasta = hparams.get("fasta")  # a segmentation set: genome, BED splits, one file per element
+    files += [str(fasta)] if isinstance(fasta, str) else [str(f) for f in fasta or []]
+    files += [str(hparams[k]) for k in ("bed",) if hparams.get(k)]
+    files += [str(v) for v in (hparams.get("annotation") or {}).values()]
     for key in ("train", "valid", "test"):
         value = hparams.get(key)
         if isinstance(value, dict):
@@ -37,6 +41,8 @@ def _data_files(hparams) -> list[str]:
 def _backbone_spec(cli) -> str | dict | None:
     return getattr(cli.model, "hparams", {}).get("backbone")
 
+
+SEGMENTATION_SYSTEMS = ("model", "scratch", "cnn")  # per-base annotation: the trained systems so far
 
 ON_BACKBONE = ("model", "lpft", "lora", "probe")  # what rests on the backbone's weights (scratch: on its architecture)
 
@@ -61,7 +67,14 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
         raise SystemExit("hnet_dna.finetune: the config's data must be hnet_dna.data.LabelledDataModule")
     if not hasattr(check.model, "backbone"):
         raise SystemExit("hnet_dna.finetune: the config's model must be hnet_dna.tasks.FinetuneModule")
-    if getattr(dm, "task", "multiclass") != "multiclass":
+    segmentation = getattr(dm, "task", None) == "segmentation"
+    if segmentation:
+        unsupported = [s for s in systems or [] if s not in SEGMENTATION_SYSTEMS]
+        if unsupported:
+            raise ConfigError(f"hnet_dna.finetune: --systems {' '.join(unsupported)}: not for per-base annotation yet; "
+                              f"choose from {', '.join(SEGMENTATION_SYSTEMS)}")
+        systems = systems or [s for s in SEGMENTATION_SYSTEMS if s != "scratch" or not is_untrained(_backbone_spec(check))]
+    elif getattr(dm, "task", "multiclass") != "multiclass":
         from ...data.genome import DataError
 
         raise DataError(f"hnet_dna.finetune: the data is a {dm.task} task; the protocol's controls (probe, kmer_lr) and "
@@ -130,7 +143,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     result = previous
 
     def save() -> dict:
-        summary = summarise(runs)
+        summary = summarise(runs, segmentation_metrics(dm.class_names) if segmentation else METRICS)
         return {
             "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "budget": budget,
             "data_files": files,

@@ -20,7 +20,19 @@ DETERMINISTIC = ("probe", "kmer_lr")  # no seed enters their fit
 
 
 
-def summarise(runs: list[dict]) -> dict:
+def segmentation_metrics(class_names: list[str]) -> tuple[str, ...]:
+    """A segmentation table's metrics: the means over elements, then each element's MCC and edge recall."""
+    return ("test/mcc", "test/auprc", "test/edge_recall", *(f"test/mcc/{e}" for e in class_names),
+            *(f"test/edge_recall/{e}" for e in class_names))
+
+
+def _metrics(summary: dict) -> list[str]:
+    """The metrics a summary holds, in its order."""
+    first = next(iter(summary.values()), {})
+    return [m for m in first if m != "spent"]
+
+
+def summarise(runs: list[dict], metrics: tuple[str, ...] = METRICS) -> dict:
     out: dict[str, dict] = {}
     present = {r["system"] for r in runs}
     for system in [s for s in SYSTEMS if s in present] + sorted(present - set(SYSTEMS)):
@@ -28,8 +40,8 @@ def summarise(runs: list[dict]) -> dict:
         if system in DETERMINISTIC:  # one fit per split, recorded per seed: count it once
             rows = list({r.get("fold"): r for r in rows}.values())
         out[system] = {}
-        for metric in METRICS:
-            values = [r["test"][metric] for r in rows if r["test"].get(metric) is not None]
+        for metric in metrics:
+            values = [r["test"][metric] for r in rows if r["test"].get(metric) is not None and r["test"][metric] == r["test"][metric]]
             mean = sum(values) / len(values) if values else None
             sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
             out[system][metric] = {"mean": mean, "sd": sd, "n": len(values)}
@@ -52,12 +64,13 @@ def _spent_cells(spent: dict) -> list[str]:
 
 def results_table(summary: dict) -> str:
     """Test metrics (mean ± sd) and, beside them, what a run spent (means over runs)."""
-    lines = ["| system | " + " | ".join(m.removeprefix("test/") for m in METRICS)
+    names = _metrics(summary)
+    lines = ["| system | " + " | ".join(m.removeprefix("test/") for m in names)
              + " | epochs | steps | training FLOPs | wall s | trainable / total parameters |",
-             "|---|" + "---|" * (len(METRICS) + 5)]
+             "|---|" + "---|" * (len(names) + 5)]
     for system, metrics in summary.items():
         cells = []
-        for m in METRICS:
+        for m in names:
             s = metrics[m]
             cells.append("-" if s["mean"] is None else f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["sd"] is not None else ""))
         cells += _spent_cells(metrics.get("spent", {}))
@@ -69,7 +82,7 @@ def winners(summary: dict) -> dict:
     """Per metric: the system with the best mean, the runner-up, the margin, and the margin in units
     of the larger sd of the two (None where both are deterministic or seen once)."""
     out = {}
-    for metric in METRICS:
+    for metric in _metrics(summary):
         ranked = sorted((s for s in summary if summary[s][metric]["mean"] is not None),
                         key=lambda s: summary[s][metric]["mean"], reverse=True)
         if len(ranked) < 2:

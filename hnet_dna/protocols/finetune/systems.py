@@ -19,7 +19,7 @@ from ...baselines import kmer_logistic_regression, kmer_predict_proba, linear_pr
 from ...cli import build_cli
 from ...config import ConfigError
 from ...model.pooling import pooled_features
-from ...tasks import CNNBaselineModule, FinetuneModule
+from ...tasks import CNNBaselineModule, SegmentationModule
 from ...tasks.classifier import classification_metrics
 from .budget import Budget, StopAtStep, count_parameters, step_flops
 
@@ -122,9 +122,13 @@ def _control_module(system: str, module, seed: int):
     pl.seed_everything(seed, verbose=False)
     if system == "scratch":
         config = module.backbone.config.to_dict()  # the same architecture, random weights
-        fields = inspect.signature(FinetuneModule).parameters
-        return FinetuneModule(**{k: v for k, v in module.hparams.items() if k in fields and k not in ("backbone", "backbone_config")},
-                              backbone=config)
+        fields = inspect.signature(type(module)).parameters
+        return type(module)(**{k: v for k, v in module.hparams.items() if k in fields and k not in ("backbone", "backbone_config")},
+                            backbone=config)
+    if getattr(module, "task", None) == "segmentation":  # the dilated CNN, the recipe's CNN shape
+        fields = ("class_names", "lr", "weight_decay", "warmup_fraction", "min_lr_fraction", "channels", "blocks",
+                  "kernel_size", "edge_tolerance")
+        return SegmentationModule(network="cnn", backbone=None, **{k: module.hparams[k] for k in fields})
     return CNNBaselineModule()
 
 
