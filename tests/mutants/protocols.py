@@ -139,7 +139,7 @@ MUTANTS = [
     # ---- hnet_dna/protocols/finetune/systems.py
     Mutant("scratch_is_pretrained", "the scratch control keeps the pretrained weights",
            "hnet_dna/protocols/finetune/systems.py",
-           [('                              backbone=config)', '                              backbone=module.hparams.backbone)')],
+           [('                            backbone=config)', '                            backbone=module.hparams.backbone)')],
            "tests/protocols/test_finetune_protocol.py::test_the_scratch_control_starts_from_other_weights_of_the_same_architecture"),
     Mutant("probe_last_as_mean", "the probe pools a last-pooling recipe by the mean (its own vocabulary again)",
            "hnet_dna/protocols/finetune/systems.py",
