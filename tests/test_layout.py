@@ -28,7 +28,7 @@ LAYERS = [
     ("io", "runs"),  # what the commands read and write; how they run
     ("inference", "cli"),
     ("interpret", "protocols"),
-    ("embed", "score", "ism", "boundaries", "finetune", "data_efficiency", "__main__", "__init__"),  # front doors, API
+    ("embed", "score", "ism", "boundaries", "finetune", "annotate", "data_efficiency", "__main__", "__init__"),  # front doors, API
 ]
 
 

@@ -177,3 +177,45 @@ def test_the_chr20_annotation_recipe_builds_its_splits_from_the_committed_elemen
     assert dm.tables["test"].start.min() >= 56_500_000
     fractions = dict(zip(dm.class_names, dm.element_fractions()))
     assert 0.01 < fractions["exon"] < fractions["intron"] and fractions["tss"] < fractions["cpg"]
+
+
+def test_annotate_writes_the_models_per_base_outputs_over_a_region(tmp_path, capsys):
+    import lightning.pytorch as pl
+    import pyBigWig
+
+    from hnet_dna.annotate import main as annotate
+    from hnet_dna.data import AnnotationDataModule
+
+    dm = AnnotationDataModule(str(DATA / "chr20_slices.fa"), {"exon": str(DATA / "annotation" / "exon.saf"),
+                              "cpg": str(DATA / "annotation" / "cpg.bed")}, val_regions=["chr20_heldout"], window=256,
+                              train_windows=8, held_out_windows=4, batch_size=4)
+    torch.manual_seed(0)
+    module = SegmentationModule(network="cnn", backbone=None, channels=8, blocks=2)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=dm)
+    checkpoint = tmp_path / "seg.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    out = tmp_path / "ann"
+    # a region of one window: the bigWig holds the network's own probabilities, base for base
+    ids = dm.tokenizer.encode(dm.sources[0].fetch("chr20_heldout", 1000, 1256))[None]
+    with torch.no_grad():
+        expected = module.eval().classifier(ids, torch.ones_like(ids, dtype=torch.bool)).logits.sigmoid()[0].numpy()
+    threshold = float(np.median(expected[:, 0]))  # some exon calls and some not
+    annotate(["--ckpt_path", str(checkpoint), "--fasta", str(DATA / "chr20_slices.fa"), "--region", "chr20_heldout:1001-1256",
+              "--out", str(out), "--threshold", f"{threshold:.9f}"])
+    for e, element in enumerate(["exon", "cpg"]):
+        bw = pyBigWig.open(str(out) + f".{element}.bw")
+        values = np.array(bw.values("chr20_heldout", 1000, 1256))
+        assert values == pytest.approx(expected[:, e], abs=1e-5)
+        called = np.zeros(256, dtype=bool)
+        for line in (tmp_path / f"ann.{element}.bed").read_text().splitlines():
+            _, a, b, _ = line.split("\t")
+            called[int(a) - 1000:int(b) - 1000] = True
+        assert np.array_equal(called, expected[:, e] >= round(threshold, 9))
+        assert e == 1 or 0 < called.sum() < 256
+    with pytest.raises(SystemExit) as stop:
+        annotate(["--ckpt_path", str(checkpoint), "--fasta", str(DATA / "chr20_slices.fa"), "--region", "chr7:1-100",
+                  "--out", str(tmp_path / "none")])
+    assert stop.value.code == 2 and "no chromosome 'chr7'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("none*"))
