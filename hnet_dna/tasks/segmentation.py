@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics import Metric
-from torchmetrics.classification import BinaryMatthewsCorrCoef, MultilabelAveragePrecision
+from torchmetrics.classification import BinaryAveragePrecision, BinaryMatthewsCorrCoef
 
 from ..config import ConfigError
 from ..model.loading import load_model
@@ -66,6 +66,18 @@ class _EdgeCounts(Metric):
         return torch.stack([c[0] / c[1], c[2] / c[3]])
 
 
+def _mcc(confmat: torch.Tensor) -> torch.Tensor:
+    """MCC of a 2 x 2 confusion matrix (rows: truth) as scikit-learn defines it: 0 where a margin is
+    empty (torchmetrics 1.9 substitutes small numbers there and gives a network that calls nothing
+    0.2 on a 2 % element); nan for an element with no base inside it in the split (no MCC to have),
+    which the mean leaves out."""
+    (tn, fp), (fn, tp) = confmat.double()
+    if tp + fn == 0:
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
+    return (tp * tn - fp * fn) / denominator if denominator > 0 else torch.zeros((), dtype=torch.float64)
+
+
 class BaseLevelMetrics(nn.Module):
     """Split-level per-base metrics (see the module docstring): ``update(probs (B, L, E), labels
     (B, L, E), scored (B, L))``, ``compute()`` -> ``{"mcc": mean, "mcc/<element>": ..., ...}``."""
@@ -74,24 +86,21 @@ class BaseLevelMetrics(nn.Module):
         super().__init__()
         self.names, self.threshold = list(names), threshold
         self.mcc = nn.ModuleList(BinaryMatthewsCorrCoef(threshold=threshold) for _ in self.names)
-        self.auprc = MultilabelAveragePrecision(num_labels=len(self.names), average="none", thresholds=200)
+        self.auprc = nn.ModuleList(BinaryAveragePrecision(thresholds=200) for _ in self.names)
         self.edges = _EdgeCounts(len(self.names), tolerance)
 
     def update(self, probs: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor) -> None:
         probs, labels = probs.float(), labels > 0.5
         flat_p, flat_y = probs[scored], labels[scored].long()  # (N, E): scored bases only
-        for e, metric in enumerate(self.mcc):
-            metric.update(flat_p[:, e], flat_y[:, e])
-        self.auprc.update(flat_p, flat_y)
+        for e, (mcc, auprc) in enumerate(zip(self.mcc, self.auprc)):
+            mcc.update(flat_p[:, e], flat_y[:, e])
+            auprc.update(flat_p[:, e], flat_y[:, e])
         self.edges.update(probs >= self.threshold, labels, scored)
 
     def compute(self) -> dict[str, float]:
         recall, precision = self.edges.compute()
-        # an element with no base inside it in the split has no MCC (torchmetrics would give 1 to a
-        # network that calls none): nan, left out of the mean
-        mcc = torch.stack([m.compute().double() if m.confmat[1].sum() > 0 else torch.tensor(float("nan"), dtype=torch.float64)
-                           for m in self.mcc])
-        parts = {"mcc": mcc, "auprc": self.auprc.compute(),
+        mcc = torch.stack([_mcc(m.confmat) for m in self.mcc])
+        parts = {"mcc": mcc, "auprc": torch.stack([m.compute() for m in self.auprc]),
                  "edge_recall": recall, "edge_precision": precision}
         out = {}
         for name, values in parts.items():
@@ -101,7 +110,7 @@ class BaseLevelMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
-        for metric in [*self.mcc, self.auprc, self.edges]:
+        for metric in [*self.mcc, *self.auprc, self.edges]:
             metric.reset()
 
 

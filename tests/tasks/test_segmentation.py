@@ -108,6 +108,14 @@ def test_edges_count_within_the_tolerance_only():
     assert edge_counts(calls, labels, scored, tolerance=2)[1, 0] == 1
 
 
+def test_a_network_that_calls_nothing_has_mcc_zero_as_scikit_learn_says():
+    metrics = BaseLevelMetrics(["rare"])
+    labels = torch.zeros(1, 1000, 1)
+    labels[0, :20] = 1
+    metrics.update(torch.full((1, 1000, 1), 0.1), labels, torch.ones(1, 1000, dtype=torch.bool))
+    assert metrics.compute()["mcc/rare"] == 0.0 == matthews_corrcoef(labels.flatten().numpy(), np.zeros(1000))
+
+
 def test_an_element_absent_from_the_split_has_no_mcc():
     metrics = BaseLevelMetrics(["a", "b"])
     labels = torch.zeros(1, 20, 2)
