@@ -43,18 +43,10 @@ def _merge(spans):
 
 
 def _subtract(spans, holes):
-    out, holes = [], _merge(holes)
-    for s, e in _merge(spans):
-        cursor = s
-        for a, b in holes:
-            if b <= cursor or a >= e:
-                continue
-            if a > cursor:
-                out.append((cursor, a))
-            cursor = max(cursor, b)
-        if cursor < e:
-            out.append((cursor, e))
-    return out
+    """``spans`` minus ``holes``, as sorted pieces (the windows' own interval subtraction)."""
+    from hnet_dna.data.windows import _subtract as subtract_holes
+
+    return [piece for s, e in _merge(spans) for piece in subtract_holes(s, e, holes)]
 
 
 def elements(annotation: Path) -> dict[str, list[tuple[int, int]]]:
