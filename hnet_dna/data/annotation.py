@@ -51,9 +51,6 @@ class ElementIntervals:
             np.add.at(out, np.clip(hit[:, 1], start, end) - start, -1)
         return np.cumsum(out[:-1]) > 0
 
-    def bases(self) -> int:
-        return int(sum(int((s[:, 1] - s[:, 0]).sum()) for s in self.intervals.values()))
-
 
 def _open(path: Path):
     with open(path, "rb") as f:

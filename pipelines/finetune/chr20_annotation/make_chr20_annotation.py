@@ -32,14 +32,11 @@ VALID, TEST = 50_000_000, 56_500_000  # the chr20 labelled sets' split points (G
 TSS_FLANK = 50
 
 
-def _merge(spans):
-    out = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [tuple(x) for x in out]
+def _merge(spans) -> list[tuple[int, int]]:
+    """Sorted, overlapping intervals merged (the annotation reader's own merge)."""
+    from hnet_dna.data.annotation import _merge as merge_intervals
+
+    return [(int(s), int(e)) for s, e in merge_intervals(list(spans))]
 
 
 def _subtract(spans, holes):
