@@ -3,7 +3,8 @@ policy, split-level metrics, the steps; and the CNN control trained from scratch
 (:class:`CNNBaselineModule`).
 
 Metrics are torchmetrics computed on the whole split (states summed over batches and processes,
-never averaged per batch): ``accuracy``, ``mcc`` (Matthews correlation), ``f1_macro`` and ``auroc``
+never averaged per batch): ``accuracy``, ``mcc`` (Matthews correlation as scikit-learn defines
+it, :mod:`hnet_dna.tasks.metrics`), ``f1_macro`` and ``auroc``
 (binary: the second class is the positive one; more classes: macro one-vs-rest), logged per epoch
 as ``val/...`` and ``test/...``, beside ``val/loss``. RC-conjoined logits follow the data module's
 ``strand_symmetric``; asking for them on strand-specific labels is an error.
@@ -25,11 +26,11 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
     MulticlassF1Score,
-    MulticlassMatthewsCorrCoef,
 )
 
 from ..config import ConfigError
 from ..model.cnn import CNNClassifier
+from .metrics import MatthewsCorrCoef
 from .objectives import SELECTION_METRIC, Objective, TaskMetrics
 from .pretrain import lr_factor
 
@@ -40,7 +41,7 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     auroc = BinaryAUROC() if num_classes == 2 else MulticlassAUROC(num_classes=num_classes, average="macro")
     return MetricCollection({
         "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro"),
-        "mcc": MulticlassMatthewsCorrCoef(num_classes=num_classes),
+        "mcc": MatthewsCorrCoef(num_classes=num_classes),  # scikit-learn's value: 0 for a constant guess
         "f1_macro": MulticlassF1Score(num_classes=num_classes, average="macro"),
         "auroc": auroc,
     })

@@ -27,6 +27,7 @@ from torchmetrics.classification import BinaryAveragePrecision, BinaryMatthewsCo
 from ..config import ConfigError
 from ..model.loading import load_model
 from ..model.per_base import DilatedResidualCNN, HNetForBaseAnnotation
+from .metrics import mcc_from_confusion
 from .pretrain import lr_factor
 
 __all__ = ["SegmentationModule", "BaseLevelMetrics", "edge_counts"]
@@ -67,15 +68,12 @@ class _EdgeCounts(Metric):
 
 
 def _mcc(confmat: torch.Tensor) -> torch.Tensor:
-    """MCC of a 2 x 2 confusion matrix (rows: truth) as scikit-learn defines it: 0 where a margin is
-    empty (torchmetrics 1.9 substitutes small numbers there and gives a network that calls nothing
-    0.2 on a 2 % element); nan for an element with no base inside it in the split (no MCC to have),
-    which the mean leaves out."""
-    (tn, fp), (fn, tp) = confmat.double()
-    if tp + fn == 0:
+    """MCC of an element's 2 x 2 confusion matrix (rows: truth) as scikit-learn defines it
+    (:func:`~hnet_dna.tasks.metrics.mcc_from_confusion`: 0 for a network that calls nothing); nan
+    for an element with no base inside it in the split (no MCC to have), which the mean leaves out."""
+    if confmat[1].sum() == 0:
         return torch.tensor(float("nan"), dtype=torch.float64)
-    denominator = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
-    return (tp * tn - fp * fn) / denominator if denominator > 0 else torch.zeros((), dtype=torch.float64)
+    return mcc_from_confusion(confmat)
 
 
 class BaseLevelMetrics(nn.Module):

@@ -1,5 +1,6 @@
 """Re-test the selected checkpoints of a segmentation protocol run with the current metrics."""
-import json, sys
+import json
+import sys
 from pathlib import Path
 from hnet_dna.cli import build_cli
 out = Path(sys.argv[1])
