@@ -34,6 +34,11 @@ Systems, all on exactly the same splits (every row of results tells which):
 * ``probe``: logistic regression on the frozen backbone's pooled features (C chosen on validation);
 * ``kmer_lr``: logistic regression on k-mer frequencies (k and C chosen on validation).
 
+A per-base annotation recipe (``hnet_dna.data.AnnotationDataModule``) takes ``model``, ``scratch``,
+``cnn`` (the dilated residual CNN) and ``probe`` (per element, a logistic regression on the frozen
+backbone's per-base features: :mod:`hnet_dna.protocols.finetune.per_base_probe`); its table holds
+per-element base-level MCC, AUPRC and edge recall.
+
 Budget (``--budget``), the same for every trained system: ``time:MINUTES`` (per fit, within the
 recipe's ``max_epochs``, which the learning-rate schedule spans), ``epochs:N``, or ``flops:X`` (training FLOPs per fit: steps = X / the FLOPs of
 one step, counted with the data-efficiency benchmark's counter on a batch of the longest training

@@ -107,12 +107,16 @@ class AnnotationDataModule(GenomeDataModule):
         self.class_names = [e.name for e in self.elements]
         self.tables = {"train": _evenly(self.tables["train"], train_windows),
                        **{s: _evenly(self.tables[s], held_out_windows) for s in ("val", "test")}}
-        self.datasets = {
-            split: AnnotatedWindows(self.sources, table, self.tokenizer, elements=self.elements,
-                                    reverse_complement=reverse_complement if split == "train" else 0.0,
-                                    random_shift=random_shift if split == "train" else 0, seed=self.hparams.seed)
-            for split, table in self.tables.items()
-        }
+        self.datasets = {split: self.unaugmented(split) for split in self.tables}
+        self.datasets["train"] = AnnotatedWindows(self.sources, self.tables["train"], self.tokenizer, elements=self.elements,
+                                                  reverse_complement=reverse_complement, random_shift=random_shift,
+                                                  seed=self.hparams.seed)
+
+    def unaugmented(self, split: str) -> AnnotatedWindows:
+        """The split's windows as they lie on the forward strand (no reverse complement, no shift):
+        what held-out splits always are, and what a probe reads of the training split."""
+        return AnnotatedWindows(self.sources, self.tables[split], self.tokenizer, elements=self.elements,
+                                reverse_complement=0.0, random_shift=0, seed=self.hparams.seed)
 
     def element_fractions(self, split: str = "train") -> list[float]:
         """The fraction of the split's bases inside each element (from the intervals; N included)."""

@@ -18,6 +18,7 @@ from ...runs import atomic_write_text, file_sha256, json_text
 from ...runs import fingerprint as weights_fingerprint
 from .budget import parse_budget
 from .results import METRICS, SYSTEMS, results_table, segmentation_metrics, summarise, winner_lines, winners
+from .per_base_probe import per_base_probe_run
 from .systems import TRAINED, check_selection, kmer_run, probe_features, probe_run, system_args, trained_run
 
 __all__ = ["run_protocol"]
@@ -42,7 +43,7 @@ def _backbone_spec(cli) -> str | dict | None:
     return getattr(cli.model, "hparams", {}).get("backbone")
 
 
-SEGMENTATION_SYSTEMS = ("model", "scratch", "cnn")  # per-base annotation: the trained systems so far
+SEGMENTATION_SYSTEMS = ("model", "scratch", "cnn", "probe")  # per-base annotation (probe: per_base_probe)
 
 ON_BACKBONE = ("model", "lpft", "lora", "probe")  # what rests on the backbone's weights (scratch: on its architecture)
 
@@ -129,7 +130,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     # read as 'mean') carry no record of it, nor do runs from before the records of what each spent:
     # redone, not copied to new seeds.
     outdated = {r["system"] for r in runs if (r["system"] == "kmer_lr" and "strand_symmetric" not in r)
-                or (r["system"] == "probe" and "pooling" not in r) or "wall_seconds" not in r} - stale
+                or (r["system"] == "probe" and "pooling" not in r and "stride" not in r) or "wall_seconds" not in r} - stale
     if outdated:
         print(f"hnet_dna.finetune: {results_path} holds {', '.join(sorted(outdated))} fits from before they followed "
               "the recipe's strand policy and pooling, or recorded what they spent: redoing them", file=sys.stderr, flush=True)
@@ -174,6 +175,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
                 run = trained_run(system, args, seed, fold, out / "runs" / name, parsed_budget)
             elif system in deterministic:  # the same fit for every seed: fitted once per split
                 run = {**deterministic[system], "seed": seed}
+            elif system == "probe" and segmentation:
+                run = deterministic[system] = per_base_probe_run(check.model, data, fold, seed)
             elif system == "probe":
                 if features is None:
                     start = time.perf_counter()
