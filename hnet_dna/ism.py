@@ -49,13 +49,20 @@ Scorers:
 * **classifier** (``--ckpt_path``, a checkpoint written by fine-tuning, or a classifier folder): the change in each
   class's logit, ``effects_by_class[i, p, b, c]``; ``effects`` is the ``--target`` class's
   (default: the last class, the positive one of a binary set). A classifier reads a sequence whole.
+  The same for the other fine-tuned heads, each output in ``effects_by_class`` and ``--target``
+  naming the one ``effects`` holds (needed where there are several): a **multilabel** network's
+  label logits; a **regression** network's predictions in the target's own units; a per-base
+  **segmentation** network's element logits at the base ``--position`` (1-based in each sequence;
+  with ``--region``, the genome coordinate, inside the region), i.e. which bases the call at
+  that base rests on.
 
 Output ``OUT.npz`` (``numpy.load(path, allow_pickle=False)``), N sequences in input order, L the
 longest: ``ids`` (N,), ``sequences`` (N,), ``lengths`` (N,), ``bases`` ``"ACGT"`` (the order of the
 last axis), ``effects`` (N, L, 4) float32 with the reference base's entry 0, NaN past a sequence's
 end and at a reference that is not A/C/G/T; ``importance`` (N, L): the mean absolute effect of the
-three substitutions; ``scorer`` (``"lm"`` or ``"classifier"``); with a classifier also
-``effects_by_class`` (N, L, 4, C), ``class_names`` and ``target``; with a language model
+three substitutions; ``scorer`` (``"lm"``, ``"masked_lm"``, ``"classifier"``, ``"multilabel"``,
+``"regression"`` or ``"segmentation"``); with a fine-tuned network also ``effects_by_class`` (N, L,
+4, C), ``class_names`` and ``target`` (and ``position``, 0-based in the sequence, for segmentation); with a language model
 ``site_effects``. ``OUT.png`` draws, for the first ``--plot`` sequences (or the ids given), the
 importance track, the effect heatmap and the reference below. ``--region`` reads up to
 ``window - stride`` bases before the region as left context (as ``score`` does; they are not
@@ -85,8 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     scorer = p.add_mutually_exclusive_group()
     scorer.add_argument("--model", default=None,
                         help="language model: preset, save_pretrained folder, or pretraining .ckpt (default: the shipped model)")
-    scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned classifier: its .ckpt, or its save_pretrained folder (classifier.json; also one a transformers Trainer fine-tuned)")
-    p.add_argument("--target", default=None, help="classifier: the class whose logit 'effects' holds (default: the last)")
+    scorer.add_argument("--ckpt_path", "--ckpt-path", default=None, help="a fine-tuned network (classifier, multilabel, regression or per-base): its .ckpt, or a classifier's save_pretrained folder (classifier.json; also one a transformers Trainer fine-tuned)")
+    p.add_argument("--target", default=None, help="fine-tuned network: the class, label, target or element 'effects' "
+                                                  "holds (default: a classifier's last class, or the only output)")
+    p.add_argument("--position", type=int, default=None,
+                   help="segmentation network: the base whose element logits change (1-based in each sequence; "
+                        "with --region, the genome coordinate)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=window_help(DEFAULT_WINDOW, 65, "language model: read longer sequences in windows of this many bases",
                                     "window - stride - D to window - D - 1 (D: --downstream)"))
@@ -119,6 +130,10 @@ def run(args: argparse.Namespace) -> None:
     output = check_output(args.output, (".npz",))
     if args.target is not None and args.ckpt_path is None:
         raise ConfigError("--target chooses a classifier's class; it needs --ckpt_path")
+    if args.position is not None and args.ckpt_path is None:
+        raise ConfigError("--position chooses the base of a per-base network's output; it needs --ckpt_path")
+    if args.position is not None and args.position < 1:
+        raise ConfigError(f"--position is 1-based, got {args.position}")
     if args.downstream is not None and args.ckpt_path is not None:
         raise ConfigError("--downstream sets a language model's span; a classifier reads its sequence whole")
     downstream = lm_downstream(args.window, args.stride, args.downstream) if args.ckpt_path is None else 0
@@ -145,6 +160,11 @@ def run(args: argparse.Namespace) -> None:
     else:
         records = read_sequences(args.input, fasta=args.fasta, sequence_column=args.sequence_column,
                                  id_column=args.id_column, index_dir=args.index_dir)
+    position = None if args.position is None else args.position - 1  # 0-based in each sequence
+    if region is not None and position is not None:
+        if not start < args.position <= end:
+            raise DataError(f"--position {args.position:,} lies outside --region {args.region}")
+        position = args.position - 1 - start
     ids = [r.id for r in records]
     which = _chosen(args.plot, ids)
     context = [skip] if region is not None else None
@@ -156,10 +176,12 @@ def run(args: argparse.Namespace) -> None:
     else:
         net, scorer = model, "lm"
     device = choose_device(args.device)
-    options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "window": args.window,
+    options = {"scorer": "lm" if model is not None else "classifier", "target": args.target, "position": position,
+               "window": args.window,
                "stride": args.stride, "downstream": args.downstream, "batch_size": args.batch_size}
     key = fingerprint([(r.id, r.sequence) for r in records], net, options)
-    result = ism([r.sequence for r in records], model, scorer, ids=ids, target=args.target, window=args.window,
+    result = ism([r.sequence for r in records], model, scorer, ids=ids, target=args.target, position=position,
+                 window=args.window,
                  stride=args.stride, downstream=args.downstream, batch_size=args.batch_size, device=device, progress=not args.quiet,
                  context=context, trailing=[after] if region is not None else None, _resume_at=(output, key),
                  _wheres=[r.where for r in records])
@@ -183,7 +205,9 @@ def run(args: argparse.Namespace) -> None:
           f"{SCORERS[result.scorer]} -> {', '.join(map(str, written))}")
 
 
-SCORERS = {"lm": "language model", "masked_lm": "masked language model (masked marginals)", "classifier": "classifier"}
+SCORERS = {"lm": "language model", "masked_lm": "masked language model (masked marginals)", "classifier": "classifier",
+           "multilabel": "multilabel network", "regression": "regression network",
+           "segmentation": "per-base network"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,11 +40,12 @@ class ISMResult:
     ids: list[str]
     sequences: list[str]
     effects: list[np.ndarray]  # per sequence (L, 4): the reference's entry 0, NaN at a non-ACGT reference
-    scorer: str  # "lm", "masked_lm" or "classifier"
+    scorer: str  # "lm", "masked_lm", "classifier" (multiclass), "multilabel", "regression" or "segmentation"
     site_effects: list[np.ndarray] | None = None  # language model: (L, 4)
     effects_by_class: list[np.ndarray] | None = None  # classifier: (L, 4, C)
     class_names: list[str] | None = None
     target: str | None = None
+    position: int | None = None  # segmentation: the base (0-based) whose outputs the effects are on
 
     def importance(self, i: int) -> np.ndarray:
         """(L,) mean absolute effect of the three substitutions at each base of sequence i."""
@@ -77,6 +78,8 @@ class ISMResult:
             out["effects_by_class"] = padded(self.effects_by_class, (4, len(self.class_names)))
             out["class_names"] = np.array(self.class_names, dtype=str)
             out["target"] = np.array(self.target)
+        if self.position is not None:
+            out["position"] = np.array(self.position)
         return out
 
 
@@ -161,23 +164,45 @@ def _lm_effects(model, ids: torch.Tensor, lo: int, hi: int, batch_size: int, dev
     return effects.float().numpy(), site.float().numpy()
 
 
-def _classifier_effects(task, ids: torch.Tensor, batch_size: int, device):
-    """Effects (L, 4, C) on the class logits of every substitution of ``ids`` (L,) (nucleotide
-    table), under a fine-tuned classifier."""
-    base_ids = torch.arange(4)
-    pos, col, _, is_base = _mutants(ids, 0, len(ids), base_ids)
-    classes = len(task.classifier.class_names)
-    effects = torch.full((len(ids), 4, classes), math.nan, dtype=torch.float64)
-    effects[is_base] = 0.0
-    mask = torch.ones(1, len(ids), dtype=torch.bool)
+def _network_outputs(task, task_kind: str, position: int | None):
+    """rows (B, L) -> what a fine-tuned network's ISM differences (B, K): the class logits
+    (multiclass), the label logits (multilabel), the predicted targets in their own units
+    (regression), or every element's logit at base ``position`` (segmentation)."""
 
     def forward(rows):
-        return task.logits(rows, mask.expand(len(rows), -1).to(rows.device)).double()
+        mask = torch.ones_like(rows, dtype=torch.bool)
+        if task_kind == "segmentation":
+            return task.classifier(rows, mask).logits[:, position].double()  # (B, E) at the chosen base
+        out = task.logits(rows, mask)
+        return (task.objective.predictions(out) if task_kind == "regression" else out).double()
 
+    return forward
+
+
+def _classifier_effects(forward, ids: torch.Tensor, base_ids: torch.Tensor, outputs: int, batch_size: int, device):
+    """Effects (L, 4, K) on a fine-tuned network's outputs (``forward``: :func:`_network_outputs`)
+    of every substitution of ``ids`` (L,)."""
+    pos, col, _, is_base = _mutants(ids, 0, len(ids), base_ids)
+    effects = torch.full((len(ids), 4, outputs), math.nan, dtype=torch.float64)
+    effects[is_base] = 0.0
     with torch.inference_mode():
-        for part, delta in _forward_rows(forward, ids, pos, col, batch_size, device):
+        for part, delta in _forward_rows(forward, ids, pos, base_ids[col], batch_size, device):
             effects[pos[part], col[part]] = delta
     return effects.float().numpy()
+
+
+def _chosen_output(names: list[str], target: str | None, task_kind: str) -> str:
+    """The output ``effects`` holds: ``target``; by default the last class of a multiclass
+    classifier (the positive one of a binary set), the only output of any other network."""
+    if target is None:
+        if task_kind == "multiclass" or len(names) == 1:
+            return names[-1]
+        what = {"multilabel": "label", "regression": "target", "segmentation": "element"}[task_kind]
+        raise ConfigError(f"the checkpoint has {len(names)} outputs ({', '.join(names)}): give --target, the {what} "
+                          "whose change 'effects' holds (effects_by_class holds them all)")
+    if target not in names:
+        raise ConfigError(f"--target {target!r}: the checkpoint's outputs are {names}")
+    return target
 
 
 def ism(
@@ -187,6 +212,7 @@ def ism(
     *,
     ids: list[str] | None = None,
     target: str | None = None,
+    position: int | None = None,
     window: int | None = DEFAULT_WINDOW,
     stride: int | None = None,
     downstream: int | None = None,
@@ -203,9 +229,13 @@ def ism(
     Args:
         model: the language model (``scorer="lm"``): an :class:`~hnet_dna.model.HNetForCausalLM`,
             anything ``--model`` takes, or None for the default model.
-        scorer: ``"lm"``, or a fine-tuned classifier: a task of :mod:`hnet_dna.tasks.finetune` or
-            the path of its checkpoint.
-        target: the class whose logit ``effects`` holds (a classifier; default the last class).
+        scorer: ``"lm"``, or a fine-tuned network: a task of :mod:`hnet_dna.tasks` (multiclass,
+            multilabel, regression or per-base segmentation) or the path of its checkpoint.
+        target: the output ``effects`` holds: a multiclass classifier's class (its logit; default
+            the last class), a multilabel network's label (its logit), a regression network's
+            target (the prediction in the target's units), a segmentation network's element (its
+            logit at ``position``); required where a non-multiclass network has several outputs.
+        position: a segmentation network's base (0-based, in every sequence) whose outputs change.
         window, stride: windows of a language model over long sequences (None: whole sequences).
         downstream: a language model's effect of a substitution sums the likelihood change of the
             substituted base and of this many bases after it, never more, so that every base gets
@@ -241,21 +271,23 @@ def ism(
                                   "at its own masked site")
             return _masked_lm_ism(lm, ids, records, encoded, window, batch_size, device, progress, context, trailing)
     else:
-        from ..tasks.classifier import ClassifierTask, FolderClassifier
         from ..tasks.finetune import load_classifier
 
-        task = scorer if isinstance(scorer, (ClassifierTask, FolderClassifier)) else load_classifier(scorer)
+        task = load_classifier(scorer) if isinstance(scorer, (str, Path)) else scorer
         task.eval()
-        encoded = encode_sequences(records, NucleotideTokenizer())
+        task_kind = getattr(task, "task", "multiclass")
+        tokenizer = task.classifier.tokenizer if task_kind == "segmentation" else NucleotideTokenizer()
+        encoded = encode_sequences(records, tokenizer)
         limit = getattr(task.classifier, "max_length", None)
         for r, x in zip(records, encoded):
             if limit and len(x) > limit:
                 raise DataError(f"{r.where}: {len(x):,} bases, longer than the classifier reads ({limit:,}, its "
                                 "max_length); cut the sequence to the length it was fine-tuned on")
+        _check_position(position, task_kind, records, encoded)
         names = list(task.classifier.class_names)
-        target = names[-1] if target is None else target
-        if target not in names:
-            raise ConfigError(f"--target {target!r}: the classifier's classes are {names}")
+        target = _chosen_output(names, target, task_kind)
+        outputs = _network_outputs(task, task_kind, position)
+        base_ids = torch.tensor(tokenizer.base_ids)
         net, kind, window = task, "classifier", None
     _resume = ResumableParts(*_resume_at) if _resume_at is not None else None  # (output, fingerprint)
     device = next(net.parameters()).device if device is None else choose_device(device) if isinstance(device, str) else device
@@ -282,7 +314,7 @@ def ism(
                                downstream)
             part = {"effects": e, "site": s}
         else:
-            part = {"by_class": _classifier_effects(net, encoded[i], batch_size, device)}
+            part = {"by_class": _classifier_effects(outputs, encoded[i], base_ids, len(names), batch_size, device)}
         if _resume is not None and u not in _resume:
             _resume.save(u, part)
         if kind == "lm":
@@ -297,7 +329,24 @@ def ism(
                        kind, site_effects=[x[k] for x, k in zip(site, keep)] if site is not None else None)
     if kind == "classifier":
         result.effects_by_class, result.class_names, result.target = by_class, names, target
+        result.scorer = "classifier" if task_kind == "multiclass" else task_kind
+        result.position = position
     return result
+
+
+def _check_position(position: int | None, task_kind: str, records, encoded) -> None:
+    """A per-base network's effects are on its output at one base, inside every sequence."""
+    if task_kind != "segmentation":
+        if position is not None:
+            raise ConfigError("--position chooses the base of a per-base (segmentation) network's output; this "
+                              f"checkpoint is a {task_kind} network with one output per sequence")
+        return
+    if position is None:
+        raise ConfigError("a per-base (segmentation) checkpoint has an output at every base: give --position, the "
+                          "base whose element logits the effects are on")
+    for r, x in zip(records, encoded):
+        if not 0 <= position < len(x):
+            raise DataError(f"{r.where}: {len(x):,} bases, so no base at --position {position + 1:,} (1-based)")
 
 
 

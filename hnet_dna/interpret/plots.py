@@ -85,7 +85,9 @@ def plot_ism(result: ISMResult, path: Path, which: list[int], offset: int = 0, x
 
     fig, axes = plt.subplots(2 * len(which), 1, figsize=(12, 3.2 * len(which)), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": [1, 1.4] * len(which)})
-    what = {"lm": "change in log2 likelihood (bits)", "masked_lm": "masked marginal log2 p(alt) - log2 p(ref) (bits)"}.get(
+    what = {"lm": "change in log2 likelihood (bits)", "masked_lm": "masked marginal log2 p(alt) - log2 p(ref) (bits)",
+            "regression": f"change in the predicted {result.target!r} (its units)",
+            "segmentation": f"change in the {result.target!r} logit at base {(result.position or 0) + offset:,}"}.get(
         result.scorer, f"change in the {result.target!r} logit")
     for k, i in enumerate(which):
         seq, e, imp = result.sequences[i], result.effects[i], result.importance(i)

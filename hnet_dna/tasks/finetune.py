@@ -289,8 +289,9 @@ class FinetuneModule(ClassifierTask):
 
 
 def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask | FolderClassifier:
-    """A fine-tuned classifier (:class:`FinetuneModule` or :class:`CNNBaselineModule`) from a
-    checkpoint written by ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
+    """A fine-tuned network (:class:`FinetuneModule`, :class:`CNNBaselineModule`, or a per-base
+    :class:`~hnet_dna.tasks.SegmentationModule`) from a checkpoint written by
+    ``python -m hnet_dna fit`` or ``python -m hnet_dna.finetune``, in eval
     mode on the CPU, LoRA adapters merged into the weights; or, from a classifier's
     ``save_pretrained`` folder (``classifier.json``: ours, or a transformers Trainer's), a
     :class:`FolderClassifier`."""
@@ -306,7 +307,12 @@ def load_classifier(path, flag: str = "--ckpt_path") -> ClassifierTask | FolderC
     if not hparams.get("class_names"):
         raise CheckpointError(f"{flag} {path}: not a fine-tuned classifier of hnet_dna (no class names in its "
                               "hyperparameters); a pretraining checkpoint goes to --model instead")
-    cls = FinetuneModule if "backbone" in hparams else CNNBaselineModule
+    if hparams.get("network") is not None:  # a per-base (segmentation) network: an output at every base
+        from .segmentation import SegmentationModule
+
+        cls = SegmentationModule
+    else:
+        cls = FinetuneModule if "backbone" in hparams else CNNBaselineModule
     try:
         task = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except (RuntimeError, KeyError, TypeError) as e:
