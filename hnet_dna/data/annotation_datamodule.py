@@ -13,7 +13,13 @@ window's labels are read from one interval file per element (:mod:`hnet_dna.data
 A reverse-complemented window's labels are its forward labels reversed (the elements are
 annotated on both strands alike). ``train_windows`` / ``held_out_windows`` keep that many windows
 of a split, evenly spaced along it (the same windows every epoch and every run), when a whole
-chromosome is more than a budget can train or evaluate on.
+chromosome is more than a budget can train or evaluate on. Evenly spaced windows can miss a rare
+element altogether (200 windows of 2 kb every 32 kb of chr20 50-56.5 Mb hold no CpG island and no
+TSS): ``held_out_cover`` then spends half of ``held_out_windows`` on windows holding each element
+(an equal share per element, evenly spaced among the windows that hold it) and the rest evenly
+along the split, so every element present in a split is validated and tested; rare elements are
+then more frequent in the held-out windows than in the genome (:meth:`AnnotationDataModule.element_fractions`
+says by how much), alike for every system compared.
 """
 
 from __future__ import annotations
@@ -53,7 +59,37 @@ class AnnotatedWindows(GenomeWindows):
 def _evenly(table: WindowTable, keep: int | None) -> WindowTable:
     if keep is None or keep >= len(table):
         return table
-    picks = np.unique(np.linspace(0, len(table) - 1, keep).round().astype(np.int64))
+    return _subset(table, np.unique(np.linspace(0, len(table) - 1, keep).round().astype(np.int64)))
+
+
+def _window_elements(table: WindowTable, elements: list[ElementIntervals]) -> np.ndarray:
+    """(windows, E) bool: whether each window of ``table`` holds a base of each element."""
+    out = np.zeros((len(table), len(elements)), dtype=bool)
+    for i in range(len(table)):
+        record, start = table.records[table.record[i]][1], int(table.start[i])
+        out[i] = element_labels(elements, int(table.source[i]), record, start, start + table.window).any(0)
+    return out
+
+
+def _covering(table: WindowTable, keep: int | None, elements: list[ElementIntervals]) -> WindowTable:
+    """``keep`` windows of ``table``: half shared equally among the elements (evenly spaced among
+    the windows holding each), the rest evenly spaced along the split (see the module docstring)."""
+    if keep is None or keep >= len(table):
+        return table
+    holds = _window_elements(table, elements)  # (windows, E)
+    share = keep // (2 * len(elements))
+    picks: set[int] = set()
+    for e in range(len(elements)):
+        having = np.flatnonzero(holds[:, e])
+        if len(having) and share:
+            picks |= set(having[np.unique(np.linspace(0, len(having) - 1, min(share, len(having))).round().astype(int))].tolist())
+    rest = np.setdiff1d(np.arange(len(table)), sorted(picks))  # the remainder evenly along the split
+    count = keep - len(picks)
+    picks |= set(rest[np.unique(np.linspace(0, len(rest) - 1, count).round().astype(int))].tolist()) if count > 0 else set()
+    return _subset(table, np.array(sorted(picks), dtype=np.int64))
+
+
+def _subset(table: WindowTable, picks: np.ndarray) -> WindowTable:
     return WindowTable(table.source[picks], table.record[picks], table.start[picks], table.records, table.window,
                        None if table.region is None else table.region[picks], table.regions, table.problem)
 
@@ -71,6 +107,8 @@ class AnnotationDataModule(GenomeDataModule):
             per run) replaces it when given.
         train_windows, held_out_windows: keep this many training / validation and test windows,
             evenly spaced along each split (default: all).
+        held_out_cover: choose the ``held_out_windows`` so that every element present in a split
+            is in them (see the module docstring; default False: evenly spaced only).
         skip_absent_chromosomes: leave out annotation on chromosomes no FASTA holds (default: an error).
     """
 
@@ -83,7 +121,7 @@ class AnnotationDataModule(GenomeDataModule):
                  random_shift: int = 0, iupac_policy: str = "lenient", batch_size: int = 8, num_workers: int = 0,
                  seed: int = 0, sample_seed: int | None = None, index_dir: str | None = None,
                  allow_leakage: bool = False, train_windows: int | None = None, held_out_windows: int | None = None,
-                 skip_absent_chromosomes: bool = False):
+                 skip_absent_chromosomes: bool = False, held_out_cover: bool = False):
         if not isinstance(annotation, dict) or not annotation:
             raise DataError("--data.annotation: give one interval file per element, e.g. "
                             "--data.annotation '{exon: exons.bed, cpg: cpg_islands.bed}'")
@@ -101,12 +139,14 @@ class AnnotationDataModule(GenomeDataModule):
         self.hparams.update({p.name: p.default for p in defaults if p.default is not p.empty and p.name not in self.hparams})
         self.hparams.update(annotation=dict(annotation), train_windows=train_windows, held_out_windows=held_out_windows,
                             sample_seed=sample_seed, skip_absent_chromosomes=skip_absent_chromosomes,
+                            held_out_cover=held_out_cover,
                             seed=seed if sample_seed is None else sample_seed)
         self.elements = [read_annotation(str(name), path, self.sources, skip_absent_chromosomes)
                          for name, path in annotation.items()]
         self.class_names = [e.name for e in self.elements]
         self.tables = {"train": _evenly(self.tables["train"], train_windows),
-                       **{s: _evenly(self.tables[s], held_out_windows) for s in ("val", "test")}}
+                       **{s: (_covering(self.tables[s], held_out_windows, self.elements) if held_out_cover
+                              else _evenly(self.tables[s], held_out_windows)) for s in ("val", "test")}}
         self.datasets = {split: self.unaugmented(split) for split in self.tables}
         self.datasets["train"] = AnnotatedWindows(self.sources, self.tables["train"], self.tokenizer, elements=self.elements,
                                                   reverse_complement=reverse_complement, random_shift=random_shift,

@@ -102,3 +102,28 @@ def test_window_counts_keep_evenly_spaced_windows_of_the_fixture_genome():
     assert set(dm.tables["train"].start) <= set(full.tables["train"].start)
     exon_fraction = dm.element_fractions()[0]
     assert 0 < exon_fraction < 0.2
+
+
+def _holds(dm, split):
+    from hnet_dna.data.annotation_datamodule import _window_elements
+
+    return _window_elements(dm.tables[split], dm.elements)
+
+
+def test_covering_held_out_windows_hold_every_element_the_split_has():
+    """Evenly spaced held-out windows can miss a rare element; covering ones give each element an
+    equal share of half the windows and space the rest evenly."""
+    common = dict(fasta=str(DATA / "chr20_slices.fa"), annotation=FIXTURE, val_regions=["chr20_train"], window=256)
+    full = AnnotationDataModule(**common)
+    present = _holds(full, "val").any(0)
+    assert present.all()  # the 300 kb slice holds each element somewhere (CpG and TSS in 3-4 places)
+    evenly = AnnotationDataModule(**common, held_out_windows=16)
+    assert not _holds(evenly, "val").any(0).all()  # the evenly spaced windows miss one
+    covered = AnnotationDataModule(**common, held_out_windows=16, held_out_cover=True)
+    assert len(covered.datasets["val"]) == 16 and _holds(covered, "val").any(0).all()
+    assert _holds(covered, "val").sum(0).min() >= 2  # 16 // (2 x 4 elements) windows each, where the split has them
+    assert set(covered.tables["val"].start) <= set(full.tables["val"].start)
+    assert list(covered.tables["val"].start) == sorted(covered.tables["val"].start)  # still in genome order
+    again = AnnotationDataModule(**common, held_out_windows=16, held_out_cover=True)
+    assert np.array_equal(again.tables["val"].start, covered.tables["val"].start)  # the same windows every run
+    assert len(covered.datasets["train"]) == len(full.datasets["train"])  # training windows untouched

@@ -161,6 +161,8 @@ def test_the_protocol_runs_the_segmentation_table_under_a_budget(tmp_path, capsy
         assert run["training_flops"] > 0
     table = (out / "results.md").read_text()
     assert "| mcc | auprc | edge_recall | mcc/exon |" in table
+    assert set(result["element_fractions"]) == {"train", "val", "test"} and "bases inside each element" in table
+    assert set(result["element_fractions"]["val"]) == {"exon", "cpg"}
     with pytest.raises(SystemExit) as stop:
         protocol(["--config", _recipe(tmp_path), "--seeds", "0", "--out", str(tmp_path / "lora"), "--systems", "lora"])
     assert stop.value.code == 2 and "not for per-base annotation yet" in capsys.readouterr().err

@@ -142,6 +142,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     split_sizes: dict = previous["split_sizes"] if previous else {}
     done = {(r["system"], r.get("fold"), r["seed"]) for r in runs}
     result = previous
+    fractions = ({split: dict(zip(dm.class_names, dm.element_fractions(split))) for split in ("train", "val", "test")}
+                 if segmentation else None)  # how often each element occurs where it is trained and judged
 
     def save() -> dict:
         summary = summarise(runs, segmentation_metrics(dm.class_names) if segmentation else METRICS)
@@ -150,6 +152,7 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             "data_files": files,
             "class_names": dm.class_names, "seeds": sorted({r["seed"] for r in runs}), "folds": folds,
             "systems": [s for s in SYSTEMS if s in {r["system"] for r in runs}], "split_sizes": split_sizes,
+            **({"element_fractions": fractions} if fractions else {}),
             "runs": sorted(runs, key=lambda r: (r["system"], r.get("fold") or 0, r["seed"])),
             "summary": summary, "winners": winners(summary),
         }
@@ -195,6 +198,9 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
     per_fold = result["split_sizes"] if folds else {"all": result["split_sizes"]}
     sizes = "; ".join(f"{k}: " + ", ".join(f"{s} {n:,}" for s, n in v.items()) for k, v in per_fold.items())
     over = f"folds x seeds ({folds} x {len(result['seeds'])})" if folds else "seeds"
+    if fractions:
+        sizes += "; bases inside each element (train / val / test): " + ", ".join(
+            f"{e} " + " / ".join(f"{100 * fractions[s][e]:.2f} %" for s in ("train", "val", "test")) for e in dm.class_names)
     spent = ("Budget per trained run: " + (f"`{budget}`" if budget else "the recipe's trainer caps") + ". Spent: mean "
              "epochs, optimizer steps, training FLOPs (forward + backward, counted per step), wall seconds and "
              "trainable / total parameters per run.")
