@@ -34,6 +34,11 @@ Systems, all on exactly the same splits (every row of results tells which):
 * ``probe``: logistic regression on the frozen backbone's pooled features (C chosen on validation);
 * ``kmer_lr``: logistic regression on k-mer frequencies (k and C chosen on validation).
 
+A multilabel or regression recipe (selection on ``val/auprc`` / ``val/pearson``) takes every
+system but ``lpft``; its ``probe`` and ``kmer_lr`` fit one model per output, chosen on validation
+(logistic regression per label, ridge regression per target:
+:mod:`hnet_dna.protocols.finetune.task_controls`), and its table holds the task's metrics per output.
+
 A per-base annotation recipe (``hnet_dna.data.AnnotationDataModule``) takes ``model``, ``scratch``,
 ``cnn`` (the dilated residual CNN) and ``probe`` (per element, a logistic regression on the frozen
 backbone's per-base features: :mod:`hnet_dna.protocols.finetune.per_base_probe`); its table holds

@@ -222,7 +222,7 @@ def test_the_protocol_takes_a_masked_lm_backbone_and_its_scratch_control_is_bidi
     assert isinstance(scratch.backbone, HNetForMaskedLM) and scratch.backbone.config.bidirectional
 
 
-def test_a_multilabel_set_is_refused_by_the_protocol_before_any_run(tmp_path, capsys):
+def test_a_multilabel_recipe_selecting_on_val_mcc_is_refused_before_any_run(tmp_path, capsys):
     from hnet_dna.finetune import main as protocol
 
     lines = (LABELLED / "promoter_tss_chr20_300bp.tsv").read_text().splitlines()
@@ -233,5 +233,5 @@ def test_a_multilabel_set_is_refused_by_the_protocol_before_any_run(tmp_path, ca
         for c in (line.split("\t") for line in lines[1:60])))
     with pytest.raises(SystemExit) as stop:
         protocol(["--config", finetune_recipe(tmp_path, train=str(table)), "--seeds", "0", "--out", str(tmp_path / "out")])
-    assert stop.value.code == 2 and "the data is a multilabel task" in capsys.readouterr().err
+    assert stop.value.code == 2 and "needs a ModelCheckpoint with monitor: val/auprc" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

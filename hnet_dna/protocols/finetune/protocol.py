@@ -16,10 +16,29 @@ from ...config import ConfigError
 from ...model.loading import is_untrained
 from ...runs import atomic_write_text, file_sha256, json_text
 from ...runs import fingerprint as weights_fingerprint
+from ...tasks.objectives import SELECTION_METRIC
 from .budget import parse_budget
-from .results import METRICS, SYSTEMS, results_table, segmentation_metrics, summarise, winner_lines, winners
 from .per_base_probe import per_base_probe_run
-from .systems import TRAINED, check_selection, kmer_run, probe_features, probe_run, system_args, trained_run
+from .results import (
+    METRICS,
+    SYSTEMS,
+    results_table,
+    segmentation_metrics,
+    summarise,
+    task_metrics,
+    winner_lines,
+    winners,
+)
+from .systems import (
+    TRAINED,
+    check_selection,
+    kmer_run,
+    probe_features,
+    probe_run,
+    system_args,
+    trained_run,
+)
+from .task_controls import task_kmer_run, task_probe_run
 
 __all__ = ["run_protocol"]
 
@@ -75,16 +94,16 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
             raise ConfigError(f"hnet_dna.finetune: --systems {' '.join(unsupported)}: not for per-base annotation yet; "
                               f"choose from {', '.join(SEGMENTATION_SYSTEMS)}")
         systems = systems or [s for s in SEGMENTATION_SYSTEMS if s != "scratch" or not is_untrained(_backbone_spec(check))]
-    elif getattr(dm, "task", "multiclass") != "multiclass":
-        from ...data.genome import DataError
-
-        raise DataError(f"hnet_dna.finetune: the data is a {dm.task} task; the protocol's controls (probe, kmer_lr) and "
-                        "its selection on val/mcc are for one class per sequence so far. Fit and test it with "
-                        "python -m hnet_dna fit / test (selection on val/auprc or val/pearson)")
-    check_selection(check, f"--config {config}")  # before any run
+    task = getattr(dm, "task", "multiclass")
+    per_sequence_outputs = task in ("multilabel", "regression")  # several outputs per sequence: no lpft yet
+    if per_sequence_outputs and "lpft" in (systems or []):
+        raise ConfigError(f"hnet_dna.finetune: --systems lpft: its probe-initialised head is for one class per sequence; "
+                          f"a {task} set takes {', '.join(s for s in SYSTEMS if s != 'lpft')}")
+    check_selection(check, f"--config {config}", "val/" + SELECTION_METRIC.get(task, "mcc"))  # before any run
     pretrained = not is_untrained(_backbone_spec(check))
     if systems is None:  # the controls of a pretrained backbone only where there is one
-        systems = [s for s in SYSTEMS if s not in ("scratch", "lpft", "lora") or pretrained]
+        systems = [s for s in SYSTEMS if (s not in ("scratch", "lpft", "lora") or pretrained)
+                   and not (s == "lpft" and per_sequence_outputs)]
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
         raise SystemExit(f"hnet_dna.finetune: --systems {' '.join(unknown)}: unknown; choose from {', '.join(SYSTEMS)}")
@@ -146,7 +165,8 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
                  if segmentation else None)  # how often each element occurs where it is trained and judged
 
     def save() -> dict:
-        summary = summarise(runs, segmentation_metrics(dm.class_names) if segmentation else METRICS)
+        summary = summarise(runs, segmentation_metrics(dm.class_names) if segmentation
+                            else task_metrics(task, dm.class_names) if per_sequence_outputs else METRICS)
         return {
             "fingerprint": fingerprint, **backbone, "config": config, "overrides": overrides, "budget": budget,
             "data_files": files,
@@ -186,10 +206,11 @@ def run_protocol(config: str, overrides: list[str], seeds: list[int], out: Path,
                     features = probe_features(check.model.backbone, data, check.model.hparams.pooling)
                     feature_seconds = time.perf_counter() - start
                 backbone_parameters = sum(p.numel() for p in check.model.backbone.parameters())
-                run = deterministic[system] = {**probe_run(features, data, seed, fold, backbone_parameters, feature_seconds),
+                fit = task_probe_run if per_sequence_outputs else probe_run
+                run = deterministic[system] = {**fit(features, data, seed, fold, backbone_parameters, feature_seconds),
                                                "pooling": check.model.hparams.pooling}
             else:
-                run = deterministic[system] = kmer_run(data, seed, fold)
+                run = deterministic[system] = (task_kmer_run if per_sequence_outputs else kmer_run)(data, seed, fold)
             runs.append(run)
             result = save()
             atomic_write_text(results_path, json_text(result))  # after every run: resumable; NaN as null

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["METRICS", "SYSTEMS", "SPENT", "DETERMINISTIC", "summarise", "winners", "results_table", "winner_lines"]
+__all__ = ["METRICS", "SYSTEMS", "task_metrics", "LOWER_IS_BETTER", "SPENT", "DETERMINISTIC", "summarise", "winners", "results_table", "winner_lines"]
 
 METRICS = ("test/mcc", "test/accuracy", "test/f1_macro", "test/auroc")
 
@@ -18,6 +18,17 @@ SPENT = ("epochs", "optimizer_steps", "training_flops", "wall_seconds", "trainab
 
 DETERMINISTIC = ("probe", "kmer_lr")  # no seed enters their fit
 
+
+
+LOWER_IS_BETTER = ("mse",)  # metrics (by name, per output too) where the lower mean wins
+
+
+def task_metrics(task: str, names: list[str]) -> tuple[str, ...]:
+    """A multilabel or regression table's metrics: the means over outputs, then each output's
+    AUPRC (multilabel) or Pearson r (regression)."""
+    if task == "multilabel":
+        return ("test/auroc", "test/auprc", "test/best_f1", *(f"test/auprc/{n}" for n in names))
+    return ("test/pearson", "test/spearman", "test/mse", *(f"test/pearson/{n}" for n in names))
 
 
 def segmentation_metrics(class_names: list[str]) -> tuple[str, ...]:
@@ -83,13 +94,14 @@ def winners(summary: dict) -> dict:
     of the larger sd of the two (None where both are deterministic or seen once)."""
     out = {}
     for metric in _metrics(summary):
+        lower = metric.split("/")[1] in LOWER_IS_BETTER
         ranked = sorted((s for s in summary if summary[s][metric]["mean"] is not None),
-                        key=lambda s: summary[s][metric]["mean"], reverse=True)
+                        key=lambda s: summary[s][metric]["mean"], reverse=not lower)
         if len(ranked) < 2:
             continue
         first, second = (summary[s][metric] for s in ranked[:2])
         sds = [x["sd"] for x in (first, second) if x["sd"]]
-        margin = first["mean"] - second["mean"]
+        margin = abs(first["mean"] - second["mean"])
         out[metric] = {"best": ranked[0], "runner_up": ranked[1], "margin": margin,
                        "margin_sd": margin / max(sds) if sds else None}
     return out

@@ -47,19 +47,20 @@ def system_args(system: str, recipe_lr: float) -> list[str]:
     return []
 
 
-def check_selection(cli, config: str = "the recipe") -> None:
-    """The protocol selects each fit's checkpoint on ``val/mcc``, highest first: the recipe's
-    ModelCheckpoint must monitor it with ``mode: max`` (``min`` would keep the worst epoch)."""
+def check_selection(cli, config: str = "the recipe", monitor: str = "val/mcc") -> None:
+    """The protocol selects each fit's checkpoint on ``monitor`` (``val/mcc``; a multilabel set's
+    ``val/auprc``, a regression set's ``val/pearson``), highest first: the recipe's ModelCheckpoint
+    must monitor it with ``mode: max`` (``min`` would keep the worst epoch)."""
     callback = cli.trainer.checkpoint_callback
-    if callback is None or callback.monitor != "val/mcc":
-        raise ConfigError(f"{config}: the protocol needs a ModelCheckpoint with monitor: val/mcc (model selection); "
+    if callback is None or callback.monitor != monitor:
+        raise ConfigError(f"{config}: the protocol needs a ModelCheckpoint with monitor: {monitor} (model selection); "
                           f"found {'none' if callback is None else f'monitor {callback.monitor!r}'}")
     if callback.mode != "max":
-        raise ConfigError(f"{config}: the ModelCheckpoint monitors val/mcc with mode {callback.mode!r}, which would "
+        raise ConfigError(f"{config}: the ModelCheckpoint monitors {monitor} with mode {callback.mode!r}, which would "
                           "select the worst checkpoint; set mode: max")
     for stopper in cli.trainer.early_stopping_callbacks:
-        if stopper.monitor == "val/mcc" and stopper.mode != "max":
-            raise ConfigError(f"{config}: the EarlyStopping on val/mcc has mode {stopper.mode!r}, which would stop "
+        if stopper.monitor == monitor and stopper.mode != "max":
+            raise ConfigError(f"{config}: the EarlyStopping on {monitor} has mode {stopper.mode!r}, which would stop "
                               "when the score rises; set mode: max")
 
 
@@ -75,13 +76,14 @@ def _fit_test(cli, module, system: str, seed: int, fold: int | None, flops_per_s
     wall = time.perf_counter() - start
     best = callback.best_model_path
     if not best:
-        raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on val/mcc (did validation run?); "
+        raise SystemExit(f"hnet_dna.finetune: {system} seed {seed}: no checkpoint was selected on {callback.monitor} (did validation run?); "
                          "nothing to test")
     steps = int(trainer.global_step)
     per_epoch = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches))  # optimizer steps per epoch
     results = trainer.test(module, datamodule=cli.datamodule, ckpt_path=best, verbose=False)[0]
+    selected_on = "val_" + callback.monitor.removeprefix("val/")  # val_mcc; val_auprc, val_pearson
     run = {"system": system, "fold": fold, "seed": seed, "checkpoint": best,
-           "val_mcc": float(callback.best_model_score) if callback.best_model_score is not None else None,
+           selected_on: float(callback.best_model_score) if callback.best_model_score is not None else None,
            "epochs": round(steps / per_epoch, 3) if per_epoch else None, "optimizer_steps": steps,
            "training_flops": steps * flops_per_step, "flops_per_step": flops_per_step,
            "wall_seconds": round(wall, 1), **parameters,
