@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _model(spec: str | None):
     """The model to embed with: what ``load_model`` reads, or the fine-tuned backbone of a classifier
-    checkpoint (``python -m hnet_dna fit`` / ``hnet_dna.finetune`` with FinetuneModule), its LoRA
-    adapters merged into the weights. A classifier's ``save_pretrained`` folder (ours or a
+    checkpoint (``python -m hnet_dna fit`` / ``hnet_dna.finetune`` with FinetuneModule, any task, or
+    a per-base SegmentationModule with an H-Net network), its LoRA adapters merged into the weights. A classifier's ``save_pretrained`` folder (ours or a
     transformers Trainer's) holds its fine-tuned backbone as any folder does: ``load_model`` reads it."""
     if spec is not None and spec.endswith(".ckpt") and Path(spec).is_file():
         from .model.loading import read_lightning_checkpoint
@@ -94,7 +94,13 @@ def _model(spec: str | None):
         if hparams.get("class_names") and "backbone" in hparams:
             from .tasks.finetune import load_classifier  # Lightning: only for a classifier
 
-            return load_classifier(spec, "--model").classifier.backbone
+            backbone = getattr(load_classifier(spec, "--model").classifier, "backbone", None)
+            if backbone is None:  # a per-base CNN control: convolutions, no language model inside
+                from .weights import CheckpointError
+
+                raise CheckpointError(f"--model {spec}: a CNN checkpoint, with no H-Net backbone to embed with; give "
+                                      "an H-Net checkpoint (network: hnet) or a language model")
+            return backbone
     return load_model(spec, warn_untrained=True)
 
 

@@ -100,3 +100,25 @@ def test_the_command_maps_a_per_base_checkpoint_at_a_genome_position(tmp_path, c
             ism_main(["--fasta", str(genome), "--region", "chr20:5,001-5,060", "--ckpt_path", ckpt, "--output", str(bad),
                       "--quiet", *argv])
         assert stop.value.code == 2 and message in capsys.readouterr().err and not bad.exists()
+
+
+def test_embed_reads_a_per_base_checkpoints_fine_tuned_backbone_and_refuses_a_cnn(tmp_path, capsys):
+    from hnet_dna.embed import main as embed
+    from hnet_dna.model.pooling import pooled_features
+
+    torch.manual_seed(4)
+    module = SegmentationModule(backbone=TINY, network="hnet", class_names=["exon"])
+    with torch.no_grad():  # a fine-tuned backbone is not the preset's initialisation
+        for p in module.classifier.backbone.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    ckpt = _classifier_checkpoint(tmp_path, module)
+    fasta = tmp_path / "two.fa"
+    fasta.write_text(f">a\n{SLICE[:50]}\n>b\n{SLICE[60:90]}\n")
+    embed(["--input", str(fasta), "--output", str(tmp_path / "e.npz"), "--model", ckpt, "--quiet"])
+    want = pooled_features(module.classifier.backbone, [SLICE[:50], SLICE[60:90]], "mean")
+    np.testing.assert_allclose(np.load(tmp_path / "e.npz")["embeddings"], want, rtol=1e-4, atol=1e-5)
+    (tmp_path / "cnn").mkdir()  # the checkpoint is named by its class: a folder of its own
+    cnn = _classifier_checkpoint(tmp_path / "cnn", SegmentationModule(backbone=None, network="cnn", class_names=["exon"]))
+    with pytest.raises(SystemExit) as stop:
+        embed(["--input", str(fasta), "--output", str(tmp_path / "c.npz"), "--model", cnn, "--quiet"])
+    assert stop.value.code == 2 and "no H-Net backbone" in capsys.readouterr().err and not (tmp_path / "c.npz").exists()

@@ -7,6 +7,10 @@ MUTANTS = [
     Mutant("embed_refuses_finetuned_backbone", "embed cannot read a fine-tuned classifier's backbone (adapters merged)",
            "hnet_dna/embed.py", [('        if hparams.get("class_names") and "backbone" in hparams:', "        if False:")],
            "tests/tasks/test_adapters.py::test_lora_trains_only_adapters_and_head_and_merges_to_the_same_logits"),
+    Mutant("embed_segmentation_cnn_unchecked", "embed meets a per-base CNN checkpoint with a raw AttributeError",
+           "hnet_dna/embed.py", [('            backbone = getattr(load_classifier(spec, "--model").classifier, "backbone", None)',
+                                  '            backbone = load_classifier(spec, "--model").classifier.backbone')],
+           "tests/interpret/test_ism_heads.py::test_embed_reads_a_per_base_checkpoints_fine_tuned_backbone_and_refuses_a_cnn"),
     # ---- hnet_dna/backends.py
     Mutant("freed_memory_returned", "keep_freed_memory leaves glibc's thresholds as they are",
            "hnet_dna/backends.py", [("return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))", "return True or bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))")],
