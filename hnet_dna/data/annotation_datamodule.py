@@ -76,16 +76,18 @@ def _covering(table: WindowTable, keep: int | None, elements: list[ElementInterv
     the windows holding each), the rest evenly spaced along the split (see the module docstring)."""
     if keep is None or keep >= len(table):
         return table
+    def evenly_among(indices: np.ndarray, count: int) -> set[int]:
+        if not len(indices) or count <= 0:
+            return set()
+        return set(indices[np.unique(np.linspace(0, len(indices) - 1, min(count, len(indices))).round().astype(int))].tolist())
+
     holds = _window_elements(table, elements)  # (windows, E)
     share = keep // (2 * len(elements))
     picks: set[int] = set()
     for e in range(len(elements)):
-        having = np.flatnonzero(holds[:, e])
-        if len(having) and share:
-            picks |= set(having[np.unique(np.linspace(0, len(having) - 1, min(share, len(having))).round().astype(int))].tolist())
+        picks |= evenly_among(np.flatnonzero(holds[:, e]), share)
     rest = np.setdiff1d(np.arange(len(table)), sorted(picks))  # the remainder evenly along the split
-    count = keep - len(picks)
-    picks |= set(rest[np.unique(np.linspace(0, len(rest) - 1, count).round().astype(int))].tolist()) if count > 0 else set()
+    picks |= evenly_among(rest, keep - len(picks))
     return _subset(table, np.array(sorted(picks), dtype=np.int64))
 
 

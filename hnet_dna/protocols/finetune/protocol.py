@@ -19,25 +19,8 @@ from ...runs import fingerprint as weights_fingerprint
 from ...tasks.objectives import SELECTION_METRIC
 from .budget import parse_budget
 from .per_base_probe import per_base_probe_run
-from .results import (
-    METRICS,
-    SYSTEMS,
-    results_table,
-    segmentation_metrics,
-    summarise,
-    task_metrics,
-    winner_lines,
-    winners,
-)
-from .systems import (
-    TRAINED,
-    check_selection,
-    kmer_run,
-    probe_features,
-    probe_run,
-    system_args,
-    trained_run,
-)
+from .results import METRICS, SYSTEMS, results_table, segmentation_metrics, summarise, task_metrics, winner_lines, winners
+from .systems import TRAINED, check_selection, kmer_run, probe_features, probe_run, system_args, trained_run
 from .task_controls import task_kmer_run, task_probe_run
 
 __all__ = ["run_protocol"]
