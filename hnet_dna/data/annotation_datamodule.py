@@ -170,5 +170,15 @@ class AnnotationDataModule(GenomeDataModule):
             totals += element_labels(self.elements, int(table.source[i]), record, start, start + table.window).sum(0)
         return (totals / max(1, len(table) * table.window)).tolist()
 
+    def pos_weight(self) -> list[float]:
+        """Each element's bases outside / inside it over the training windows (BCE pos_weight:
+        ``--model.pos_weight balanced``)."""
+        fractions = np.asarray(self.element_fractions("train"))
+        absent = [n for n, f in zip(self.class_names, fractions) if f == 0]
+        if absent:
+            raise DataError(f"pos_weight balanced: no training base lies inside {', '.join(map(repr, absent))}; "
+                            "give more --data.train_windows or drop the element")
+        return ((1 - fractions) / fractions).tolist()
+
     def summary(self) -> str:
         return super().summary() + "; elements: " + ", ".join(self.class_names)

@@ -127,16 +127,23 @@ class SegmentationModule(pl.LightningModule):
         weight_decay, warmup_fraction, min_lr_fraction: AdamW decay, linear warmup, cosine floor.
         channels, blocks, kernel_size: the CNN's shape.
         edge_tolerance: bases within which a called edge counts as finding a true one.
+        pos_weight: ``none``, or ``balanced``: each element's positive bases weigh its training
+            negatives / positives in the BCE (a rare element is called at all at p >= 0.5, at the
+            cost of calibration); the weights are taken from the data once and kept in
+            ``pos_weight_values`` (checkpoints carry them).
     """
 
     def __init__(self, backbone: str | dict | None = "default", network: str = "hnet", class_names: list[str] | None = None,
                  strands: str | None = None, dropout: float = 0.1, lr: float = 1e-3, head_lr: float | None = None,
                  weight_decay: float = 0.01, warmup_fraction: float = 0.1, min_lr_fraction: float = 0.1,
-                 channels: int = 96, blocks: int = 8, kernel_size: int = 5, edge_tolerance: int = 2):
+                 channels: int = 96, blocks: int = 8, kernel_size: int = 5, edge_tolerance: int = 2,
+                 pos_weight: str = "none", pos_weight_values: list[float] | None = None):
         super().__init__()
         self.save_hyperparameters()
         if network not in NETWORKS:
             raise ConfigError(f"--model.network must be one of {', '.join(NETWORKS)}, got {network!r}")
+        if pos_weight not in ("none", "balanced"):
+            raise ConfigError(f"--model.pos_weight must be 'none' or 'balanced', got {pos_weight!r}")
         if edge_tolerance < 0:
             raise ConfigError(f"--model.edge_tolerance must be >= 0, got {edge_tolerance}")
         # not a registered submodule: the classifier holds it once built (one copy in checkpoints)
@@ -161,11 +168,18 @@ class SegmentationModule(pl.LightningModule):
                                                  dropout=hp.dropout)
         hp.class_names = list(names)
         self.metrics = nn.ModuleDict({s: BaseLevelMetrics(names, hp.edge_tolerance) for s in ("val", "test")})
+        weights = hp.pos_weight_values if hp.pos_weight == "balanced" else None
+        # a buffer (not saved: the hyperparameters carry the values) that follows the module's device
+        self.register_buffer("element_pos_weight", None if weights is None else torch.tensor(weights), persistent=False)
 
     def attach_data(self, dm) -> None:
         names = getattr(dm, "class_names", None)
         if getattr(dm, "task", None) != "segmentation":
             raise ConfigError("SegmentationModule needs per-base labels: use hnet_dna.data.AnnotationDataModule")
+        if self.hparams.pos_weight == "balanced" and self.hparams.pos_weight_values is None:
+            self.hparams.pos_weight_values = dm.pos_weight()  # the training windows', once
+            if self.classifier is not None:
+                self.element_pos_weight = torch.tensor(self.hparams.pos_weight_values)
         if self.classifier is None:
             self._build(list(names))
         elif list(names) != self.classifier.class_names:
@@ -181,8 +195,13 @@ class SegmentationModule(pl.LightningModule):
         out = self.classifier(batch["input_ids"], batch["mask"])
         if batch.get("labels") is not None:
             scored = batch["scored"] & batch["mask"]  # (B, L): padding and N never count
-            out.loss = F.binary_cross_entropy_with_logits(out.logits.float()[scored], batch["labels"].float()[scored])
+            out.loss = F.binary_cross_entropy_with_logits(out.logits.float()[scored], batch["labels"].float()[scored],
+                                                          pos_weight=self._pos_weight(out.logits.device))
         return out
+
+    def _pos_weight(self, device) -> torch.Tensor | None:
+        weight = self.element_pos_weight
+        return None if weight is None else weight.to(device)  # a buffer assigned after the move: where the logits are
 
     def training_step(self, batch: dict, batch_idx: int):
         out = self(batch)

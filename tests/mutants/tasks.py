@@ -176,4 +176,11 @@ MUTANTS = [
            "hnet_dna/tasks/metrics.py",
            [("    cov_true_pred = correct * total - true_counts @ pred_counts", "    cov_true_pred = correct * total")],
            "tests/tasks/test_metrics.py::test_mcc_equals_scikit_learn_over_batches"),
+    Mutant("segmentation_pos_weight_unused", "pos_weight balanced is computed and never weighs the loss",
+           "hnet_dna/tasks/segmentation.py", [("pos_weight=self._pos_weight(out.logits.device))", "pos_weight=None)")],
+           "tests/tasks/test_segmentation.py::test_balanced_pos_weight_weighs_each_elements_positives_by_the_training_ratio"),
+    Mutant("segmentation_cnn_control_unweighted", "the protocol's per-base CNN trains without the recipe's pos_weight",
+           "hnet_dna/protocols/finetune/systems.py",
+           [('"kernel_size", "edge_tolerance", "pos_weight", "pos_weight_values")', '"kernel_size", "edge_tolerance")')],
+           "tests/tasks/test_segmentation.py::test_balanced_pos_weight_weighs_each_elements_positives_by_the_training_ratio"),
 ]

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from sklearn.metrics import average_precision_score, matthews_corrcoef
 
@@ -229,3 +230,39 @@ def test_annotate_writes_the_models_per_base_outputs_over_a_region(tmp_path, cap
                   "--out", str(tmp_path / "none")])
     assert stop.value.code == 2 and "no chromosome 'chr7'" in capsys.readouterr().err
     assert not list(tmp_path.glob("none*"))
+
+
+def test_balanced_pos_weight_weighs_each_elements_positives_by_the_training_ratio(tmp_path):
+    from hnet_dna.cli import build_cli
+    from hnet_dna.data import DataError
+
+    args = ["--config", _recipe(tmp_path), "--model.network", "cnn", "--model.pos_weight", "balanced"]
+    few = build_cli(args)  # 8 training windows: no exon or CpG base among them
+    with pytest.raises(DataError, match="no training base lies inside 'exon', 'cpg'"):
+        few.model.attach_data(few.datamodule)
+    cli = build_cli([*args, "--data.train_windows", "5000"])  # every training window
+    module, dm = cli.model, cli.datamodule
+    module.attach_data(dm)
+    module.eval()  # no dropout: losses compared exactly
+    fractions = np.array(dm.element_fractions("train"))  # exon, cpg
+    assert module.hparams.pos_weight_values == pytest.approx(((1 - fractions) / fractions).tolist())
+    batch = _batch()
+    scored = batch["scored"] & batch["mask"]
+    logits = module.classifier(batch["input_ids"], batch["mask"]).logits.float()[scored]
+    labels = batch["labels"].float()[scored]
+    weight = torch.tensor(module.hparams.pos_weight_values)
+    by_hand = -(weight * labels * F.logsigmoid(logits) + (1 - labels) * F.logsigmoid(-logits)).mean()
+    torch.testing.assert_close(module(batch).loss, by_hand)
+    # a checkpoint carries the weights: the loss is the same without the data
+    path = tmp_path / "w.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": "2.5.0"}, path)
+    loaded = SegmentationModule.load_from_checkpoint(path).eval()
+    torch.testing.assert_close(loaded(batch).loss, by_hand)
+    plain = SegmentationModule(network="cnn", backbone=None, class_names=["exon", "cpg"], channels=16, blocks=3).eval()
+    plain.load_state_dict(module.state_dict())
+    assert plain(batch).loss < by_hand  # rare positives weigh more
+    from hnet_dna.protocols.finetune.systems import _control_module
+
+    control = _control_module("cnn", cli.model, seed=0)  # the protocol's CNN trains with the recipe's weighting
+    assert control.hparams.pos_weight == "balanced" and control.hparams.pos_weight_values == module.hparams.pos_weight_values

@@ -129,7 +129,7 @@ def _control_module(system: str, module, seed: int):
                             backbone=config)
     if getattr(module, "task", None) == "segmentation":  # the dilated CNN, the recipe's CNN shape
         fields = ("class_names", "lr", "weight_decay", "warmup_fraction", "min_lr_fraction", "channels", "blocks",
-                  "kernel_size", "edge_tolerance")
+                  "kernel_size", "edge_tolerance", "pos_weight", "pos_weight_values")
         return SegmentationModule(network="cnn", backbone=None, **{k: module.hparams[k] for k in fields})
     return CNNBaselineModule()
 
