@@ -1,6 +1,7 @@
 """One run of each system of the fine-tuning protocol (see :mod:`hnet_dna.finetune`): ``model``,
 ``lpft``, ``lora``, ``scratch`` and ``cnn`` fitted with the recipe's trainer under the table's budget
-and tested on the checkpoint selected on ``val/mcc``; ``probe`` (logistic regression on the frozen
+and tested on the checkpoint selected on ``val/mcc`` (a multilabel set's ``val/auprc``, a
+regression set's ``val/pearson``); ``probe`` (logistic regression on the frozen
 backbone's pooled features) and ``kmer_lr`` (logistic regression on k-mer frequencies), fitted once
 per split. Every run records what it spent: ``epochs``, ``optimizer_steps``, ``training_flops``,
 ``wall_seconds``, ``trainable_parameters`` and ``total_parameters``."""
@@ -65,8 +66,8 @@ def check_selection(cli, config: str = "the recipe", monitor: str = "val/mcc") -
 
 
 def _fit_test(cli, module, system: str, seed: int, fold: int | None, flops_per_step: float) -> dict:
-    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on val/mcc
-    (the recipe's selection was checked before any run: :func:`check_selection`)."""
+    """fit ``module`` with the CLI's trainer and data, then test the checkpoint selected on the
+    recipe's monitor (checked before any run: :func:`check_selection`)."""
     cli.datamodule.check_ready("fit", cli.trainer.world_size)
     cli.datamodule.check_ready("test", cli.trainer.world_size)
     trainer, callback = cli.trainer, cli.trainer.checkpoint_callback
