@@ -152,7 +152,7 @@ MUTANTS = [
            "hnet_dna/protocols/finetune/systems.py", [("    if callback.mode != \"max\":", "    if False:")],
            "tests/protocols/test_finetune_protocol.py::test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run"),
     Mutant("early_stopping_mode_unchecked", "an EarlyStopping on val/mcc with mode min is let through (it stops as the score rises)",
-           "hnet_dna/protocols/finetune/systems.py", [("        if stopper.monitor == \"val/mcc\" and stopper.mode != \"max\":", "        if False:")],
+           "hnet_dna/protocols/finetune/systems.py", [("        if stopper.monitor == monitor and stopper.mode != \"max\":", "        if False:")],
            "tests/protocols/test_finetune_protocol.py::test_a_recipe_that_would_select_the_wrong_checkpoint_stops_before_any_run"),
     # ---- hnet_dna/protocols/data_efficiency/pipeline.py
     Mutant("fingerprint_model_by_name", "the resume fingerprint names models without their resolved config and weights",
