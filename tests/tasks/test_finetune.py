@@ -155,7 +155,8 @@ def _per_base(path) -> bool:
 def test_every_recipe_states_its_strand_policy_with_a_reason():
     recipes = [p for p in sorted((DATA.parents[1] / "pipelines" / "finetune").glob("*.yaml")) if not _per_base(p)]
     assert len(recipes) >= 7
-    expected = {"enhancers_iEnhancer2L": True}  # the only set whose labels do not depend on the strand
+    # the sets whose labels do not depend on the strand: enhancers, and which elements a chr20 window holds
+    expected = {"enhancers_iEnhancer2L": True, "chr20_multilabel": True}
     for path in recipes:
         data = yaml.safe_load(path.read_text())["data"]["init_args"]
         assert isinstance(data.get("strand_symmetric"), bool), f"{path.name}: no strand_symmetric"
@@ -166,14 +167,26 @@ def test_every_recipe_states_its_strand_policy_with_a_reason():
 
 
 @pytest.mark.skipif(not (DATA.parents[2] / "shared" / "data" / "classification").is_dir(), reason="needs ../shared/data")
-def test_every_labelled_recipe_builds_and_augments_only_strand_symmetric_sets(monkeypatch):
+def test_every_labelled_recipe_builds_and_augments_only_strand_symmetric_sets(monkeypatch, tmp_path):
+    import importlib.util
+
     from hnet_dna.cli import build_cli
 
     monkeypatch.chdir(DATA.parents[1])  # the recipes name ../shared/data relative to the checkout
+    # the chr20 multilabel set is cut, not committed: cut it here every 100 kb (its own cutter, real data)
+    script = DATA.parents[1] / "pipelines" / "finetune" / "chr20_annotation" / "make_chr20_annotation.py"
+    spec = importlib.util.spec_from_file_location("make_chr20_annotation", script)
+    cutter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cutter)
+    shared = DATA.parents[2] / "shared" / "data"
+    multilabel = tmp_path / "chr20_multilabel.tsv"
+    cutter.write_multilabel(shared / "genomes" / "GRCh37_chr20.fa.gz", cutter.elements(shared / "annotation"), multilabel,
+                            stride=100_000)
     for path in sorted((DATA.parents[1] / "pipelines" / "finetune").glob("*.yaml")):
         if path.stem == "default" or _per_base(path):  # needs --data.train; per-base: tests/tasks/test_segmentation.py
             continue
-        cli = build_cli(["--config", str(path), "--trainer.logger", "false"])
+        cut = ["--data.train", str(multilabel)] if path.stem == "chr20_multilabel" else []
+        cli = build_cli(["--config", str(path), "--trainer.logger", "false", *cut])
         dm = cli.datamodule
         assert (dm.datasets["train"].reverse_complement > 0) == dm.strand_symmetric, path.name
         assert all(len(dm.datasets[s]) > 0 for s in ("train", "val", "test")), path.name
