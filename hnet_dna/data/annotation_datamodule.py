@@ -56,10 +56,17 @@ class AnnotatedWindows(GenomeWindows):
                 "scored": ids < self.tokenizer.n_id, "coords": item["coords"]}
 
 
+def _evenly_among(indices: np.ndarray, count: int) -> set[int]:
+    """``count`` of ``indices`` (all if fewer), evenly spaced, the first and last included."""
+    if not len(indices) or count <= 0:
+        return set()
+    return set(indices[np.unique(np.linspace(0, len(indices) - 1, min(count, len(indices))).round().astype(int))].tolist())
+
+
 def _evenly(table: WindowTable, keep: int | None) -> WindowTable:
     if keep is None or keep >= len(table):
         return table
-    return _subset(table, np.unique(np.linspace(0, len(table) - 1, keep).round().astype(np.int64)))
+    return _subset(table, np.array(sorted(_evenly_among(np.arange(len(table)), keep)), dtype=np.int64))
 
 
 def _window_elements(table: WindowTable, elements: list[ElementIntervals]) -> np.ndarray:
@@ -76,18 +83,13 @@ def _covering(table: WindowTable, keep: int | None, elements: list[ElementInterv
     the windows holding each), the rest evenly spaced along the split (see the module docstring)."""
     if keep is None or keep >= len(table):
         return table
-    def evenly_among(indices: np.ndarray, count: int) -> set[int]:
-        if not len(indices) or count <= 0:
-            return set()
-        return set(indices[np.unique(np.linspace(0, len(indices) - 1, min(count, len(indices))).round().astype(int))].tolist())
-
     holds = _window_elements(table, elements)  # (windows, E)
     share = keep // (2 * len(elements))
     picks: set[int] = set()
     for e in range(len(elements)):
-        picks |= evenly_among(np.flatnonzero(holds[:, e]), share)
+        picks |= _evenly_among(np.flatnonzero(holds[:, e]), share)
     rest = np.setdiff1d(np.arange(len(table)), sorted(picks))  # the remainder evenly along the split
-    picks |= evenly_among(rest, keep - len(picks))
+    picks |= _evenly_among(rest, keep - len(picks))
     return _subset(table, np.array(sorted(picks), dtype=np.int64))
 
 

@@ -120,6 +120,6 @@ MUTANTS = [
            [("                if not skip_absent:", "                if False:")],
            "tests/data/test_annotation.py::test_a_bad_annotation_stops_with_its_file_and_line"),
     Mutant("held_out_cover_ignores_elements", "covering held-out windows are only evenly spaced",
-           "hnet_dna/data/annotation_datamodule.py", [("        picks |= evenly_among(np.flatnonzero(holds[:, e]), share)", "        pass")],
+           "hnet_dna/data/annotation_datamodule.py", [("        picks |= _evenly_among(np.flatnonzero(holds[:, e]), share)", "        pass")],
            "tests/data/test_annotation.py::test_covering_held_out_windows_hold_every_element_the_split_has"),
 ]

@@ -28,7 +28,9 @@ EXON_ONLY = ["--data.annotation", "{exon: " + str(DATA / "annotation" / "exon.sa
 def _features(network, dataset):
     items = [dataset[i] for i in range(len(dataset))]
     ids = torch.stack([it["input_ids"] for it in items])
-    feats = network.eval().head_inputs(ids, torch.ones_like(ids, dtype=torch.bool)).numpy()  # (N, L, D)
+    network.eval()  # batches of 8, as the probe reads them: the same sums on any CPU, hence the same fits
+    feats = torch.cat([network.head_inputs(chunk, torch.ones_like(chunk, dtype=torch.bool))
+                       for chunk in ids.split(8)]).numpy()  # (N, L, D)
     labels = torch.stack([it["labels"][:, 0] for it in items]).numpy() > 0.5  # (N, L)
     scored = torch.stack([it["scored"] for it in items]).numpy()
     return feats, labels, scored

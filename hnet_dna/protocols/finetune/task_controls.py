@@ -24,6 +24,7 @@ import torch
 from ...baselines import KMER_CS, KMER_SIZES, PROBE_CS, _full_vocabulary, _kmer_features
 from ...data.genome import DataError
 from ...tasks.objectives import SELECTION_METRIC, TaskMetrics
+from .systems import _split as rows_of  # the sequences and labels of a split, as the multiclass controls read them
 
 __all__ = ["task_probe_run", "task_kmer_run", "RIDGE_ALPHAS"]
 
@@ -31,8 +32,8 @@ RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def _split(datamodule, name: str):
-    ds = datamodule.datasets[name]
-    return [r.sequence for r in ds.records], np.asarray(ds.labels, dtype=np.float64)  # (N,), (N, K)
+    sequences, labels = rows_of(datamodule, name)
+    return sequences, np.asarray(labels, dtype=np.float64)  # (N,), (N, K)
 
 
 def _score(task: str, truth: np.ndarray, predicted: np.ndarray) -> float:
